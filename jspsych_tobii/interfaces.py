@@ -61,10 +61,16 @@ EYE_FIELDS: Tuple[Tuple[str, str], ...] = (
     ("pupil_valid", "?"),
 )
 
-#: One binocular gaze sample.  C{seq} is filled in by the server (a sequence
-#: number per tracking session); trackers leave it 0.
+#: One binocular gaze sample.  C{seq} (the sample's number in its tracking
+#: session) and C{server_time_us} (when the server received it, on the server
+#: clock) are filled in by the server; trackers leave them 0.
 GAZE_DTYPE = np.dtype(
-    [("device_time_us", "i8"), ("system_time_us", "i8"), ("seq", "i8")]
+    [
+        ("device_time_us", "i8"),
+        ("system_time_us", "i8"),
+        ("seq", "i8"),
+        ("server_time_us", "i8"),
+    ]
     + [(f"left_{name}", kind) for name, kind in EYE_FIELDS]
     + [(f"right_{name}", kind) for name, kind in EYE_FIELDS]
 )

@@ -1,0 +1,114 @@
+# -*- test-case-name: tests.test_config -*-
+"""
+L{ServerConfig}: the one set of settings that every door (twistd, the
+console script, L{jspsych_tobii.TobiiServer}) fills in, with the checks that
+turn a bad value into a one-line L{ConfigError} instead of a traceback.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, fields
+from typing import Optional
+
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+MAX_MOCK_RATE = 2000.0
+
+
+class ConfigError(ValueError):
+    """A setting is invalid; the message says which and why."""
+
+
+@dataclass
+class ServerConfig:
+    """
+    @ivar host: interface to listen on when C{port} is a number.
+    @ivar port: a port number, or any Twisted server endpoint string
+        (C{tcp:8080:interface=0.0.0.0}, C{systemd:domain=INET:name=web}, ...).
+    @ivar tracker: address of the eye tracker; None finds the first one.
+    @ivar buffer_size: gaze records kept in memory.
+    @ivar mock: use the built-in mock tracker instead of a real one.
+    @ivar mock_rate: the mock's sample rate (Hz).
+    @ivar frequency: gaze output frequency to set on the tracker (Hz).
+    @ivar reconnect_grace: seconds a dropped tracking client's stream is
+        kept for it to reconnect.
+    """
+
+    host: str = "localhost"
+    port: str = "8080"
+    tracker: Optional[str] = None
+    buffer_size: int = 10000
+    log_level: str = "INFO"
+    log_file: Optional[str] = None
+    mock: bool = False
+    mock_rate: float = 120.0
+    mock_seed: int = 0
+    frequency: Optional[float] = None
+    reconnect_grace: float = 30.0
+    retry_interval: float = 5.0
+
+    def __post_init__(self) -> None:
+        self.port = str(self.port)
+        self.validate()
+
+    def validate(self) -> "ServerConfig":
+        if not isinstance(self.host, str) or not self.host or re.search(r"[\s=]", self.host):
+            raise ConfigError(f"--host: not a host name or address: {self.host!r}")
+        if self.port.isdigit():
+            if not 0 <= int(self.port) <= 65535:
+                raise ConfigError(f"--port: {self.port} is not a port number (0-65535)")
+        elif ":" not in self.port:
+            raise ConfigError(
+                f"--port: expected a number or an endpoint such as "
+                f"'tcp:8080:interface=0.0.0.0', got {self.port!r}"
+            )
+        self.buffer_size = _int("--buffer-size", self.buffer_size, 1, 100_000_000)
+        level = str(self.log_level).upper()
+        if level == "WARN":
+            level = "WARNING"
+        if level not in LOG_LEVELS:
+            raise ConfigError(
+                f"--log-level: expected one of {', '.join(LOG_LEVELS)}, got {self.log_level!r}"
+            )
+        self.log_level = level
+        self.mock_rate = _number("--mock-rate", self.mock_rate, 1.0, MAX_MOCK_RATE)
+        if self.frequency is not None:
+            self.frequency = _number("--frequency", self.frequency, 1.0, 10000.0)
+        self.reconnect_grace = _number("--reconnect-grace", self.reconnect_grace, 0.0, 86400.0)
+        self.retry_interval = _number("--retry-interval", self.retry_interval, 0.1, 3600.0)
+        if self.tracker is not None and not str(self.tracker).strip():
+            raise ConfigError("--tracker: the address is empty")
+        return self
+
+    @property
+    def endpoint(self) -> str:
+        """The Twisted server endpoint description to listen on."""
+        if self.port.isdigit():
+            host = self.host.replace(":", "\\:")
+            return f"tcp:{self.port}:interface={host}"
+        return self.port
+
+    @classmethod
+    def field_names(cls):
+        return [f.name for f in fields(cls)]
+
+
+def _number(option: str, value, low: float, high: float) -> float:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{option}: expected a number, got {value!r}") from None
+    if not math.isfinite(number) or not low <= number <= high:
+        raise ConfigError(f"{option}: must be between {low:g} and {high:g}, got {value!r}")
+    return number
+
+
+def _int(option: str, value, low: int, high: int) -> int:
+    try:
+        number = int(str(value), 10)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{option}: expected a whole number, got {value!r}") from None
+    if not low <= number <= high:
+        raise ConfigError(f"{option}: must be between {low} and {high}, got {value!r}")
+    return number

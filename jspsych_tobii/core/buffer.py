@@ -1,0 +1,95 @@
+"""
+L{GazeBuffer}: a fixed-size numpy ring of full binocular gaze records.
+
+Records arrive in time order within a tracking session (the server clears the
+buffer when a new session starts), so a time-range query is two binary
+searches per stored segment.  Appending a batch is one or two slice copies.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import numpy as np
+
+from jspsych_tobii.interfaces import GAZE_DTYPE
+
+
+class GazeBuffer:
+    """
+    @param capacity: how many records are kept; older ones are overwritten.
+    """
+
+    def __init__(self, capacity: int):
+        if capacity < 1:
+            raise ValueError("buffer capacity must be at least 1")
+        self.capacity = capacity
+        self._data = np.zeros(capacity, dtype=GAZE_DTYPE)
+        self._head = 0  # where the next record goes
+        self._size = 0
+        self.appended = 0  # records appended since the last clear
+
+    def __len__(self) -> int:
+        return self._size
+
+    def clear(self) -> None:
+        self._head = 0
+        self._size = 0
+        self.appended = 0
+
+    def extend(self, batch: np.ndarray) -> None:
+        n = len(batch)
+        if n == 0:
+            return
+        cap = self.capacity
+        self.appended += n
+        if n >= cap:
+            self._data[:] = batch[n - cap :]
+            self._head = 0
+            self._size = cap
+            return
+        head = self._head
+        first = min(n, cap - head)
+        self._data[head : head + first] = batch[:first]
+        if first < n:
+            self._data[: n - first] = batch[first:]
+        self._head = (head + n) % cap
+        self._size = min(cap, self._size + n)
+
+    def _segments(self):
+        """The stored records as (older, newer) views, in time order."""
+        if self._size < self.capacity:
+            return (self._data[: self._size],)
+        return (self._data[self._head :], self._data[: self._head])
+
+    def latest(self) -> Optional[np.void]:
+        if self._size == 0:
+            return None
+        return self._data[(self._head - 1) % self.capacity].copy()
+
+    def oldest_time_us(self) -> Optional[int]:
+        if self._size == 0:
+            return None
+        return int(self._segments()[0]["system_time_us"][0])
+
+    def snapshot(self) -> np.ndarray:
+        """A time-ordered copy of everything stored."""
+        return np.concatenate(self._segments()) if self._size else self._data[:0].copy()
+
+    def query(self, start_us: Optional[int] = None, end_us: Optional[int] = None) -> np.ndarray:
+        """
+        Records with C{start_us <= system_time_us <= end_us} (either bound may
+        be None), as a time-ordered copy.
+        """
+        parts = []
+        for segment in self._segments():
+            times = segment["system_time_us"]
+            lo = 0 if start_us is None else int(np.searchsorted(times, start_us, "left"))
+            hi = len(times) if end_us is None else int(np.searchsorted(times, end_us, "right"))
+            if hi > lo:
+                parts.append(segment[lo:hi])
+        if not parts:
+            return self._data[:0].copy()
+        if len(parts) == 1:
+            return parts[0].copy()
+        return np.concatenate(parts)

@@ -1,0 +1,145 @@
+# -*- test-case-name: tests.test_calibration -*-
+"""
+L{CalibrationCoordinator}: who calibrates the tracker, and in what order.
+
+A tracker has one calibration mode, so one connection owns calibration at a
+time; a second gets a clear "busy" error, and the owner's disconnect leaves
+calibration mode and frees it.  The owner's operations run strictly one
+after another (the client sends C{calibration_start} without waiting, then
+points), and a failure of the fire-and-forget start is reported on the
+owner's next awaited request, naming its cause.  Collection runs on the
+tracker's side (a Deferred), so the reactor and every gaze stream keep going.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Optional
+
+from twisted.internet import defer
+from jspsych_tobii.logs import Logger
+
+from jspsych_tobii.interfaces import CalibrationResult, TrackerError
+
+
+class CalibrationError(Exception):
+    """A calibration request cannot be carried out; the message says why."""
+
+
+class CalibrationCoordinator:
+    """
+    @param trackers: the L{TrackerService} (its C{require()} gives the tracker).
+    @param summarize: turns a L{CalibrationResult} into the reply's dict.
+    """
+
+    log = Logger()
+
+    def __init__(self, trackers: Any, summarize: Callable[[CalibrationResult], dict]):
+        self._trackers = trackers
+        self._summarize = summarize
+        self.owner: Optional[object] = None
+        self._tracker = None
+        self._lock = defer.DeferredLock()
+        self._start_error: Optional[str] = None
+        self.last_result: Optional[dict] = None
+
+    def _check_owner(self, who: object) -> None:
+        if self.owner is None:
+            raise CalibrationError(
+                "calibration has not been started on this connection (send calibration_start)"
+            )
+        if self.owner is not who:
+            raise CalibrationError("another client is calibrating the eye tracker")
+
+    def _serial(self, work: Callable[[], Any]) -> defer.Deferred:
+        return self._lock.run(lambda: defer.maybeDeferred(work))
+
+    def start(self, who: object) -> defer.Deferred:
+        if self.owner is not None and self.owner is not who:
+            return defer.fail(CalibrationError("another client is calibrating the eye tracker"))
+        try:
+            tracker = self._trackers.require()
+        except TrackerError as e:
+            return defer.fail(e)
+        restart = self.owner is who and self._tracker is not None
+        self.owner = who
+        self._start_error = None
+
+        @defer.inlineCallbacks
+        def enter():
+            if restart:
+                yield self._tracker.leaveCalibration()
+            self._tracker = tracker
+            try:
+                yield tracker.enterCalibration()
+            except Exception as e:
+                self._start_error = str(e) or e.__class__.__name__
+                self._tracker = None
+                raise
+
+        return self._serial(enter)
+
+    def _entered(self, who: object):
+        self._check_owner(who)
+        if self._start_error is not None:
+            raise CalibrationError(f"calibration could not start: {self._start_error}")
+        if self._tracker is None:
+            raise CalibrationError("calibration is not active")
+        return self._tracker
+
+    def collect(self, who: object, x: float, y: float) -> defer.Deferred:
+        try:
+            self._check_owner(who)
+        except CalibrationError as e:
+            return defer.fail(e)
+        return self._serial(lambda: self._entered(who).collectCalibrationData(x, y))
+
+    def discard(self, who: object, x: float, y: float) -> defer.Deferred:
+        try:
+            self._check_owner(who)
+        except CalibrationError as e:
+            return defer.fail(e)
+        return self._serial(lambda: self._entered(who).discardCalibrationData(x, y))
+
+    def compute(self, who: object) -> defer.Deferred:
+        """Compute and apply, keep the result, then leave calibration mode."""
+        try:
+            self._check_owner(who)
+        except CalibrationError as e:
+            return defer.fail(e)
+
+        @defer.inlineCallbacks
+        def compute():
+            tracker = self._entered(who)
+            try:
+                result = yield tracker.computeCalibration()
+            finally:
+                yield self._leave()
+            self.last_result = self._summarize(result)
+            return self.last_result
+
+        return self._serial(compute)
+
+    def stop(self, who: object) -> defer.Deferred:
+        """Leave calibration mode without computing."""
+        try:
+            self._check_owner(who)
+        except CalibrationError as e:
+            return defer.fail(e)
+        return self._serial(self._leave)
+
+    def abandon(self, who: object) -> Optional[defer.Deferred]:
+        """C{who} disconnected: leave calibration mode if it owned it."""
+        if self.owner is not who:
+            return None
+        self.log.info("calibrating client left; leaving calibration mode")
+        d = self._serial(self._leave)
+        d.addErrback(lambda f: self.log.failure("leaving calibration mode", f))
+        return d
+
+    @defer.inlineCallbacks
+    def _leave(self):
+        tracker, self._tracker = self._tracker, None
+        self.owner = None
+        self._start_error = None
+        if tracker is not None:
+            yield tracker.leaveCalibration()

@@ -1,0 +1,180 @@
+# -*- test-case-name: tests.test_hub -*-
+"""
+L{GazeHub}: the one gaze subscription, shared by every tracking connection.
+
+The hub subscribes to the tracker's gaze stream while anyone holds it (a
+tracking connection, or a dropped connection inside its reconnect grace
+period) and unsubscribes when no one does.  Each run of the stream is a
+tracking session: it starts with an empty buffer and sample numbers from 0,
+so nothing from an earlier session is ever answered.
+
+A batch's path: the tracker's receiver (L{_on_gaze}) stamps sequence numbers
+and arrival time, appends to the buffer, encodes each sample once, frames it
+once with Autobahn's C{prepareMessage}, and hands the same prepared frame to
+every subscriber's L{SendGate}.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, List, Optional, Set
+
+import numpy as np
+from twisted.internet import defer
+from jspsych_tobii.logs import Logger
+
+from jspsych_tobii.core.buffer import GazeBuffer
+from jspsych_tobii.core.gaze import GazeView, dumps
+from jspsych_tobii.core.timesync import ServerClock
+from jspsych_tobii.server.gate import SendGate
+
+
+class GazeHub:
+    """
+    @param trackers: has a C{tracker} attribute (an L{ITracker} or None); the
+        L{TrackerService}.
+    @param prepare: frames a text payload once for all clients (the factory's
+        C{prepareMessage}).
+    """
+
+    log = Logger()
+
+    def __init__(
+        self,
+        trackers: Any,
+        clock: ServerClock,
+        buffer_size: int,
+        prepare: Callable[[bytes], Any],
+    ):
+        self._trackers = trackers
+        self.clock = clock
+        self.buffer = GazeBuffer(buffer_size)
+        self._prepare = prepare
+        self._subscribers: Set[SendGate] = set()
+        self._holds: Set[object] = set()
+        self.gates: Set[SendGate] = set()  # every open connection
+        self.observers: List[Callable[[np.ndarray], Any]] = []
+        self._lock = defer.DeferredLock()
+        self._tracker = None  # the tracker the stream runs on, while it runs
+        self.session = 0
+        self.session_started_us: Optional[int] = None
+        self._seq = 0
+
+    # -- who holds the stream
+
+    @property
+    def running(self) -> bool:
+        return self._tracker is not None
+
+    def is_subscribed(self, gate: SendGate) -> bool:
+        return gate in self._subscribers
+
+    @property
+    def subscriber_count(self) -> int:
+        return len(self._subscribers)
+
+    def subscribe(self, gate: SendGate) -> defer.Deferred:
+        """
+        Send gaze to C{gate}.  The Deferred fires when the stream runs, or
+        fails (and the subscription is withdrawn) when it cannot start.
+        """
+        self._subscribers.add(gate)
+        d = self._sync()
+
+        def failed(f):
+            self._subscribers.discard(gate)
+            return f
+
+        return d.addErrback(failed)
+
+    def unsubscribe(self, gate: SendGate) -> defer.Deferred:
+        self._subscribers.discard(gate)
+        return self._sync()
+
+    def hold(self, token: object) -> defer.Deferred:
+        """Keep the stream running on behalf of C{token} (no socket)."""
+        self._holds.add(token)
+        return self._sync()
+
+    def release(self, token: object) -> defer.Deferred:
+        self._holds.discard(token)
+        return self._sync()
+
+    def _sync(self) -> defer.Deferred:
+        return self._lock.run(self._apply)
+
+    @defer.inlineCallbacks
+    def _apply(self):
+        want = bool(self._subscribers or self._holds)
+        if want and self._tracker is None:
+            tracker = self._trackers.require()
+            self._begin_session()
+            yield tracker.startGaze(self._on_gaze)
+            self._tracker = tracker
+            self.log.info("gaze stream started (tracking session {n})", n=self.session)
+        elif not want and self._tracker is not None:
+            tracker, self._tracker = self._tracker, None
+            self.log.info(
+                "gaze stream stopped after {count} samples (tracking session {n})",
+                count=self._seq,
+                n=self.session,
+            )
+            yield tracker.stopGaze()
+
+    def tracker_lost(self) -> None:
+        """The tracker went away; the next subscription starts a new stream."""
+        self._tracker = None
+
+    def restart(self) -> defer.Deferred:
+        """Re-subscribe after the tracker came back, if anyone still holds the stream."""
+        return self._sync()
+
+    def stop(self) -> defer.Deferred:
+        """Release everything (service shutdown)."""
+        self._subscribers.clear()
+        self._holds.clear()
+        return self._sync()
+
+    def _begin_session(self) -> None:
+        self.session += 1
+        self.session_started_us = self.clock.now_us()
+        self._seq = 0
+        self.buffer.clear()
+
+    # -- the hot path
+
+    def _on_gaze(self, batch: np.ndarray) -> None:
+        if self._tracker is None and not self._lock.locked:
+            return  # a late batch after stopGaze
+        n = len(batch)
+        batch["seq"] = np.arange(self._seq, self._seq + n)
+        self._seq += n
+        batch["server_time_us"] = self.clock.now_us()
+        self.buffer.extend(batch)
+        for observer in self.observers:
+            observer(batch)
+        if not self._subscribers:
+            return
+        prepare = self._prepare
+        prepared = [prepare(frame) for frame in GazeView(batch).encode_frames()]
+        for gate in self._subscribers:
+            send = gate.send_gaze
+            for frame in prepared:
+                send(frame)
+
+    # -- queries
+
+    @property
+    def samples_in_session(self) -> int:
+        return self.buffer.appended
+
+    def latest(self) -> Optional[np.void]:
+        """The newest sample of the running session, or None."""
+        if not self.running:
+            return None
+        return self.buffer.latest()
+
+    def broadcast(self, message: dict) -> None:
+        """Send a status message to every open connection."""
+        payload = dumps(message)
+        for gate in list(self.gates):
+            gate.send_bytes(payload)

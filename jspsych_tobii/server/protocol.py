@@ -1,0 +1,111 @@
+# -*- test-case-name: tests.test_protocol -*-
+"""
+The Autobahn shell: WebSocket frames in, L{ClientSession} calls, frames out.
+
+L{TobiiServerProtocol} gives each connection a L{SendGate} (registered as
+the transport's producer, for flow control) and a L{ClientSession}; on close
+it releases what the connection held and, if it was tracking, lets the
+L{ResumeRegistry} keep its stream for a reconnect.  L{TobiiServerFactory}
+carries the shared L{ServerState} and the protocol options: messages up to
+16 MiB, pages opened from disk (origin C{null}) accepted, no compression.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
+from jspsych_tobii.logs import Logger
+
+from jspsych_tobii.server.gate import SendGate
+from jspsych_tobii.server.session import ClientSession
+from jspsych_tobii.server.state import ServerState
+
+#: Largest incoming message accepted (a validation point at 1200 Hz is ~360 KB).
+MAX_MESSAGE_BYTES = 16 * 1024 * 1024
+
+
+class TobiiServerProtocol(WebSocketServerProtocol):
+    log = Logger()
+
+    gate: Optional[SendGate] = None
+    session: Optional[ClientSession] = None
+    host = "?"
+
+    def onConnect(self, request):
+        peer = self.transport.getPeer()
+        self.host = getattr(peer, "host", None) or str(peer)
+        return None
+
+    def onOpen(self):
+        app: ServerState = self.factory.app
+        self.gate = SendGate(
+            self.sendPreparedMessage,
+            self.sendMessage,
+            lambda: self.dropConnection(abort=True),
+            peer=self.peer,
+        )
+        self.registerProducer(self.gate, True)
+        app.hub.gates.add(self.gate)
+        self.session = ClientSession(app, self.gate, self.peer)
+        self.log.info("client {peer} connected", peer=self.peer)
+        if app.resumes.claim(self.host):
+            d = app.hub.subscribe(self.gate)
+
+            def resumed(_):
+                self.log.info("client {peer} resumed its gaze stream", peer=self.peer)
+                self.gate.send_message(
+                    {
+                        "type": "tracking_resumed",
+                        "message": "gaze stream resumed after reconnect",
+                        "session": app.hub.session,
+                    }
+                )
+
+            d.addCallbacks(
+                resumed,
+                lambda f: self.log.warn(
+                    "could not resume the stream of {peer}: {e}", peer=self.peer, e=f.getErrorMessage()
+                ),
+            )
+
+    def onMessage(self, payload, isBinary):
+        if self.session is not None:
+            self.session.handle(payload, isBinary)
+
+    def onClose(self, wasClean, code, reason):
+        session, gate = self.session, self.gate
+        if session is None:
+            return
+        self.session = None
+        app: ServerState = self.factory.app
+        was_tracking = session.tracking
+        session.close()
+        gate.close()
+        app.hub.gates.discard(gate)
+        if was_tracking:
+            app.resumes.dropped(self.host)
+            app.hub.unsubscribe(gate).addErrback(
+                lambda f: self.log.failure("releasing the gaze stream", f)
+            )
+        self.log.info(
+            "client {peer} disconnected ({clean}){dropped}",
+            peer=self.peer,
+            clean="clean" if wasClean else "unclean",
+            dropped=f"; {gate.dropped} gaze frames were dropped for it" if gate.dropped else "",
+        )
+
+
+class TobiiServerFactory(WebSocketServerFactory):
+    protocol = TobiiServerProtocol
+
+    def __init__(self, app: ServerState, url: Optional[str] = None):
+        super().__init__(url, reactor=app.reactor)
+        self.app = app
+        self.noisy = False
+        self.setProtocolOptions(
+            maxMessagePayloadSize=MAX_MESSAGE_BYTES,
+            maxFramePayloadSize=MAX_MESSAGE_BYTES,
+            allowNullOrigin=True,
+            perMessageCompressionAccept=lambda offers: None,
+        )

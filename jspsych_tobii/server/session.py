@@ -1,0 +1,249 @@
+# -*- test-case-name: tests.test_session -*-
+"""
+L{ClientSession}: one connection's requests, and what they do.
+
+The protocol hands every text frame to L{ClientSession.handle}, which parses
+it with L{jspsych_tobii.core.messages}, runs the handler named after the
+request type, and sends exactly one reply carrying the request's
+C{requestId}, whether the handler returned a dict, a Deferred, or failed.
+A handler's failure never escapes this class: the client gets an error reply
+and the connection stays usable.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+from twisted.internet import defer
+from twisted.python.failure import Failure
+from jspsych_tobii.logs import Logger
+
+from jspsych_tobii.core import messages
+from jspsych_tobii.core.gaze import sample_dicts
+from jspsych_tobii.core.messages import Request, RequestError
+from jspsych_tobii.core.timesync import ClientClockModel
+from jspsych_tobii.core.validation import ValidationRun
+from jspsych_tobii.interfaces import TrackerError
+from jspsych_tobii.server.calibration import CalibrationError
+from jspsych_tobii.server.gate import SendGate
+
+#: Errors whose message is shown to the client as is; anything else is a bug,
+#: logged with its traceback and reported as an internal error.
+EXPECTED_ERRORS = (RequestError, TrackerError, CalibrationError, ValueError)
+
+
+class ClientSession:
+    """
+    @param app: the shared server state (L{jspsych_tobii.server.protocol.ServerState}).
+    @param gate: this connection's L{SendGate}.
+    """
+
+    log = Logger()
+
+    def __init__(self, app: Any, gate: SendGate, peer: str):
+        self.app = app
+        self.gate = gate
+        self.peer = peer
+        self.clock_model = ClientClockModel()
+        self.validation: Optional[ValidationRun] = None
+        self.closed = False
+
+    @property
+    def tracking(self) -> bool:
+        return self.app.hub.is_subscribed(self.gate)
+
+    # -- dispatch
+
+    def handle(self, payload: bytes, is_binary: bool = False) -> Optional[defer.Deferred]:
+        """Answer one frame; returns the Deferred of a pending reply, if any."""
+        received_ms = self.app.clock.now_ms()
+        try:
+            request = messages.parse_request(payload, is_binary)
+        except RequestError as e:
+            self._send_error(str(e), e.request_id, e.request_type)
+            return None
+        handler = getattr(self, "do_" + request.type)
+        try:
+            result = handler(request, received_ms)
+        except Exception:
+            self._failed(Failure(), request)
+            return None
+        if isinstance(result, defer.Deferred):
+            result.addCallbacks(
+                self._send_reply, self._failed, callbackArgs=(request,), errbackArgs=(request,)
+            )
+            return result
+        self._send_reply(result, request)
+        return None
+
+    def _send_reply(self, fields: dict, request: Request) -> None:
+        if self.closed:
+            return
+        self.gate.send_message(messages.reply(request, **fields))
+
+    def _failed(self, failure: Failure, request: Request) -> None:
+        error = failure.value
+        if isinstance(error, EXPECTED_ERRORS):
+            text = str(error) or error.__class__.__name__
+            self.log.info(
+                "{peer}: {type} failed: {error}", peer=self.peer, type=request.type, error=text
+            )
+        else:
+            self.log.failure(
+                "{peer}: internal error handling {type}", failure, peer=self.peer, type=request.type
+            )
+            text = f"internal server error while handling {request.type}: {error!r}"
+        self._send_error(text, request.request_id, request.type)
+
+    def _send_error(self, text: str, request_id: Any, request_type: Optional[str]) -> None:
+        if not self.closed:
+            self.gate.send_message(messages.error_reply(text, request_id, request_type))
+
+    def close(self) -> None:
+        """The connection is gone: release what it held."""
+        self.closed = True
+        self.app.calibration.abandon(self)
+
+    # -- clocks
+
+    def do_time_sync(self, request: Request, received_ms: float) -> dict:
+        server_ms = self.app.clock.now_ms()
+        client_ms = request.params["clientTime"]
+        if client_ms is not None:
+            self.clock_model.observe(client_ms, received_ms)
+        return {"clientTime": client_ms, "serverTime": server_ms, "success": True}
+
+    def do_get_device_clock_offset(self, request: Request, received_ms: float) -> dict:
+        tracker = self.app.trackers.require()
+        # B is the tracker's system clock shifted into server time; C is
+        # that system clock.  Both are the same clock, so B - C is the
+        # shift between them, which the server set from the tracker.
+        offset_us = self.app.clock.offset_us - tracker.info.system_clock_offset_us
+        hub = self.app.hub
+        reply = {
+            "success": True,
+            "offset": offset_us / 1000.0,
+            "method": "shared_clock",
+            "sample_count": hub.samples_in_session if hub.running else 0,
+            "session": hub.session,
+        }
+        latest = hub.latest()
+        if latest is not None:
+            reply["latest_delivery_latency_ms"] = (
+                int(latest["server_time_us"]) - int(latest["system_time_us"])
+            ) / 1000.0
+        return reply
+
+    # -- gaze
+
+    def do_start_tracking(self, request: Request, received_ms: float):
+        if self.tracking:
+            return {"success": True, "tracking": True, "alreadyTracking": True}
+        d = self.app.hub.subscribe(self.gate)
+        d.addCallback(lambda _: {"success": True, "tracking": True, "session": self.app.hub.session})
+        return d
+
+    def do_stop_tracking(self, request: Request, received_ms: float):
+        if not self.tracking:
+            return {"success": True, "tracking": False}
+        d = self.app.hub.unsubscribe(self.gate)
+        d.addCallback(lambda _: {"success": True, "tracking": False})
+        return d
+
+    def do_get_current_gaze(self, request: Request, received_ms: float) -> dict:
+        latest = self.app.hub.latest()
+        gaze = None if latest is None else sample_dicts(latest.reshape(1))[0]
+        return {"success": True, "gaze": gaze}
+
+    def do_get_data(self, request: Request, received_ms: float) -> dict:
+        start, end = request.params["start_time"], request.params["end_time"]
+        samples = self.app.hub.buffer.query(
+            None if start is None else int(round(start * 1000)),
+            None if end is None else int(round(end * 1000)),
+        )
+        return {"success": True, "samples": sample_dicts(samples), "count": len(samples)}
+
+    def do_get_user_position(self, request: Request, received_ms: float) -> dict:
+        tracker = self.app.trackers.require()
+        position = tracker.getUserPosition()
+        return {"success": True, "position": None if position is None else position.to_dict()}
+
+    def do_get_tracker_info(self, request: Request, received_ms: float) -> dict:
+        tracker = self.app.trackers.require()
+        return {"success": True, "tracker": tracker.info.to_dict()}
+
+    def do_get_status(self, request: Request, received_ms: float) -> dict:
+        hub = self.app.hub
+        trackers = self.app.trackers
+        return {
+            "success": True,
+            "trackerConnected": trackers.tracker is not None and trackers.available,
+            "trackerError": trackers.last_error,
+            "tracking": self.tracking,
+            "streaming": hub.running,
+            "session": hub.session,
+            "clients": len(hub.gates),
+            "trackingClients": hub.subscriber_count,
+            "bufferedSamples": len(hub.buffer),
+            "droppedFrames": self.gate.dropped,
+            "version": self.app.version,
+        }
+
+    # -- calibration
+
+    def do_calibration_start(self, request: Request, received_ms: float):
+        d = self.app.calibration.start(self)
+        d.addCallback(lambda _: {"success": True})
+        return d
+
+    def do_calibration_point(self, request: Request, received_ms: float):
+        point = request.params["point"]
+        d = self.app.calibration.collect(self, point["x"], point["y"])
+        d.addCallback(lambda ok: {"success": bool(ok), "point": point})
+        return d
+
+    def do_calibration_discard_point(self, request: Request, received_ms: float):
+        point = request.params["point"]
+        d = self.app.calibration.discard(self, point["x"], point["y"])
+        d.addCallback(lambda _: {"success": True, "point": point})
+        return d
+
+    def do_calibration_compute(self, request: Request, received_ms: float):
+        return self.app.calibration.compute(self)
+
+    def do_calibration_stop(self, request: Request, received_ms: float):
+        d = self.app.calibration.stop(self)
+        d.addCallback(lambda _: {"success": True})
+        return d
+
+    def do_get_calibration_data(self, request: Request, received_ms: float) -> dict:
+        result = self.app.calibration.last_result
+        if result is None:
+            return {"success": False, "error": "no calibration has been computed yet"}
+        return dict(result)
+
+    # -- validation
+
+    def do_validation_start(self, request: Request, received_ms: float) -> dict:
+        self.validation = ValidationRun()
+        return {"success": True}
+
+    def do_validation_point(self, request: Request, received_ms: float) -> dict:
+        if self.validation is None:
+            self.validation = ValidationRun()
+            self.validation.note("validation_point arrived without validation_start")
+        params = request.params
+        self.validation.add_point(
+            params["point"]["x"], params["point"]["y"], params["timestamp"], params["gaze_samples"]
+        )
+        return {"success": True, "pointIndex": len(self.validation.points) - 1}
+
+    def do_validation_compute(self, request: Request, received_ms: float) -> dict:
+        if self.validation is None or not self.validation.points:
+            raise CalibrationError(
+                "no validation points were received (send validation_start and validation_point)"
+            )
+        tracker = self.app.trackers.tracker
+        display = tracker.info.display_area if tracker is not None and tracker.info else None
+        result = self.validation.compute(self.app.hub.buffer, display)
+        return result

@@ -1,0 +1,21 @@
+"""
+L{ServerState}: what every connection of one server shares.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from jspsych_tobii.core.timesync import ServerClock
+
+
+@dataclass
+class ServerState:
+    reactor: Any
+    clock: ServerClock
+    trackers: Any  # TrackerService
+    hub: Any  # GazeHub
+    calibration: Any  # CalibrationCoordinator
+    resumes: Any  # ResumeRegistry
+    version: str

@@ -1,0 +1,184 @@
+# -*- test-case-name: tests.test_tap -*-
+"""
+The command-line options and L{makeService}: the one place the whole server
+is assembled.  C{twistd -n jspsych-tobii}, the console script
+C{jspsych-tobii-server} and L{jspsych_tobii.TobiiServer} all come here.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Optional
+
+from twisted.application import service, strports
+from twisted.python import usage
+
+from jspsych_tobii import __version__, logs
+from jspsych_tobii.config import ConfigError, ServerConfig
+from jspsych_tobii.core.quality import calibration_summary
+from jspsych_tobii.core.timesync import ServerClock, clock_from_seconds, monotonic_us
+from jspsych_tobii.interfaces import ITracker, TrackerError
+from jspsych_tobii.server.calibration import CalibrationCoordinator
+from jspsych_tobii.server.hub import GazeHub
+from jspsych_tobii.server.protocol import TobiiServerFactory
+from jspsych_tobii.server.resume import ResumeRegistry
+from jspsych_tobii.server.service import TrackerService
+from jspsych_tobii.server.state import ServerState
+
+
+class Options(usage.Options):
+    synopsis = "[options]"
+    longdesc = (
+        "Serve a Tobii eye tracker to jsPsych experiments over WebSocket "
+        "(default ws://localhost:8080).  Use --mock to run without a tracker."
+    )
+    optParameters = [
+        ["host", None, "localhost", "Interface to listen on when --port is a number."],
+        [
+            "port",
+            "p",
+            "8080",
+            "Port number, or a Twisted endpoint such as tcp:8080:interface=0.0.0.0 "
+            "or systemd:domain=INET:name=web.",
+        ],
+        ["tracker", "t", None, "Eye tracker address (default: the first one found)."],
+        ["buffer-size", None, "10000", "Gaze samples kept in memory."],
+        ["log-level", None, "INFO", "DEBUG, INFO, WARNING or ERROR."],
+        ["log-file", None, None, "Also write the log to this file."],
+        ["mock-rate", None, "120", "Sample rate of the mock tracker, Hz."],
+        ["mock-seed", None, "0", "Random seed of the mock tracker."],
+        ["frequency", None, None, "Gaze output frequency to set on the tracker, Hz."],
+        [
+            "reconnect-grace",
+            None,
+            "30",
+            "Seconds a dropped tracking client's stream is kept for it to reconnect.",
+        ],
+    ]
+    optFlags = [
+        ["mock", None, "Use the built-in mock tracker (synthetic data, no hardware)."],
+        ["version", None, "Print the version and exit."],
+    ]
+
+    config: ServerConfig
+
+    def opt_version(self):
+        print(f"jspsych-tobii {__version__}")
+        raise SystemExit(0)
+
+    def postOptions(self):
+        try:
+            self.config = ServerConfig(
+                host=self["host"],
+                port=self["port"],
+                tracker=self["tracker"],
+                buffer_size=self["buffer-size"],
+                log_level=self["log-level"],
+                log_file=self["log-file"],
+                mock=bool(self["mock"]),
+                mock_rate=self["mock-rate"],
+                mock_seed=_seed(self["mock-seed"]),
+                frequency=self["frequency"],
+                reconnect_grace=self["reconnect-grace"],
+            )
+        except ConfigError as e:
+            raise usage.UsageError(str(e)) from None
+
+
+def _seed(value: str) -> int:
+    try:
+        return int(value)
+    except ValueError:
+        raise usage.UsageError(f"--mock-seed: expected a whole number, got {value!r}") from None
+
+
+def tracker_factory(config: ServerConfig, reactor: Any, clock: ServerClock) -> Callable[[], ITracker]:
+    """What builds the tracker the configuration asks for (never a silent mock)."""
+    if config.mock:
+
+        def make_mock() -> ITracker:
+            from jspsych_tobii.trackers.mock import MockTracker
+
+            return MockTracker(reactor, rate=config.mock_rate, seed=config.mock_seed, clock_us=clock.now_us)
+
+        return make_mock
+
+    def make_tobii() -> ITracker:
+        try:
+            from jspsych_tobii.trackers.tobii import TobiiTracker
+        except ImportError as e:  # pragma: no cover - the module ships with the package
+            raise TrackerError(f"the Tobii adapter cannot be loaded: {e}") from None
+        return TobiiTracker(reactor, address=config.tracker, frequency=config.frequency)
+
+    return make_tobii
+
+
+def makeService(
+    options: Any,
+    reactor: Any = None,
+    make_tracker: Optional[Callable[[], ITracker]] = None,
+    clock_us: Optional[Callable[[], int]] = None,
+) -> service.MultiService:
+    """
+    Build the server: the tracker service and the listening WebSocket port.
+
+    @param options: an L{Options} (twistd) or a L{ServerConfig}.
+    @param reactor: defaults to the global reactor, imported only here.
+    @param make_tracker: overrides the tracker the configuration names (tests).
+    @param clock_us: the server's microsecond clock source (tests pass a
+        L{task.Clock}-driven one); by default the monotonic clock.
+    """
+    config = options if isinstance(options, ServerConfig) else options.config
+    if reactor is None:
+        from twisted.internet import reactor
+    logs.set_level(config.log_level)
+    if config.log_file and not isinstance(options, ServerConfig):
+        logs.add_log_file(config.log_file)
+
+    if clock_us is None:
+        clock_us = clock_from_seconds(reactor.seconds) if _is_fake(reactor) else monotonic_us
+    clock = ServerClock(clock_us)
+    trackers = TrackerService(
+        reactor,
+        make_tracker or tracker_factory(config, reactor, clock),
+        clock,
+        retry_interval=config.retry_interval,
+    )
+    state = ServerState(
+        reactor=reactor,
+        clock=clock,
+        trackers=trackers,
+        hub=None,
+        calibration=None,
+        resumes=None,
+        version=__version__,
+    )
+    factory = TobiiServerFactory(state)
+    state.hub = GazeHub(trackers, clock, config.buffer_size, factory.prepareMessage)
+    trackers.hub = state.hub
+    state.calibration = CalibrationCoordinator(trackers, _summarize_calibration(trackers))
+    state.resumes = ResumeRegistry(reactor, state.hub, config.reconnect_grace)
+
+    top = service.MultiService()
+    trackers.setServiceParent(top)
+    state.resumes.setServiceParent(top)
+    port = strports.service(config.endpoint, factory, reactor=reactor)
+    port.setName("websocket")
+    port.setServiceParent(top)
+    top.state = state  # for tests and embedding
+    top.config = config
+    return top
+
+
+def _summarize_calibration(trackers: TrackerService):
+    def summarize(result):
+        tracker = trackers.tracker
+        display = tracker.info.display_area if tracker is not None and tracker.info else None
+        return calibration_summary(result, display)
+
+    return summarize
+
+
+def _is_fake(reactor: Any) -> bool:
+    from twisted.internet.task import Clock
+
+    return isinstance(reactor, Clock)

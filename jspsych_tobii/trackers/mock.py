@@ -1,0 +1,277 @@
+# -*- test-case-name: tests.test_mock -*-
+"""
+L{MockTracker}: an L{ITracker} with no hardware, for demos, development and
+tests.  It is only ever used when asked for (C{--mock}); the server never
+falls back to it.
+
+Samples are produced by L{EyeModel} at their ideal capture times
+(C{start + k / rate}) on the server's monotonic clock, and delivered to the
+reactor in batches every few milliseconds, like an SDK stream.  With an
+injected L{task.Clock} and seed, everything is deterministic.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any, Callable, Dict, List, Optional
+
+import numpy as np
+from twisted.internet import defer
+from zope.interface import implementer
+
+from jspsych_tobii.core.timesync import MicrosecondClock, clock_from_seconds
+from jspsych_tobii.interfaces import (
+    CalibrationEyeSample,
+    CalibrationPointResult,
+    CalibrationResult,
+    ITracker,
+    NotificationKind,
+    TrackerError,
+    TrackerInfo,
+    TrackerNotification,
+)
+from jspsych_tobii.trackers.eyemodel import DEFAULT_DISPLAY, EyeModel
+
+MOCK_FREQUENCIES = (30.0, 60.0, 120.0, 250.0, 300.0, 600.0, 1200.0)
+#: How long collecting one calibration point takes, like a real tracker.
+CALIBRATION_COLLECT_SECONDS = 0.7
+#: Largest interval between deliveries of gaze batches.
+DELIVERY_INTERVAL = 0.002
+DEVICE_CLOCK_OFFSET_US = 7_340_000_000
+
+
+@implementer(ITracker)
+class MockTracker:
+    """
+    @param reactor: provides C{callLater} and C{seconds}.
+    @param rate: samples per second.
+    @param clock_us: the system clock samples are stamped with; by default
+        the reactor's C{seconds} in µs for a test clock, and the monotonic
+        clock otherwise (see L{jspsych_tobii.server.service}).
+    """
+
+    def __init__(
+        self,
+        reactor: Any,
+        rate: float = 120.0,
+        seed: int = 0,
+        clock_us: Optional[MicrosecondClock] = None,
+        offset_deg: float = 0.0,
+        noise_deg: float = 0.02,
+        blinks: bool = True,
+    ):
+        if not 1.0 <= rate <= 2000.0:
+            raise TrackerError(f"mock rate must be between 1 and 2000 Hz, got {rate:g}")
+        self._reactor = reactor
+        self.rate = float(rate)
+        self._clock_us = clock_us or clock_from_seconds(reactor.seconds)
+        self.model = EyeModel(seed=seed, offset_deg=offset_deg, noise_deg=noise_deg, blinks=blinks)
+        self.info: Optional[TrackerInfo] = None
+        self._receiver: Optional[Callable[[np.ndarray], Any]] = None
+        self._notify: Optional[Callable[[TrackerNotification], Any]] = None
+        self._timer = None
+        self._next_k = 0
+        self._start_us = 0
+        self._calibrating = False
+        self._calibration: Dict[tuple, List[CalibrationPointResult]] = {}
+        self._failures: Dict[str, Exception] = {}
+        self.delivered = 0
+
+    # -- test hooks
+
+    def failNext(self, operation: str, error: Exception) -> None:
+        """Make the next call of method C{operation} fail with C{error}."""
+        self._failures[operation] = error
+
+    def _check(self, operation: str) -> None:
+        error = self._failures.pop(operation, None)
+        if error is not None:
+            raise error
+
+    def lookAt(self, x: Optional[float], y: Optional[float] = None) -> None:
+        """Make the synthetic participant fixate (x, y); C{lookAt(None)} frees it."""
+        self.model.look_at(x, y)
+
+    def notify(self, kind: str, message: str = "", **data: Any) -> None:
+        """Emit a notification, as a device would."""
+        if self._notify is not None:
+            self._notify(TrackerNotification(kind, self._clock_us(), message, data))
+
+    # -- ITracker
+
+    def connect(self):
+        try:
+            self._check("connect")
+        except Exception as e:
+            return defer.fail(e)
+        self.info = TrackerInfo(
+            address="mock://tracker",
+            model="Mock Tracker",
+            serial_number="MOCK-0001",
+            firmware_version="mock",
+            device_name="jspsych-tobii mock",
+            frequencies=MOCK_FREQUENCIES if self.rate in MOCK_FREQUENCIES else (self.rate,),
+            frequency=self.rate,
+            capabilities=frozenset({"gaze", "calibration", "user_position_guide"}),
+            display_area=DEFAULT_DISPLAY,
+            sdk_version="mock",
+            system_clock_offset_us=0,
+        )
+        return defer.succeed(self.info)
+
+    def disconnect(self):
+        self._stop_timer()
+        self._receiver = None
+        self._calibrating = False
+        return defer.succeed(None)
+
+    def startGaze(self, receiver):
+        try:
+            self._check("startGaze")
+        except Exception as e:
+            return defer.fail(e)
+        self._receiver = receiver
+        if self._timer is None:
+            self._start_us = self._clock_us()
+            self._next_k = 0
+            self._schedule()
+        return defer.succeed(None)
+
+    def stopGaze(self):
+        self._stop_timer()
+        self._receiver = None
+        return defer.succeed(None)
+
+    def setNotificationReceiver(self, receiver):
+        self._notify = receiver
+
+    def getUserPosition(self):
+        return self.model.user_position(self._clock_us())
+
+    def setGazeOutputFrequency(self, frequency):
+        frequency = float(frequency)
+        if self.info is not None and frequency not in self.info.frequencies:
+            return defer.fail(
+                TrackerError(
+                    f"frequency {frequency:g} Hz is not supported; choose one of "
+                    + ", ".join(f"{f:g}" for f in self.info.frequencies)
+                )
+            )
+        running = self._timer is not None
+        self._stop_timer()
+        self.rate = frequency
+        if self.info is not None:
+            self.info = replace(self.info, frequency=frequency)
+        if running:
+            self._start_us = self._clock_us()
+            self._next_k = 0
+            self._schedule()
+        self.notify(NotificationKind.FREQUENCY_CHANGED, f"{frequency:g} Hz", frequency=frequency)
+        return defer.succeed(frequency)
+
+    def enterCalibration(self):
+        return self._after(0.05, "enterCalibration", self._enter)
+
+    def _enter(self):
+        self._calibrating = True
+        self._calibration.clear()
+
+    def collectCalibrationData(self, x, y):
+        if not self._calibrating:
+            return defer.fail(TrackerError("not in calibration mode"))
+        self.model.look_at(x, y)
+
+        def collected():
+            if not self._calibrating:
+                self.model.look_at(None)
+                raise TrackerError("calibration mode was left during collection")
+            now = self._clock_us()
+            times = now - np.arange(12)[::-1] * int(1e6 / self.rate)
+            samples = self.model.samples(times)
+            self.model.look_at(None)
+
+            def eye(name):
+                return tuple(
+                    CalibrationEyeSample(float(sx), float(sy), "valid_and_used" if ok else "invalid")
+                    for sx, sy, ok in zip(
+                        samples[f"{name}_x"], samples[f"{name}_y"], samples[f"{name}_gaze_valid"]
+                    )
+                )
+
+            self._calibration[(x, y)] = [CalibrationPointResult(x, y, eye("left"), eye("right"))]
+            return True
+
+        return self._after(CALIBRATION_COLLECT_SECONDS, "collectCalibrationData", collected)
+
+    def discardCalibrationData(self, x, y):
+        def discard():
+            if not self._calibrating:
+                raise TrackerError("not in calibration mode")
+            self._calibration.pop((x, y), None)
+
+        return self._after(0.0, "discardCalibrationData", discard)
+
+    def computeCalibration(self):
+        def compute():
+            if not self._calibrating:
+                raise TrackerError("not in calibration mode")
+            points = tuple(p for results in self._calibration.values() for p in results)
+            if not points:
+                return CalibrationResult(False, (), "calibration_status_failure")
+            return CalibrationResult(True, points, "calibration_status_success")
+
+        return self._after(0.2, "computeCalibration", compute)
+
+    def leaveCalibration(self):
+        def leave():
+            self._calibrating = False
+
+        return self._after(0.0, "leaveCalibration", leave)
+
+    # -- internals
+
+    def _after(self, seconds: float, operation: str, action: Callable[[], Any]):
+        """Run C{action} after C{seconds} of simulated device time."""
+        try:
+            self._check(operation)
+        except Exception as e:
+            return defer.fail(e)
+        d = defer.Deferred()
+
+        def run():
+            try:
+                d.callback(action())
+            except Exception:
+                d.errback()
+
+        self._reactor.callLater(seconds, run)
+        return d
+
+    def _schedule(self):
+        self._timer = self._reactor.callLater(
+            min(DELIVERY_INTERVAL, 1.0 / self.rate), self._deliver
+        )
+
+    def _stop_timer(self):
+        if self._timer is not None:
+            if self._timer.active():
+                self._timer.cancel()
+            self._timer = None
+
+    def _deliver(self):
+        now = self._clock_us()
+        period = 1e6 / self.rate
+        last_k = int((now - self._start_us) // period)
+        if last_k >= self._next_k:
+            ks = np.arange(self._next_k, last_k + 1)
+            self._next_k = last_k + 1
+            times = self._start_us + np.round(ks * period).astype(np.int64)
+            batch = self.model.samples(times, DEVICE_CLOCK_OFFSET_US)
+            self.delivered += len(batch)
+            receiver = self._receiver
+            if receiver is not None:
+                receiver(batch)
+        if self._receiver is not None:
+            self._schedule()
+        else:
+            self._timer = None

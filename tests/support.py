@@ -1,0 +1,94 @@
+"""Small helpers shared by the tests."""
+
+
+def assert_close(case, actual, expected, tolerance, message=""):
+    """Fail C{case} unless |actual - expected| <= tolerance."""
+    if actual is None or abs(actual - expected) > tolerance:
+        case.fail(f"{actual!r} is not within {tolerance} of {expected!r}. {message}")
+
+
+import itertools
+import json
+
+from twisted.internet.task import Clock
+
+from jspsych_tobii.config import ServerConfig
+from jspsych_tobii.server.gate import SendGate
+from jspsych_tobii.server.session import ClientSession
+from jspsych_tobii.tap import makeService
+from jspsych_tobii.trackers.mock import MockTracker
+
+
+class FakeServer:
+    """
+    The whole server, minus the listening port, on a L{task.Clock}, with a
+    mock tracker.  C{client()} gives an in-memory connection.
+    """
+
+    def __init__(self, clock=None, rate=120.0, start=True, tracker=None, **settings):
+        self.clock = clock or Clock()
+        settings.setdefault("mock", True)
+        settings.setdefault("mock_rate", rate)
+        self.config = ServerConfig(port="0", **settings)
+        self.tracker = tracker or MockTracker(self.clock, rate=rate)
+        self.service = makeService(self.config, self.clock, make_tracker=lambda: self.tracker)
+        self.state = self.service.state
+        self.trackers = self.service.getServiceNamed("tracker")
+        if start:
+            self.trackers.startService()
+
+    def client(self, peer="127.0.0.1"):
+        return FakeClient(self, peer)
+
+    def advance(self, seconds, step=0.002):
+        for _ in range(int(round(seconds / step))):
+            self.clock.advance(step)
+
+
+class FakeClient:
+    _ids = itertools.count()
+
+    def __init__(self, server, peer):
+        self.server = server
+        self.messages = []
+        self.gaze = []
+        self.aborted = False
+        self.gate = SendGate(
+            lambda prepared: self.gaze.append(json.loads(prepared.payload)["gaze"]),
+            lambda payload: self.messages.append(json.loads(payload)),
+            self._abort,
+            peer=peer,
+        )
+        server.state.hub.gates.add(self.gate)
+        self.session = ClientSession(server.state, self.gate, peer)
+
+    def _abort(self):
+        self.aborted = True
+
+    def send(self, message):
+        if not isinstance(message, (bytes, str)):
+            message = json.dumps(message)
+        if isinstance(message, str):
+            message = message.encode()
+        return self.session.handle(message)
+
+    def request(self, kind, advance=0.0, **fields):
+        """Send a request with a fresh requestId; return its reply (or None)."""
+        request_id = f"req_{next(self._ids)}"
+        self.send(dict(fields, type=kind, requestId=request_id))
+        if advance:
+            self.server.advance(advance)
+        return self.reply(request_id)
+
+    def reply(self, request_id):
+        for message in self.messages:
+            if message.get("requestId") == request_id:
+                return message
+        return None
+
+    def close(self):
+        self.session.close()
+        self.server.state.hub.gates.discard(self.gate)
+        if self.server.state.hub.is_subscribed(self.gate):
+            self.server.state.hub.unsubscribe(self.gate)
+        self.gate.close()

@@ -1,0 +1,174 @@
+"""
+Tests of the command lines, run as a user would: in a subprocess.
+"""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+from twisted.trial import unittest
+
+import jspsych_tobii
+
+PYTHON = sys.executable
+ENV = dict(os.environ, PYTHONUNBUFFERED="1")
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def run_cli(*argv, timeout=30):
+    return subprocess.run(
+        [PYTHON, "-m", "jspsych_tobii.cli", *argv],
+        capture_output=True, text=True, timeout=timeout, env=ENV,
+    )
+
+
+def wait_listening(port, process, seconds=20):
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise AssertionError(f"server exited: {process.communicate()}")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return
+        except OSError:
+            time.sleep(0.1)
+    raise AssertionError("server did not start listening")
+
+
+def websocket_roundtrip(port, message):
+    """A minimal WebSocket client (stdlib only) sending one text frame."""
+    key = "dGhlIHNhbXBsZSBub25jZQ=="
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        s.sendall(
+            f"GET / HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
+            f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+            "Sec-WebSocket-Version: 13\r\n\r\n".encode()
+        )
+        response = b""
+        while b"\r\n\r\n" not in response:
+            response += s.recv(4096)
+        assert b" 101 " in response.split(b"\r\n")[0], response
+        payload = json.dumps(message).encode()
+        mask = b"\x01\x02\x03\x04"
+        header = bytes([0x81, 0x80 | len(payload)]) if len(payload) < 126 else None
+        masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+        s.sendall(header + mask + masked)
+        first = s.recv(2)
+        length = first[1] & 0x7F
+        if length == 126:
+            length = int.from_bytes(s.recv(2), "big")
+        data = b""
+        while len(data) < length:
+            data += s.recv(length - len(data))
+        return json.loads(data)
+
+
+class ConsoleScriptTests(unittest.TestCase):
+    def test_version(self):
+        result = run_cli("--version")
+        self.assertEqual(result.returncode, 0)
+        self.assertEqual(result.stdout.strip(), f"jspsych-tobii {jspsych_tobii.__version__}")
+
+    def test_help_lists_options(self):
+        result = run_cli("--help")
+        self.assertEqual(result.returncode, 0)
+        for option in ("--host", "--port", "--tracker", "--buffer-size", "--log-level",
+                       "--log-file", "--mock", "--mock-rate", "--version"):
+            self.assertIn(option, result.stdout)
+
+    def test_bad_value_one_line_no_traceback(self):
+        result = run_cli("--mock", "--port", "notaport")
+        self.assertEqual(result.returncode, 2)
+        self.assertNotIn("Traceback", result.stderr)
+        self.assertIn("--port", result.stderr.splitlines()[0])
+
+    def test_port_in_use(self):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            s.listen()
+            port = s.getsockname()[1]
+            result = run_cli("--mock", "--host", "127.0.0.1", "--port", str(port))
+        self.assertEqual(result.returncode, 1)
+        self.assertNotIn("Traceback", result.stderr)
+        self.assertIn("cannot start", result.stderr)
+
+    def test_serves_and_stops_on_sigterm(self):
+        port = free_port()
+        log_file = self.mktemp()
+        process = subprocess.Popen(
+            [PYTHON, "-m", "jspsych_tobii.cli", "--mock", "--host", "127.0.0.1",
+             "--port", str(port), "--log-file", log_file, "--log-level", "warning"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=ENV, text=True,
+        )
+        try:
+            wait_listening(port, process)
+            reply = websocket_roundtrip(port, {"type": "time_sync", "clientTime": 1, "requestId": "r"})
+            self.assertEqual(reply["requestId"], "r")
+            self.assertIsInstance(reply["serverTime"], float)
+        finally:
+            started = time.monotonic()
+            process.send_signal(signal.SIGTERM)
+            out, err = process.communicate(timeout=10)
+        self.assertEqual(process.returncode, 0)
+        self.assertLess(time.monotonic() - started, 2.0)
+        self.assertNotIn("Traceback", err + out)
+        # WARNING level: the per-connection INFO lines are filtered out
+        self.assertNotIn("connected", out)
+
+    def test_no_silent_mock(self):
+        """Without --mock and without the SDK, the server says so and uses no fake data."""
+        port = free_port()
+        process = subprocess.Popen(
+            [PYTHON, "-m", "jspsych_tobii.cli", "--host", "127.0.0.1", "--port", str(port)],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=ENV, text=True,
+        )
+        try:
+            wait_listening(port, process)
+            reply = websocket_roundtrip(port, {"type": "start_tracking", "requestId": "s"})
+        finally:
+            process.send_signal(signal.SIGTERM)
+            out, err = process.communicate(timeout=10)
+        self.assertEqual(reply["type"], "error")
+        self.assertIn("eye tracker", reply["error"])
+        self.assertNotIn("Mock", out)
+
+
+class TwistdTests(unittest.TestCase):
+    def test_twistd_serves(self):
+        port = free_port()
+        process = subprocess.Popen(
+            [PYTHON, "-m", "twisted", "jspsych-tobii", "--mock", "--host", "127.0.0.1",
+             "--port", str(port)],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=ENV, text=True,
+            cwd=self.mktemp_dir(),
+        )
+        try:
+            wait_listening(port, process)
+            reply = websocket_roundtrip(port, {"type": "get_status", "requestId": "g"})
+            self.assertIs(reply["trackerConnected"], True)
+        finally:
+            process.send_signal(signal.SIGTERM)
+            process.communicate(timeout=10)
+
+    def test_twistd_bad_option(self):
+        result = subprocess.run(
+            [PYTHON, "-m", "twisted", "jspsych-tobii", "--log-level", "LOUD"],
+            capture_output=True, text=True, timeout=30, env=ENV,
+        )
+        self.assertNotEqual(result.returncode, 0)
+        self.assertIn("--log-level", result.stdout + result.stderr)
+        self.assertNotIn("Traceback", result.stdout + result.stderr)
+
+    def mktemp_dir(self):
+        path = self.mktemp()
+        os.makedirs(path)
+        return path

@@ -1,0 +1,926 @@
+"""
+Tests for L{jspsych_tobii.core.quality}: every metric against fixtures whose
+expected values are worked out by hand in the comments.
+
+Geometry used throughout: a flat 400 x 300 mm display area in the plane
+z = 0, centred on the origin of the user coordinate system, and an eye
+600 mm in front of its centre.  A gaze point at horizontal angle a from the
+eye's straight-ahead direction is then (600 tan a, 0, 0).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+from twisted.trial.unittest import SynchronousTestCase
+
+from jspsych_tobii.core import quality
+from jspsych_tobii.interfaces import (
+    CalibrationEyeSample,
+    CalibrationPointResult,
+    CalibrationResult,
+    DisplayArea,
+    empty_gaze,
+)
+
+DISPLAY = DisplayArea(
+    top_left=(-200.0, 150.0, 0.0),
+    top_right=(200.0, 150.0, 0.0),
+    bottom_left=(-200.0, -150.0, 0.0),
+)
+EYE = (0.0, 0.0, 600.0)
+DISTANCE = 600.0
+
+
+def to_norm(point):
+    """Normalised display coordinates of a point (mm) on L{DISPLAY}."""
+    return (point[0] + 200.0) / 400.0, (150.0 - point[1]) / 300.0
+
+
+def at_angle(h_deg=0.0, v_deg=0.0, eye=EYE):
+    """
+    The point on the display plane seen from C{eye} at C{h_deg} to the right
+    and C{v_deg} up of straight ahead (the direction (tan h, tan v, -1)).
+    """
+    return (
+        eye[0] + eye[2] * math.tan(math.radians(h_deg)),
+        eye[1] + eye[2] * math.tan(math.radians(v_deg)),
+        0.0,
+    )
+
+
+def make_samples(left, right=(), left_origin=EYE, right_origin=EYE, step_us=1000):
+    """
+    A GAZE_DTYPE array: C{left}/C{right} list each eye's gaze points (mm) on
+    L{DISPLAY}, C{None} for an invalid sample; an empty C{right} means a
+    right eye that is never valid.  Samples are C{step_us} apart.
+    """
+    n = max(len(left), len(right))
+    samples = empty_gaze(n)
+    samples["system_time_us"] = np.arange(n) * step_us
+    samples["device_time_us"] = samples["system_time_us"]
+    for eye, points, origin in (("left", left, left_origin), ("right", right, right_origin)):
+        for i, point in enumerate(points):
+            if point is None:
+                continue
+            samples[i][f"{eye}_x"], samples[i][f"{eye}_y"] = to_norm(point)
+            for axis, value in zip("xyz", point, strict=True):
+                samples[i][f"{eye}_point_{axis}"] = value
+            for axis, value in zip("xyz", origin, strict=True):
+                samples[i][f"{eye}_origin_{axis}"] = value
+            samples[i][f"{eye}_gaze_valid"] = True
+            samples[i][f"{eye}_origin_valid"] = True
+            samples[i][f"{eye}_pupil"] = 3.0
+            samples[i][f"{eye}_pupil_valid"] = True
+    return samples
+
+
+def binocular(points):
+    """The same gaze points for both eyes, both eyes at L{EYE}."""
+    return make_samples(points, points)
+
+
+def walk_floats(value):
+    """Every float anywhere inside C{value}."""
+    if isinstance(value, float):
+        yield value
+    elif isinstance(value, dict):
+        for item in value.values():
+            yield from walk_floats(item)
+    elif isinstance(value, (list, tuple)):
+        for item in value:
+            yield from walk_floats(item)
+
+
+class AssertionsMixin:
+    def assertJSONSafe(self, value):
+        json.dumps(value, allow_nan=False)
+        for number in walk_floats(value):
+            self.assertTrue(math.isfinite(number), number)
+
+    def assertClose(self, actual, expected, places=9):
+        self.assertIsNotNone(actual)
+        self.assertAlmostEqual(actual, expected, places=places)
+
+    def assertWithin(self, actual, expected, delta):
+        """trial's assertAlmostEqual has no C{delta}."""
+        self.assertIsNotNone(actual)
+        self.assertLessEqual(abs(actual - expected), delta, f"{actual!r} vs {expected!r}")
+
+
+class GeometryTests(SynchronousTestCase, AssertionsMixin):
+    """Target positions, the display normal and the default eye position."""
+
+    def test_corners_and_centre(self):
+        """
+        (0, 0) is the top-left corner, (1, 1) the bottom-right, and (0.5,
+        0.5) the centre; x runs along the top edge, y down the left edge.
+        """
+        self.assertEqual(list(quality.target_position_mm(DISPLAY, 0, 0)), [-200, 150, 0])
+        self.assertEqual(list(quality.target_position_mm(DISPLAY, 1, 0)), [200, 150, 0])
+        self.assertEqual(list(quality.target_position_mm(DISPLAY, 0, 1)), [-200, -150, 0])
+        self.assertEqual(list(quality.target_position_mm(DISPLAY, 1, 1)), [200, -150, 0])
+        self.assertEqual(list(quality.target_position_mm(DISPLAY, 0.5, 0.5)), [0, 0, 0])
+        self.assertEqual(list(quality.target_position_mm(DISPLAY, 0.25, 0.1)), [-100, 120, 0])
+
+    def test_tilted_display(self):
+        """
+        On a display whose top leans 50 mm toward the user, the centre is
+        halfway in depth too: top-left (-200, 300, 50), bottom-left
+        (-200, 0, 0), so (0.5, 0.5) is (0, 150, 25).
+        """
+        tilted = DisplayArea((-200.0, 300.0, 50.0), (200.0, 300.0, 50.0), (-200.0, 0.0, 0.0))
+        np.testing.assert_allclose(quality.target_position_mm(tilted, 0.5, 0.5), [0, 150, 25])
+
+    def test_normal_points_to_user(self):
+        """
+        The normal of a display in the plane z = 0 is +z, toward the user;
+        for the tilted display it is (down-edge x right-edge) normalised:
+        (0, -300, -50) x (400, 0, 0) = (0, -20000, 120000).
+        """
+        np.testing.assert_allclose(quality.display_normal(DISPLAY), [0, 0, 1])
+        tilted = DisplayArea((-200.0, 300.0, 50.0), (200.0, 300.0, 50.0), (-200.0, 0.0, 0.0))
+        expected = np.array([0.0, -20000.0, 120000.0]) / math.hypot(20000.0, 120000.0)
+        np.testing.assert_allclose(quality.display_normal(tilted), expected)
+
+    def test_degenerate_display(self):
+        """Corners on one line span no plane: ValueError."""
+        flat = DisplayArea((0.0, 0.0, 0.0), (1.0, 0.0, 0.0), (2.0, 0.0, 0.0))
+        self.assertRaises(ValueError, quality.display_normal, flat)
+
+    def test_default_eye_position(self):
+        """650 mm (or the given distance) along the normal from the centre."""
+        np.testing.assert_allclose(quality.default_eye_position_mm(DISPLAY), [0, 0, 650])
+        np.testing.assert_allclose(quality.default_eye_position_mm(DISPLAY, 600), [0, 0, 600])
+
+
+class AngleTests(SynchronousTestCase, AssertionsMixin):
+    """Angles between vectors and per-sample angular offsets."""
+
+    def test_one_degree(self):
+        """
+        Eye at (0, 0, 600), target at (0, 0, 0), gaze point at
+        (600 tan 1 deg, 0, 0): the offset is 1 degree.
+        """
+        gaze = (DISTANCE * math.tan(math.radians(1.0)), 0.0, 0.0)
+        offset = quality.angular_offsets_deg(EYE, gaze, (0.0, 0.0, 0.0))
+        self.assertClose(float(offset), 1.0, places=12)
+
+    def test_right_angle_and_opposite(self):
+        """Orthogonal vectors are 90 degrees apart, opposite ones 180."""
+        self.assertClose(float(quality.angles_between_deg((1, 0, 0), (0, 5, 0))), 90.0)
+        self.assertClose(float(quality.angles_between_deg((1, 0, 0), (-2, 0, 0))), 180.0)
+
+    def test_tiny_angle(self):
+        """
+        atan2 keeps tiny angles that acos of a dot product rounds to zero:
+        vectors (1, 0, 0) and (1, 1e-9, 0) are 1e-9 rad apart.
+        """
+        angle = float(quality.angles_between_deg((1.0, 0.0, 0.0), (1.0, 1e-9, 0.0)))
+        self.assertWithin(angle / math.degrees(1e-9), 1.0, 1e-9)
+
+    def test_zero_vector(self):
+        """A zero vector makes an angle of 0 rather than NaN."""
+        self.assertEqual(float(quality.angles_between_deg((0, 0, 0), (1, 0, 0))), 0.0)
+
+    def test_broadcast(self):
+        """Rows of vectors broadcast against one vector."""
+        angles = quality.angles_between_deg([(1, 0, 0), (0, 1, 0), (1, 1, 0)], (1, 0, 0))
+        np.testing.assert_allclose(angles, [0, 90, 45])
+
+
+class EyeMetricsTests(SynchronousTestCase, AssertionsMixin):
+    """Metrics of one eye over one validation point."""
+
+    def metrics(self, samples, eye="left", target=(0.5, 0.5), display=DISPLAY):
+        result = quality.signal_metrics(samples, target[0], target[1], display, eye)
+        self.assertJSONSafe(result)
+        return result
+
+    def test_constant_offset(self):
+        """
+        Ten samples all 1 degree right of the target: accuracy 1 degree,
+        and no spread at all, so both precisions are 0.
+        """
+        result = self.metrics(make_samples([at_angle(1.0)] * 10))
+        self.assertClose(result["accuracyDeg"], 1.0)
+        self.assertClose(result["precisionRmsS2SDeg"], 0.0)
+        self.assertClose(result["precisionStdDeg"], 0.0)
+        self.assertEqual(result["dataLoss"], 0.0)
+        self.assertEqual((result["numSamples"], result["numSamplesTotal"]), (10, 10))
+
+    def test_alternating(self):
+        """
+        Samples alternating 0.1 degree left and right of the target, all in
+        one horizontal plane through the eye:
+          - every sample is 0.1 degree off: accuracy 0.1;
+          - neighbours are 0.2 degree apart: RMS-S2S 0.2;
+          - the mean gaze point is the target, so every sample is 0.1 degree
+            from it: STD 0.1.
+        """
+        result = self.metrics(make_samples([at_angle(0.1), at_angle(-0.1)] * 5))
+        self.assertClose(result["accuracyDeg"], 0.1)
+        self.assertClose(result["precisionRmsS2SDeg"], 0.2)
+        self.assertClose(result["precisionStdDeg"], 0.1)
+
+    def test_rms_s2s_skips_gaps(self):
+        """
+        Angles 0, 1, (invalid), 0, 3 degrees: the usable neighbour pairs
+        are (0, 1) and (0, 3), 1 and 3 degrees apart, so RMS-S2S is
+        sqrt((1 + 9) / 2) = sqrt(5).  Bridging the gap would add the pair
+        (1, 0).  One sample in five is lost.
+        """
+        points = [at_angle(0), at_angle(1), None, at_angle(0), at_angle(3)]
+        result = self.metrics(make_samples(points))
+        self.assertClose(result["precisionRmsS2SDeg"], math.sqrt(5.0))
+        self.assertClose(result["accuracyDeg"], (0 + 1 + 0 + 3) / 4)
+        self.assertClose(result["dataLoss"], 0.2)
+        self.assertEqual((result["numSamples"], result["numSamplesTotal"]), (4, 5))
+
+    def test_std_of_three(self):
+        """
+        Gaze at -1, 0 and +1 degree: the mean gaze point is at 0 degree, the
+        distances from it are 1, 0, 1, so STD = sqrt(2 / 3).
+        """
+        result = self.metrics(make_samples([at_angle(-1), at_angle(0), at_angle(1)]))
+        self.assertClose(result["precisionStdDeg"], math.sqrt(2.0 / 3.0))
+        # RMS-S2S: two steps of 1 degree each.
+        self.assertClose(result["precisionRmsS2SDeg"], 1.0)
+
+    def test_std_two_dimensional(self):
+        """
+        Gaze 0.5 degree right, up, left and down: the mean gaze point is the
+        target and each sample is 0.5 degree from it, so STD and accuracy
+        are 0.5.  Neighbouring right and up samples, in directions
+        d1 = (t, 0, -1) and d2 = (0, t, -1) with t = tan 0.5 deg, make
+        cos(angle) = 1 / (1 + t^2), as do all four neighbour pairs.
+        """
+        points = [at_angle(0.5), at_angle(0, 0.5), at_angle(-0.5), at_angle(0, -0.5)]
+        result = self.metrics(make_samples(points))
+        self.assertClose(result["precisionStdDeg"], 0.5)
+        self.assertClose(result["accuracyDeg"], 0.5)
+        t = math.tan(math.radians(0.5))
+        step = math.degrees(math.acos(1.0 / (1.0 + t * t)))
+        self.assertClose(result["precisionRmsS2SDeg"], step, places=6)
+
+    def test_head_movement(self):
+        """
+        The head moves 2 mm per sample to the right while the gaze point
+        stays exactly on the target: the gaze direction turns (by about
+        0.19 degree per sample), but the tracker made no error, so accuracy
+        and both precisions are 0.  Then the gaze point moves with the head,
+        keeping the gaze direction fixed: successive points are 2 mm apart,
+        seen from the eye halfway between the two positions (1 mm from
+        each), so each step is 2 atan(1 / 600); sample i is 2i mm from the
+        target, seen from straight above it: atan(2i / 600).
+        """
+        n = 10
+        origins = [(2.0 * i, 0.0, 600.0) for i in range(n)]
+        fixed = make_samples([(0.0, 0.0, 0.0)] * n)
+        moving = make_samples([(o[0], 0.0, 0.0) for o in origins])
+        for samples in (fixed, moving):
+            samples["left_origin_x"] = [o[0] for o in origins]
+        still = self.metrics(fixed)
+        self.assertClose(still["accuracyDeg"], 0.0)
+        self.assertClose(still["precisionRmsS2SDeg"], 0.0)
+        self.assertClose(still["precisionStdDeg"], 0.0)
+        sliding = self.metrics(moving)
+        self.assertClose(sliding["precisionRmsS2SDeg"], 2 * math.degrees(math.atan(1 / 600)))
+        expected = sum(math.degrees(math.atan(2.0 * i / 600.0)) for i in range(n)) / n
+        self.assertClose(sliding["accuracyDeg"], expected)
+
+    def test_normalised_metrics(self):
+        """
+        Normalised gaze alternating at x = 0.5 +/- 0.01 around the mean
+        (0.53, 0.54) when the target is (0.5, 0.5): the mean is 0.05 from
+        the target (a 3-4-5 triangle), every sample 0.01 from the mean.
+        """
+        samples = make_samples([(0.0, 0.0, 0.0)] * 4)
+        samples["left_x"] = [0.54, 0.52, 0.54, 0.52]
+        samples["left_y"] = 0.54
+        result = self.metrics(samples)
+        self.assertClose(result["meanGaze"]["x"], 0.53)
+        self.assertClose(result["meanGaze"]["y"], 0.54)
+        self.assertClose(result["accuracyNorm"], 0.05)
+        self.assertClose(result["precisionNorm"], 0.01)
+
+    def test_normalised_from_geometry(self):
+        """A gaze point 20 mm right of the centre is 20 / 400 = 0.05 right."""
+        result = self.metrics(make_samples([(20.0, 0.0, 0.0)] * 3))
+        self.assertClose(result["meanGaze"]["x"], 0.55)
+        self.assertClose(result["meanGaze"]["y"], 0.5)
+        self.assertClose(result["accuracyNorm"], 0.05)
+        self.assertClose(result["precisionNorm"], 0.0)
+
+    def test_target_off_centre(self):
+        """
+        Target (0.75, 0.5) is at (100, 0, 0); gaze exactly there is 0
+        degree off, and gaze at the centre is atan(100 / 600) off.
+        """
+        on = self.metrics(make_samples([(100.0, 0.0, 0.0)] * 2), target=(0.75, 0.5))
+        self.assertClose(on["accuracyDeg"], 0.0)
+        off = self.metrics(make_samples([(0.0, 0.0, 0.0)] * 2), target=(0.75, 0.5))
+        self.assertClose(off["accuracyDeg"], math.degrees(math.atan(100.0 / 600.0)))
+
+    def test_data_loss(self):
+        """
+        Three of ten left samples invalid: left loses 0.3, the right eye,
+        always valid, loses nothing, and so does the binocular signal.
+        """
+        left = [at_angle(0.2)] * 10
+        for i in (1, 4, 5):
+            left[i] = None
+        samples = make_samples(left, [at_angle(0.2)] * 10)
+        self.assertClose(self.metrics(samples, "left")["dataLoss"], 0.3)
+        self.assertEqual(self.metrics(samples, "left")["numSamples"], 7)
+        self.assertEqual(self.metrics(samples, "right")["dataLoss"], 0.0)
+        self.assertEqual(self.metrics(samples, "average")["dataLoss"], 0.0)
+
+    def test_no_display_area(self):
+        """Without geometry the degree metrics are None, the rest remain."""
+        result = self.metrics(make_samples([at_angle(1)] * 3), display=None)
+        self.assertIsNone(result["accuracyDeg"])
+        self.assertIsNone(result["precisionRmsS2SDeg"])
+        self.assertIsNone(result["precisionStdDeg"])
+        self.assertIsNotNone(result["accuracyNorm"])
+        self.assertEqual(result["dataLoss"], 0.0)
+
+    def test_empty(self):
+        """No samples at all: every metric None, data loss 1.0."""
+        for samples in (empty_gaze(0), None):
+            result = self.metrics(samples)
+            self.assertEqual(result["dataLoss"], 1.0)
+            self.assertEqual((result["numSamples"], result["numSamplesTotal"]), (0, 0))
+            for key in ("meanGaze", "accuracyNorm", "precisionNorm", "accuracyDeg"):
+                self.assertIsNone(result[key])
+            self.assertIsNone(result["precisionRmsS2SDeg"])
+            self.assertIsNone(result["precisionStdDeg"])
+
+    def test_all_invalid(self):
+        """Samples that are all invalid: None metrics, data loss 1.0."""
+        result = self.metrics(make_samples([None] * 6))
+        self.assertEqual(result["dataLoss"], 1.0)
+        self.assertEqual((result["numSamples"], result["numSamplesTotal"]), (0, 6))
+        self.assertIsNone(result["accuracyDeg"])
+        self.assertIsNone(result["meanGaze"])
+
+    def test_single_sample(self):
+        """
+        One sample has an accuracy, but no spread to speak of: the
+        precisions are None.
+        """
+        result = self.metrics(make_samples([at_angle(0.7)]))
+        self.assertClose(result["accuracyDeg"], 0.7)
+        self.assertIsNone(result["precisionRmsS2SDeg"])
+        self.assertIsNone(result["precisionStdDeg"])
+        self.assertIsNone(result["precisionNorm"])
+
+    def test_valid_flag_with_nan(self):
+        """A sample flagged valid but holding NaN coordinates is not used."""
+        samples = make_samples([at_angle(1)] * 4)
+        samples[2]["left_x"] = np.nan
+        samples[2]["left_point_x"] = np.nan
+        result = self.metrics(samples)
+        self.assertEqual(result["numSamples"], 3)
+        self.assertClose(result["dataLoss"], 0.25)
+        self.assertClose(result["accuracyDeg"], 1.0)
+
+    def test_invalid_origin(self):
+        """
+        Gaze valid but its origin invalid: the sample counts for the
+        normalised metrics and data loss, not for degrees.
+        """
+        samples = make_samples([at_angle(1), at_angle(3), at_angle(1)])
+        samples[1]["left_origin_valid"] = False
+        result = self.metrics(samples)
+        self.assertEqual(result["numSamples"], 3)
+        self.assertEqual(result["dataLoss"], 0.0)
+        self.assertClose(result["accuracyDeg"], 1.0)
+        self.assertIsNone(result["precisionRmsS2SDeg"])
+
+    def test_unknown_eye(self):
+        self.assertRaises(
+            ValueError, quality.signal_metrics, make_samples([None]), 0.5, 0.5, None, "x"
+        )
+
+
+class BinocularTests(SynchronousTestCase, AssertionsMixin):
+    """The binocular signal averages the usable eyes sample by sample."""
+
+    def test_errors_cancel(self):
+        """
+        Eyes 30 mm left and right of centre, the left one looking 10.5 mm
+        right of the target and the right one 10.5 mm left: each eye is
+        off, but the mean gaze point is the target and the mean origin is
+        (0, 0, 600), so the binocular signal is exactly on target.
+        The left eye's error: atan((10.5 + 30) / 600) - atan(30 / 600).
+        """
+        n = 6
+        samples = make_samples(
+            [(10.5, 0.0, 0.0)] * n,
+            [(-10.5, 0.0, 0.0)] * n,
+            left_origin=(-30.0, 0.0, 600.0),
+            right_origin=(30.0, 0.0, 600.0),
+        )
+        both = quality.signal_metrics(samples, 0.5, 0.5, DISPLAY, "average")
+        left = quality.signal_metrics(samples, 0.5, 0.5, DISPLAY, "left")
+        right = quality.signal_metrics(samples, 0.5, 0.5, DISPLAY, "right")
+        expected = math.degrees(math.atan(40.5 / 600.0) - math.atan(30.0 / 600.0))
+        self.assertClose(left["accuracyDeg"], expected)
+        self.assertClose(right["accuracyDeg"], expected)
+        self.assertClose(both["accuracyDeg"], 0.0)
+        self.assertClose(left["accuracyNorm"], 10.5 / 400.0)
+        self.assertClose(both["accuracyNorm"], 0.0)
+        self.assertClose(both["meanGaze"]["x"], 0.5)
+
+    def test_one_eye_fills_in(self):
+        """
+        Samples: both eyes at +1 and -1 degree (mean: on target), only the
+        left at +1, neither, only the right at -1.  The binocular signal is
+        0, +1, (lost), -1 degree: accuracy 2/3, loss 1/4, and its one
+        usable neighbour pair (0, +1) gives RMS-S2S 1.
+        """
+        samples = make_samples(
+            [at_angle(1), at_angle(1), None, None],
+            [at_angle(-1), None, None, at_angle(-1)],
+        )
+        result = quality.signal_metrics(samples, 0.5, 0.5, DISPLAY, "average")
+        self.assertClose(result["accuracyDeg"], 2.0 / 3.0)
+        self.assertClose(result["dataLoss"], 0.25)
+        self.assertEqual(result["numSamples"], 3)
+        self.assertClose(result["precisionRmsS2SDeg"], 1.0)
+        left = quality.signal_metrics(samples, 0.5, 0.5, DISPLAY, "left")
+        right = quality.signal_metrics(samples, 0.5, 0.5, DISPLAY, "right")
+        self.assertClose(left["dataLoss"], 0.5)
+        self.assertClose(right["dataLoss"], 0.5)
+
+
+class StatisticalTests(SynchronousTestCase, AssertionsMixin):
+    """Known systematic error and noise come back out."""
+
+    def test_offset_and_noise(self):
+        """
+        1000 samples 0.5 degree right of the target with isotropic noise of
+        0.1 degree RMS (0.1 / sqrt 2 on each axis).  The mean offset is
+        about 0.5 (plus a little from the noise at right angles to the
+        offset: about 0.005), the STD about 0.1, and for white noise
+        RMS-S2S is about sqrt(2) * 0.1.
+        """
+        rng = np.random.default_rng(20240401)
+        noise = rng.normal(0.0, 0.1 / math.sqrt(2.0), size=(1000, 2))
+        points = [at_angle(0.5 + h, v) for h, v in noise]
+        samples = make_samples(points, points)
+        result = quality.signal_metrics(samples, 0.5, 0.5, DISPLAY, "average")
+        self.assertWithin(result["accuracyDeg"], 0.5, 0.05)
+        self.assertWithin(result["precisionStdDeg"], 0.1, 0.01)
+        self.assertWithin(result["precisionRmsS2SDeg"], 0.1 * math.sqrt(2.0), 0.015)
+        self.assertEqual(result["dataLoss"], 0.0)
+
+    def test_independent_eyes(self):
+        """
+        The same, with independent noise in each eye: each eye's STD is
+        about 0.1, and averaging the two eyes per sample divides the noise
+        by about sqrt(2), so the binocular STD is about 0.1 / sqrt(2).
+        """
+        rng = np.random.default_rng(7)
+        noise = rng.normal(0.0, 0.1 / math.sqrt(2.0), size=(2, 1000, 2))
+        left = [at_angle(0.5 + h, v) for h, v in noise[0]]
+        right = [at_angle(0.5 + h, v) for h, v in noise[1]]
+        samples = make_samples(left, right)
+        for eye in ("left", "right"):
+            result = quality.signal_metrics(samples, 0.5, 0.5, DISPLAY, eye)
+            self.assertWithin(result["precisionStdDeg"], 0.1, 0.01)
+            self.assertWithin(result["accuracyDeg"], 0.5, 0.05)
+        both = quality.signal_metrics(samples, 0.5, 0.5, DISPLAY, "average")
+        self.assertWithin(both["precisionStdDeg"], 0.1 / math.sqrt(2.0), 0.01)
+        self.assertWithin(both["accuracyDeg"], 0.5, 0.05)
+
+
+class ValidationSummaryTests(SynchronousTestCase, AssertionsMixin):
+    """The whole validation, in the shape the jsPsych plugin reads."""
+
+    POINT_KEYS = {
+        "point",
+        "meanGaze",
+        "accuracyNorm",
+        "precisionNorm",
+        "accuracyDeg",
+        "precisionRmsS2SDeg",
+        "precisionStdDeg",
+        "dataLoss",
+        "numSamples",
+        "numSamplesTotal",
+        "accuracy",
+        "precision",
+        "left",
+        "right",
+    }
+    EYE_KEYS = POINT_KEYS - {"point", "accuracy", "precision", "left", "right"}
+    AVERAGE_KEYS = {
+        "averageAccuracyNorm",
+        "averagePrecisionNorm",
+        "averageAccuracyDeg",
+        "averagePrecisionRmsS2SDeg",
+        "averagePrecisionStdDeg",
+        "averageDataLoss",
+    }
+
+    def summary(self, points, **kwargs):
+        result = quality.validation_summary(points, DISPLAY, **kwargs)
+        self.assertJSONSafe(result)
+        for item in result["pointData"]:
+            self.assertEqual(set(item["point"]), {"x", "y"})
+        return result
+
+    def test_shape(self):
+        """The exact keys of the reply, of a point and of an eye."""
+        result = self.summary([(0.5, 0.5, binocular([at_angle(1)] * 4))])
+        self.assertEqual(
+            set(result),
+            self.AVERAGE_KEYS
+            | {
+                "success",
+                "averageAccuracy",
+                "averagePrecision",
+                "left",
+                "right",
+                "numPoints",
+                "numPointsWithData",
+                "pointData",
+            },
+        )
+        self.assertEqual(set(result["left"]), self.AVERAGE_KEYS)
+        self.assertEqual(set(result["right"]), self.AVERAGE_KEYS)
+        item = result["pointData"][0]
+        self.assertEqual(set(item), self.POINT_KEYS)
+        self.assertEqual(set(item["left"]), self.EYE_KEYS)
+        self.assertEqual(set(item["right"]), self.EYE_KEYS)
+        self.assertEqual(item["point"], {"x": 0.5, "y": 0.5})
+        self.assertIs(result["success"], True)
+
+    def test_averages_over_points(self):
+        """
+        Two points, 1 and 0.5 degree off with no noise: average accuracy
+        0.75 degree, both precisions 0, no data lost; the aliases hold the
+        same values; the per-eye averages match (both eyes see the same).
+        """
+        points = [
+            (0.5, 0.5, binocular([at_angle(1)] * 4)),
+            (0.5, 0.5, binocular([at_angle(0.5)] * 4)),
+        ]
+        result = self.summary(points)
+        self.assertClose(result["averageAccuracyDeg"], 0.75)
+        self.assertClose(result["averageAccuracy"], 0.75)
+        self.assertClose(result["averagePrecisionRmsS2SDeg"], 0.0)
+        self.assertClose(result["averagePrecision"], 0.0)
+        self.assertClose(result["averagePrecisionStdDeg"], 0.0)
+        self.assertEqual(result["averageDataLoss"], 0.0)
+        self.assertClose(result["left"]["averageAccuracyDeg"], 0.75)
+        self.assertClose(result["right"]["averageAccuracyDeg"], 0.75)
+        # 600 tan(1 deg) / 400 and 600 tan(0.5 deg) / 400 normalised units.
+        expected = (math.tan(math.radians(1)) + math.tan(math.radians(0.5))) * 600 / 400 / 2
+        self.assertClose(result["averageAccuracyNorm"], expected)
+        self.assertClose(result["averagePrecisionNorm"], 0.0)
+        self.assertEqual((result["numPoints"], result["numPointsWithData"]), (2, 2))
+
+    def test_point_without_data(self):
+        """
+        A point with no samples and one whose samples are all invalid still
+        appear, in order, with None metrics and data loss 1.0; they count in
+        the average data loss ((0 + 1 + 1) / 3) but not in the other
+        averages.
+        """
+        points = [
+            (0.1, 0.1, binocular([at_angle(1)] * 4)),
+            (0.9, 0.1, empty_gaze(0)),
+            (0.9, 0.9, binocular([None] * 5)),
+        ]
+        result = self.summary(points)
+        self.assertIs(result["success"], True)
+        self.assertEqual(
+            [item["point"] for item in result["pointData"]],
+            [{"x": 0.1, "y": 0.1}, {"x": 0.9, "y": 0.1}, {"x": 0.9, "y": 0.9}],
+        )
+        for item in result["pointData"][1:]:
+            self.assertEqual(item["dataLoss"], 1.0)
+            self.assertEqual(item["numSamples"], 0)
+            self.assertIsNone(item["meanGaze"])
+            self.assertIsNone(item["accuracyNorm"])
+            self.assertIsNone(item["accuracyDeg"])
+            self.assertEqual(item["left"]["dataLoss"], 1.0)
+        self.assertEqual(result["pointData"][2]["numSamplesTotal"], 5)
+        self.assertClose(result["averageDataLoss"], 2.0 / 3.0)
+        self.assertEqual(result["numPointsWithData"], 1)
+        self.assertClose(
+            result["averageAccuracyDeg"], result["pointData"][0]["accuracyDeg"], places=12
+        )
+
+    def test_nothing_usable(self):
+        """
+        No usable gaze anywhere: success is False (the plugin would read a
+        None accuracy as 0 and pass), with an error; averages are None.
+        """
+        result = self.summary([(0.5, 0.5, None), (0.1, 0.1, binocular([None] * 3))])
+        self.assertIs(result["success"], False)
+        self.assertIsInstance(result["error"], str)
+        for key in self.AVERAGE_KEYS - {"averageDataLoss"}:
+            self.assertIsNone(result[key])
+        self.assertEqual(result["averageDataLoss"], 1.0)
+        self.assertEqual(len(result["pointData"]), 2)
+
+    def test_no_points(self):
+        """No points at all: not a success, and still JSON-safe."""
+        result = self.summary([])
+        self.assertIs(result["success"], False)
+        self.assertEqual(result["pointData"], [])
+        self.assertIsNone(result["averageDataLoss"])
+
+    def test_without_display_area(self):
+        """Without geometry the degree averages are None, the rest remain."""
+        result = quality.validation_summary([(0.5, 0.5, binocular([at_angle(1)] * 3))], None)
+        self.assertJSONSafe(result)
+        self.assertIs(result["success"], True)
+        self.assertIsNone(result["averageAccuracyDeg"])
+        self.assertIsNone(result["averageAccuracy"])
+        self.assertIsNotNone(result["averageAccuracyNorm"])
+
+    def test_nan_everywhere(self):
+        """
+        Samples flagged valid whose every float is NaN produce no NaN in
+        the reply.
+        """
+        samples = empty_gaze(4)
+        for eye in ("left", "right"):
+            samples[f"{eye}_gaze_valid"] = True
+            samples[f"{eye}_origin_valid"] = True
+        result = self.summary([(0.5, 0.5, samples)], max_gaze_samples=10)
+        self.assertIs(result["success"], False)
+        self.assertEqual(result["pointData"][0]["gazeSamples"], [])
+
+    def test_gaze_samples(self):
+        """
+        C{max_gaze_samples} adds up to that many binocular samples, evenly
+        spread and including the first and the last.
+        """
+        points = [(20.0 * i / 99.0, 0.0, 0.0) for i in range(100)]
+        result = self.summary([(0.5, 0.5, binocular(points))], max_gaze_samples=10)
+        shown = result["pointData"][0]["gazeSamples"]
+        self.assertEqual(len(shown), 10)
+        self.assertClose(shown[0]["x"], 0.5)
+        self.assertClose(shown[-1]["x"], 0.55)
+        self.assertNotIn(
+            "gazeSamples", self.summary([(0.5, 0.5, binocular(points))])["pointData"][0]
+        )
+
+    def test_bad_target(self):
+        """A target without finite coordinates is a caller's error."""
+        self.assertRaises(ValueError, quality.validation_summary, [(math.nan, 0.5, None)])
+        self.assertRaises(ValueError, quality.validation_summary, [(None, 0.5, None)])
+
+
+class SelectWindowTests(SynchronousTestCase):
+    """Time windows over a sorted sample array."""
+
+    def setUp(self):
+        # One sample every 10 ms from 0 to 1000 ms.
+        self.samples = make_samples([None] * 101, step_us=10_000)
+
+    def test_skip(self):
+        """
+        [0, 500] ms skipping the first 300 ms keeps 300..500 ms, both ends
+        included: 21 samples.
+        """
+        window = quality.select_window(self.samples, 0, 500_000)
+        self.assertEqual(len(window), 21)
+        self.assertEqual(window["system_time_us"][0], 300_000)
+        self.assertEqual(window["system_time_us"][-1], 500_000)
+
+    def test_no_skip(self):
+        window = quality.select_window(self.samples, 105_000, 200_000, skip_initial_ms=0)
+        self.assertEqual(list(window["system_time_us"]), [110_000 + 10_000 * i for i in range(10)])
+
+    def test_fractional_skip(self):
+        """A skip of 0.5 ms is 500 us."""
+        window = quality.select_window(self.samples, 9_500, 30_000, skip_initial_ms=0.5)
+        self.assertEqual(list(window["system_time_us"]), [10_000, 20_000, 30_000])
+
+    def test_empty_windows(self):
+        """A skip longer than the window, a window past the data, no data."""
+        self.assertEqual(len(quality.select_window(self.samples, 0, 200_000)), 0)
+        self.assertEqual(len(quality.select_window(self.samples, 2_000_000, 3_000_000)), 0)
+        self.assertEqual(len(quality.select_window(empty_gaze(0), 0, 1_000_000)), 0)
+
+    def test_view(self):
+        """The window is a view of the array, with its dtype."""
+        window = quality.select_window(self.samples, 0, 1_000_000)
+        self.assertEqual(window.dtype, self.samples.dtype)
+        self.assertTrue(np.shares_memory(window, self.samples))
+        self.assertEqual(len(window), 71)
+
+
+class ClientWindowTests(SynchronousTestCase):
+    """The time span of the samples a client sent with a point."""
+
+    def test_garbage_ignored(self):
+        gaze_samples = [
+            {"timestamp": 1000.5, "x": 0.5, "y": 0.5},
+            {"timestamp": float("nan")},
+            {"timestamp": float("inf")},
+            {"timestamp": "1500"},
+            {"timestamp": True},
+            {"timestamp": None},
+            {"x": 0.4},
+            None,
+            7,
+            "text",
+            [1, 2],
+            {"timestamp": 1200.25},
+            {"timestamp": 999},
+        ]
+        self.assertEqual(quality.client_window_us(gaze_samples), (999_000, 1_200_250))
+
+    def test_rounds_to_microseconds(self):
+        """1234.567 ms is 1234567 us although 1234.567 * 1000 is not exact."""
+        self.assertEqual(
+            quality.client_window_us([{"timestamp": 1234.567}, {"timestamp": 1234.568}]),
+            (1_234_567, 1_234_568),
+        )
+
+    def test_nothing_usable(self):
+        self.assertIsNone(quality.client_window_us([]))
+        self.assertIsNone(quality.client_window_us([{"timestamp": "x"}, None]))
+        self.assertIsNone(quality.client_window_us(None))
+        self.assertIsNone(quality.client_window_us({"timestamp": 5}))
+
+    def test_other_key(self):
+        self.assertEqual(quality.client_window_us([{"t": 2.0}], key="t"), (2000, 2000))
+
+
+def calibration_point(x, y, left=(), right=()):
+    return CalibrationPointResult(
+        x,
+        y,
+        tuple(CalibrationEyeSample(*s) for s in left),
+        tuple(CalibrationEyeSample(*s) for s in right),
+    )
+
+
+class CalibrationSummaryTests(SynchronousTestCase, AssertionsMixin):
+    """The quality of a tracker's calibration result."""
+
+    def result(self):
+        """
+        Point (0.5, 0.5): left has two used samples at x = 0.51 and 0.51,
+        one invalid, one valid but not used far away (ignored); the right
+        eye has none.  Point (0.25, 0.5): both eyes have used samples at
+        x = 0.23 and 0.27 (mean on target, spread 0.02).
+        """
+        return CalibrationResult(
+            success=True,
+            status="success",
+            points=(
+                calibration_point(
+                    0.5,
+                    0.5,
+                    left=[
+                        (0.51, 0.5, "valid_and_used"),
+                        (0.51, 0.5, "valid_and_used"),
+                        (math.nan, math.nan, "invalid"),
+                        (0.9, 0.9, "valid_but_not_used"),
+                    ],
+                ),
+                calibration_point(
+                    0.25,
+                    0.5,
+                    left=[(0.23, 0.5, "valid_and_used"), (0.27, 0.5, "valid_and_used")],
+                    right=[(0.23, 0.5, "valid_and_used"), (0.27, 0.5, "valid_and_used")],
+                ),
+            ),
+        )
+
+    def test_default_eye_position(self):
+        """
+        With the assumed eye 650 mm in front of the centre, 0.01 normalised
+        = 4 mm at the centre is atan(4 / 650).  At (0.25, 0.5) the target is
+        (-100, 0, 0), the samples at (-108, 0, 0) and (-92, 0, 0): their
+        angles from the target seen from (0, 0, 650) are
+        atan(108 / 650) - atan(100 / 650) and atan(100 / 650) - atan(92 / 650).
+        """
+        summary = quality.calibration_summary(self.result(), DISPLAY)
+        self.assertJSONSafe(summary)
+        self.assertIs(summary["success"], True)
+        self.assertEqual(summary["status"], "success")
+        self.assertEqual(summary["eyePositionMm"], {"x": 0.0, "y": 0.0, "z": 650.0})
+        self.assertIs(summary["eyePositionAssumed"], True)
+
+        first, second = summary["pointData"]
+        self.assertEqual(first["point"], {"x": 0.5, "y": 0.5})
+        left = first["left"]
+        self.assertClose(left["meanGaze"]["x"], 0.51)
+        self.assertClose(left["accuracyNorm"], 0.01)
+        self.assertClose(left["precisionNorm"], 0.0)
+        self.assertClose(left["accuracyDeg"], math.degrees(math.atan(4.0 / 650.0)))
+        self.assertEqual(
+            (
+                left["numValidAndUsed"],
+                left["numValidButNotUsed"],
+                left["numInvalid"],
+                left["numSamplesTotal"],
+            ),
+            (2, 1, 1, 4),
+        )
+        right = first["right"]
+        self.assertIsNone(right["meanGaze"])
+        self.assertIsNone(right["accuracyDeg"])
+        self.assertEqual(right["numSamplesTotal"], 0)
+        # The point's values are those of the one eye with data.
+        self.assertClose(first["accuracyNorm"], 0.01)
+        self.assertClose(first["accuracyDeg"], left["accuracyDeg"])
+
+        a = math.degrees(math.atan(108 / 650) - math.atan(100 / 650))
+        b = math.degrees(math.atan(100 / 650) - math.atan(92 / 650))
+        self.assertClose(second["left"]["accuracyDeg"], (a + b) / 2)
+        self.assertClose(second["accuracyDeg"], (a + b) / 2)
+        self.assertClose(second["accuracyNorm"], 0.0)
+        self.assertClose(second["precisionNorm"], 0.02)
+
+        self.assertClose(summary["averageAccuracyNorm"], 0.005)
+        self.assertClose(summary["averagePrecisionNorm"], 0.01)
+        self.assertClose(summary["left"]["averageAccuracyNorm"], 0.005)
+        self.assertClose(summary["right"]["averageAccuracyNorm"], 0.0)
+        self.assertClose(
+            summary["averageAccuracyDeg"], (first["accuracyDeg"] + second["accuracyDeg"]) / 2
+        )
+
+    def test_given_eye_position(self):
+        """A measured eye position replaces the assumed one."""
+        summary = quality.calibration_summary(self.result(), DISPLAY, eye_position_mm=EYE)
+        self.assertJSONSafe(summary)
+        self.assertIs(summary["eyePositionAssumed"], False)
+        self.assertEqual(summary["eyePositionMm"], {"x": 0.0, "y": 0.0, "z": 600.0})
+        left = summary["pointData"][0]["left"]
+        self.assertClose(left["accuracyDeg"], math.degrees(math.atan(4.0 / 600.0)))
+
+    def test_eye_distance(self):
+        summary = quality.calibration_summary(self.result(), DISPLAY, eye_distance_mm=600.0)
+        self.assertEqual(summary["eyePositionMm"], {"x": 0.0, "y": 0.0, "z": 600.0})
+
+    def test_without_display_area(self):
+        """No geometry: normalised values only."""
+        summary = quality.calibration_summary(self.result())
+        self.assertJSONSafe(summary)
+        self.assertIsNone(summary["eyePositionMm"])
+        self.assertIsNone(summary["averageAccuracyDeg"])
+        self.assertIsNone(summary["pointData"][0]["left"]["accuracyDeg"])
+        self.assertClose(summary["pointData"][0]["left"]["accuracyNorm"], 0.01)
+
+    def test_odd_samples(self):
+        """
+        Unknown validity strings and NaN positions count as invalid; a
+        failed calibration with no points is still a well-formed reply.
+        """
+        result = CalibrationResult(
+            success=False,
+            status="failure",
+            points=(
+                calibration_point(
+                    0.5,
+                    0.5,
+                    left=[(0.5, 0.5, "weird"), (math.nan, 0.5, "valid_and_used")],
+                    right=[(0.5, 0.5, "valid_and_used")],
+                ),
+            ),
+        )
+        summary = quality.calibration_summary(result, DISPLAY)
+        self.assertJSONSafe(summary)
+        self.assertIs(summary["success"], False)
+        left = summary["pointData"][0]["left"]
+        self.assertEqual((left["numInvalid"], left["numValidAndUsed"]), (2, 0))
+        self.assertIsNone(left["accuracyNorm"])
+        right = summary["pointData"][0]["right"]
+        self.assertClose(right["accuracyDeg"], 0.0)
+        self.assertIsNone(right["precisionNorm"])
+
+        empty = quality.calibration_summary(CalibrationResult(success=False), DISPLAY)
+        self.assertJSONSafe(empty)
+        self.assertEqual(empty["pointData"], [])
+        self.assertIsNone(empty["averageAccuracyNorm"])
+
+
+class JSONSafeTests(SynchronousTestCase):
+    def test_conversions(self):
+        value = {
+            1: np.float64("nan"),
+            "a": (np.int64(3), np.bool_(True), float("inf"), -0.5),
+            "b": np.array([1.0, np.nan]),
+            "c": None,
+        }
+        self.assertEqual(
+            quality.json_safe(value),
+            {"1": None, "a": [3, True, None, -0.5], "b": [1.0, None], "c": None},
+        )
+        converted = quality.json_safe(value)
+        self.assertIs(type(converted["a"][0]), int)
+        self.assertIs(type(converted["a"][1]), bool)

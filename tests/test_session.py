@@ -1,0 +1,205 @@
+"""
+Tests for L{jspsych_tobii.server.session}: every request of the client
+contract against the mock tracker, on a fake clock, in memory.
+"""
+
+import json
+
+from twisted.trial import unittest
+
+from jspsych_tobii.interfaces import TrackerError
+
+from .support import FakeServer, assert_close
+
+
+class RequestTests(unittest.SynchronousTestCase):
+    def setUp(self):
+        self.server = FakeServer(rate=120)
+        self.client = self.server.client()
+
+    def test_time_sync(self):
+        self.server.clock.advance(12.5)
+        reply = self.client.request("time_sync", clientTime=99.5)
+        self.assertEqual(reply["type"], "time_sync_response")
+        self.assertEqual(reply["serverTime"], 12500.0)
+        self.assertEqual(reply["clientTime"], 99.5)
+
+    def test_every_error_echoes_request_id(self):
+        for message in (
+            {"type": "nope"},
+            {"type": "calibration_point", "point": {"x": 3, "y": 0}},
+            {"type": "get_data", "start_time": 2, "end_time": 1},
+            {"type": "time_sync", "clientTime": "soon"},
+            {"type": "calibration_compute"},
+            {"type": "validation_compute"},
+        ):
+            message["requestId"] = "req_err"
+            self.client.messages.clear()
+            self.client.send(message)
+            self.assertEqual(len(self.client.messages), 1, message)
+            reply = self.client.messages[0]
+            self.assertEqual(reply["requestId"], "req_err")
+            self.assertEqual(reply["type"], "error")
+            self.assertIs(reply["success"], False)
+            self.assertTrue(reply["error"])
+
+    def test_bad_input_leaves_session_usable(self):
+        self.client.send(b"\x00garbage")
+        self.client.send(b"[]")
+        self.client.send(b'{"type": "time_sync", "clientTime": NaN, "requestId": "r1"}')
+        self.assertEqual(self.client.messages[-1]["requestId"], "r1")
+        reply = self.client.request("start_tracking")
+        self.assertIs(reply["success"], True)
+        self.server.advance(0.1)
+        self.assertTrue(self.client.gaze)
+
+    def test_tracking_streams_gaze_and_is_idempotent(self):
+        first = self.client.request("start_tracking")
+        second = self.client.request("start_tracking")
+        self.assertIs(first["success"], True)
+        self.assertIs(second["alreadyTracking"], True)
+        self.server.advance(1.0)
+        self.assertEqual(len(self.client.gaze), 120)
+        seqs = [g["seq"] for g in self.client.gaze]
+        self.assertEqual(seqs, list(range(120)))
+        self.client.request("stop_tracking")
+        count = len(self.client.gaze)
+        self.server.advance(0.5)
+        self.assertEqual(len(self.client.gaze), count)
+        self.assertFalse(self.server.state.hub.running)
+
+    def test_stop_tracking_when_not_tracking(self):
+        reply = self.client.request("stop_tracking")
+        self.assertIs(reply["success"], True)
+
+    def test_current_gaze_only_from_current_session(self):
+        self.assertIsNone(self.client.request("get_current_gaze")["gaze"])
+        self.client.request("start_tracking")
+        self.server.advance(0.5)
+        gaze = self.client.request("get_current_gaze")["gaze"]
+        self.assertEqual(gaze["seq"], self.client.gaze[-1]["seq"])
+        self.client.request("stop_tracking")
+        self.assertIsNone(self.client.request("get_current_gaze")["gaze"])
+        self.client.request("start_tracking")
+        self.assertIsNone(self.client.request("get_current_gaze")["gaze"])
+        offset = self.client.request("get_device_clock_offset")
+        self.assertEqual(offset["sample_count"], 0)
+        self.server.advance(0.1)
+        self.assertEqual(self.client.request("get_current_gaze")["gaze"]["seq"], 11)
+
+    def test_get_data_time_range(self):
+        self.client.request("start_tracking")
+        self.server.advance(1.0)
+        gaze = self.client.gaze
+        start, end = gaze[10]["timestamp"], gaze[20]["timestamp"]
+        reply = self.client.request("get_data", start_time=start, end_time=end)
+        self.assertEqual([s["seq"] for s in reply["samples"]], list(range(10, 21)))
+        self.assertEqual(reply["samples"][0], gaze[10])
+        everything = self.client.request("get_data")
+        self.assertEqual(len(everything["samples"]), 120)
+
+    def test_device_clock_offset(self):
+        self.client.request("start_tracking")
+        self.server.advance(0.5)
+        reply = self.client.request("get_device_clock_offset")
+        self.assertIs(reply["success"], True)
+        self.assertEqual(reply["offset"], 0.0)
+        self.assertEqual(reply["sample_count"], 60)
+        # the mock delivers every 2 ms: a sample is at most that old on arrival
+        self.assertTrue(0 <= reply["latest_delivery_latency_ms"] <= 8.4)
+
+    def test_user_position(self):
+        position = self.client.request("get_user_position")["position"]
+        for key in ("leftX", "leftY", "leftZ", "rightX", "rightY", "rightZ"):
+            self.assertTrue(0.0 <= position[key] <= 1.0)
+        self.assertIs(position["leftValid"], True)
+
+    def test_status_and_info(self):
+        info = self.client.request("get_tracker_info")["tracker"]
+        self.assertEqual(info["model"], "Mock Tracker")
+        status = self.client.request("get_status")
+        self.assertIs(status["trackerConnected"], True)
+
+    def test_internal_error_is_reported_not_raised(self):
+        def broken(request, received):
+            raise KeyError("bug")
+
+        self.client.session.do_get_status = broken
+        reply = self.client.request("get_status")
+        self.assertEqual(reply["type"], "error")
+        self.assertIn("internal server error", reply["error"])
+        self.assertEqual(len(self.flushLoggedErrors(KeyError)), 1)
+        self.assertIs(self.client.request("time_sync", clientTime=1)["success"], True)
+
+
+class NoTrackerTests(unittest.SynchronousTestCase):
+    def test_no_tracker_connected(self):
+        server = FakeServer(start=False)
+        server.tracker.failNext("connect", TrackerError("no eye tracker connected"))
+        server.trackers.startService()
+        client = server.client()
+        for kind in ("start_tracking", "get_user_position", "get_device_clock_offset",
+                     "calibration_start"):
+            reply = client.request(kind)
+            self.assertEqual(reply["type"], "error", kind)
+            self.assertIn("no eye tracker connected", reply["error"])
+        # time sync still works, and the service retries
+        self.assertIs(client.request("time_sync", clientTime=0)["success"], True)
+        server.clock.advance(server.config.retry_interval)
+        self.assertIs(client.request("start_tracking")["success"], True)
+        statuses = [m for m in client.messages if m.get("type") == "tracker_status"]
+        self.assertEqual(statuses[-1]["status"], "connected")
+
+
+class SeveralClientsTests(unittest.SynchronousTestCase):
+    def setUp(self):
+        self.server = FakeServer(rate=120)
+        self.a = self.server.client("10.0.0.1")
+        self.b = self.server.client("10.0.0.2")
+
+    def test_one_subscription_each_keeps_its_stream(self):
+        self.a.request("start_tracking")
+        self.b.request("start_tracking")
+        self.server.advance(0.5)
+        self.assertEqual(self.a.gaze, self.b.gaze)
+        self.a.request("stop_tracking")
+        before = len(self.b.gaze)
+        self.server.advance(0.5)
+        self.assertEqual(len(self.b.gaze), before + 60)
+        self.assertEqual(self.server.state.hub.session, 1, "b's stream was restarted")
+
+    def test_disconnect_stops_no_one_else(self):
+        self.a.request("start_tracking")
+        self.b.request("start_tracking")
+        self.a.close()
+        before = len(self.b.gaze)
+        self.server.advance(0.5)
+        self.assertEqual(len(self.b.gaze), before + 60)
+
+    def test_bad_client_does_not_disturb_other(self):
+        self.b.request("start_tracking")
+        for junk in (b"{", b"null", b'{"type": "get_data", "start_time": 1e999}', b"\xff" * 100):
+            self.a.send(junk)
+        self.server.advance(0.5)
+        self.assertEqual([g["seq"] for g in self.b.gaze], list(range(60)))
+        self.assertTrue(all(m["type"] == "error" for m in self.a.messages))
+        self.assertEqual([m for m in self.b.messages if m["type"] == "error"], [])
+
+    def test_notifications_reach_every_client(self):
+        self.server.tracker.notify("display_area_changed", "moved")
+        for client in (self.a, self.b):
+            self.assertEqual(client.messages[-1]["type"], "tracker_status")
+            self.assertEqual(client.messages[-1]["status"], "display_area_changed")
+            json.dumps(client.messages[-1])
+
+    def test_connection_lost_and_restored(self):
+        self.a.request("start_tracking")
+        self.server.advance(0.1)
+        self.server.tracker.notify("connection_lost", "cable")
+        self.server.tracker.stopGaze()  # a real device stops delivering
+        self.assertEqual(self.a.request("start_tracking")["alreadyTracking"], True)
+        self.assertIn("no eye tracker", self.b.request("get_user_position")["error"])
+        before = len(self.a.gaze)
+        self.server.tracker.notify("connection_restored")
+        self.server.advance(0.5)
+        self.assertGreater(len(self.a.gaze), before + 50, "stream did not resume")
