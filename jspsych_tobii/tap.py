@@ -91,14 +91,18 @@ def _seed(value: str) -> int:
         raise usage.UsageError(f"--mock-seed: expected a whole number, got {value!r}") from None
 
 
-def tracker_factory(config: ServerConfig, reactor: Any, clock: ServerClock) -> Callable[[], ITracker]:
+def tracker_factory(
+    config: ServerConfig, reactor: Any, clock: ServerClock
+) -> Callable[[], ITracker]:
     """What builds the tracker the configuration asks for (never a silent mock)."""
     if config.mock:
 
         def make_mock() -> ITracker:
             from jspsych_tobii.trackers.mock import MockTracker
 
-            return MockTracker(reactor, rate=config.mock_rate, seed=config.mock_seed, clock_us=clock.now_us)
+            return MockTracker(
+                reactor, rate=config.mock_rate, seed=config.mock_seed, clock_us=clock.now_us
+            )
 
         return make_mock
 

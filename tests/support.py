@@ -1,12 +1,5 @@
 """Small helpers shared by the tests."""
 
-
-def assert_close(case, actual, expected, tolerance, message=""):
-    """Fail C{case} unless |actual - expected| <= tolerance."""
-    if actual is None or abs(actual - expected) > tolerance:
-        case.fail(f"{actual!r} is not within {tolerance} of {expected!r}. {message}")
-
-
 import itertools
 import json
 
@@ -17,6 +10,12 @@ from jspsych_tobii.server.gate import SendGate
 from jspsych_tobii.server.session import ClientSession
 from jspsych_tobii.tap import makeService
 from jspsych_tobii.trackers.mock import MockTracker
+
+
+def assert_close(case, actual, expected, tolerance, message=""):
+    """Fail C{case} unless |actual - expected| <= tolerance."""
+    if actual is None or abs(actual - expected) > tolerance:
+        case.fail(f"{actual!r} is not within {tolerance} of {expected!r}. {message}")
 
 
 class FakeServer:

@@ -63,7 +63,9 @@ class GazeBufferTests(unittest.SynchronousTestCase):
         for _ in range(200):
             lo, hi = sorted(rng.integers(times[0] - 5, times[-1] + 5, 2))
             expected = kept[(kept >= lo) & (kept <= hi)]
-            self.assertEqual(buffer.query(int(lo), int(hi))["system_time_us"].tolist(), expected.tolist())
+            self.assertEqual(
+                buffer.query(int(lo), int(hi))["system_time_us"].tolist(), expected.tolist()
+            )
 
     def test_query_returns_copy(self):
         buffer = GazeBuffer(4)

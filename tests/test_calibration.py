@@ -54,7 +54,9 @@ class CalibrationFlowTests(unittest.SynchronousTestCase):
         watcher.request("start_tracking")
         self.client.send({"type": "calibration_start"})
         self.server.advance(0.1)
-        self.client.send({"type": "calibration_point", "point": {"x": 0.5, "y": 0.5}, "requestId": "p"})
+        self.client.send(
+            {"type": "calibration_point", "point": {"x": 0.5, "y": 0.5}, "requestId": "p"}
+        )
         before = len(watcher.gaze)
         self.server.advance(0.5)
         self.assertIsNone(self.client.reply("p"), "collection should still be running")
@@ -99,7 +101,9 @@ class CalibrationFlowTests(unittest.SynchronousTestCase):
         self.client.send({"type": "calibration_start"})
         for x, y in POINTS:
             self.client.request("calibration_point", advance=1.0, point={"x": x, "y": y})
-        reply = self.client.request("calibration_discard_point", advance=0.1, point={"x": 0.5, "y": 0.5})
+        reply = self.client.request(
+            "calibration_discard_point", advance=0.1, point={"x": 0.5, "y": 0.5}
+        )
         self.assertIs(reply["success"], True)
         result = self.client.request("calibration_compute", advance=0.5)
         self.assertEqual(len(result["pointData"]), len(POINTS) - 1)
@@ -117,8 +121,14 @@ class ValidationFlowTests(unittest.SynchronousTestCase):
             start = len(client.gaze)
             server.advance(1.0)
             samples = client.gaze[start:]
-            client.send({"type": "validation_point", "point": {"x": x, "y": y},
-                         "timestamp": 0, "gaze_samples": samples})
+            client.send(
+                {
+                    "type": "validation_point",
+                    "point": {"x": x, "y": y},
+                    "timestamp": 0,
+                    "gaze_samples": samples,
+                }
+            )
         server.tracker.lookAt(None)
         client.request("stop_tracking")
         report = client.request("validation_compute")
@@ -135,8 +145,13 @@ class ValidationFlowTests(unittest.SynchronousTestCase):
         server = FakeServer(rate=120)
         client = server.client()
         client.send({"type": "validation_start"})
-        client.send({"type": "validation_point", "point": {"x": 0.5, "y": 0.5},
-                     "gaze_samples": [1, None, "x", {"timestamp": "a"}, {"x": 0.5}]})
+        client.send(
+            {
+                "type": "validation_point",
+                "point": {"x": 0.5, "y": 0.5},
+                "gaze_samples": [1, None, "x", {"timestamp": "a"}, {"x": 0.5}],
+            }
+        )
         report = client.request("validation_compute")
         self.assertIs(report["success"], False)
         self.assertEqual(report["pointData"][0]["point"], {"x": 0.5, "y": 0.5})

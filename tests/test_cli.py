@@ -27,7 +27,10 @@ def free_port():
 def run_cli(*argv, timeout=30):
     return subprocess.run(
         [PYTHON, "-m", "jspsych_tobii.cli", *argv],
-        capture_output=True, text=True, timeout=timeout, env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=ENV,
     )
 
 
@@ -81,8 +84,17 @@ class ConsoleScriptTests(unittest.TestCase):
     def test_help_lists_options(self):
         result = run_cli("--help")
         self.assertEqual(result.returncode, 0)
-        for option in ("--host", "--port", "--tracker", "--buffer-size", "--log-level",
-                       "--log-file", "--mock", "--mock-rate", "--version"):
+        for option in (
+            "--host",
+            "--port",
+            "--tracker",
+            "--buffer-size",
+            "--log-level",
+            "--log-file",
+            "--mock",
+            "--mock-rate",
+            "--version",
+        ):
             self.assertIn(option, result.stdout)
 
     def test_bad_value_one_line_no_traceback(self):
@@ -105,13 +117,30 @@ class ConsoleScriptTests(unittest.TestCase):
         port = free_port()
         log_file = self.mktemp()
         process = subprocess.Popen(
-            [PYTHON, "-m", "jspsych_tobii.cli", "--mock", "--host", "127.0.0.1",
-             "--port", str(port), "--log-file", log_file, "--log-level", "warning"],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=ENV, text=True,
+            [
+                PYTHON,
+                "-m",
+                "jspsych_tobii.cli",
+                "--mock",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--log-file",
+                log_file,
+                "--log-level",
+                "warning",
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=ENV,
+            text=True,
         )
         try:
             wait_listening(port, process)
-            reply = websocket_roundtrip(port, {"type": "time_sync", "clientTime": 1, "requestId": "r"})
+            reply = websocket_roundtrip(
+                port, {"type": "time_sync", "clientTime": 1, "requestId": "r"}
+            )
             self.assertEqual(reply["requestId"], "r")
             self.assertIsInstance(reply["serverTime"], float)
         finally:
@@ -129,7 +158,10 @@ class ConsoleScriptTests(unittest.TestCase):
         port = free_port()
         process = subprocess.Popen(
             [PYTHON, "-m", "jspsych_tobii.cli", "--host", "127.0.0.1", "--port", str(port)],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=ENV, text=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=ENV,
+            text=True,
         )
         try:
             wait_listening(port, process)
@@ -146,9 +178,21 @@ class TwistdTests(unittest.TestCase):
     def test_twistd_serves(self):
         port = free_port()
         process = subprocess.Popen(
-            [PYTHON, "-m", "twisted", "jspsych-tobii", "--mock", "--host", "127.0.0.1",
-             "--port", str(port)],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=ENV, text=True,
+            [
+                PYTHON,
+                "-m",
+                "twisted",
+                "jspsych-tobii",
+                "--mock",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=ENV,
+            text=True,
             cwd=self.mktemp_dir(),
         )
         try:
@@ -162,7 +206,10 @@ class TwistdTests(unittest.TestCase):
     def test_twistd_bad_option(self):
         result = subprocess.run(
             [PYTHON, "-m", "twisted", "jspsych-tobii", "--log-level", "LOUD"],
-            capture_output=True, text=True, timeout=30, env=ENV,
+            capture_output=True,
+            text=True,
+            timeout=30,
+            env=ENV,
         )
         self.assertNotEqual(result.returncode, 0)
         self.assertIn("--log-level", result.stdout + result.stderr)

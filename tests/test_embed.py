@@ -21,7 +21,10 @@ class EmbedTests(unittest.TestCase):
         """The documented programmatic use serves requests and stops cleanly."""
         result = subprocess.run(
             [sys.executable, "-m", "tests.embed_child", str(free_port())],
-            capture_output=True, text=True, timeout=60, cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            cwd=ROOT,
         )
         self.assertEqual(result.returncode, 0, result.stderr)
         lines = result.stdout.splitlines()

@@ -50,7 +50,9 @@ class ParseTests(unittest.SynchronousTestCase):
         self.assertRejected(b"{nope", "invalid JSON")
 
     def test_invalid_json_salvages_request_id(self):
-        self.assertRejected(b'{"type": "time_sync", "requestId": "req_9", oops', "invalid JSON", "req_9")
+        self.assertRejected(
+            b'{"type": "time_sync", "requestId": "req_9", oops', "invalid JSON", "req_9"
+        )
 
     def test_invalid_utf8(self):
         self.assertRejected(b'{"type": "\xff"}', "invalid JSON")
@@ -71,8 +73,12 @@ class ParseTests(unittest.SynchronousTestCase):
         )
 
     def test_huge_numbers(self):
-        self.assertRejected({"type": "time_sync", "requestId": 1, "clientTime": 1e300}, "out of range", 1)
-        self.assertRejected({"type": "time_sync", "requestId": 1, "clientTime": 10**20}, "out of range", 1)
+        self.assertRejected(
+            {"type": "time_sync", "requestId": 1, "clientTime": 1e300}, "out of range", 1
+        )
+        self.assertRejected(
+            {"type": "time_sync", "requestId": 1, "clientTime": 10**20}, "out of range", 1
+        )
 
     def test_non_object(self):
         for value in ([1, 2], "text", 3, None):
@@ -83,7 +89,9 @@ class ParseTests(unittest.SynchronousTestCase):
         self.assertRejected({"type": 7, "requestId": "a"}, "string 'type'", "a")
 
     def test_unknown_type(self):
-        error = self.assertRejected({"type": "fly", "requestId": "req_1"}, "unknown message type", "req_1")
+        error = self.assertRejected(
+            {"type": "fly", "requestId": "req_1"}, "unknown message type", "req_1"
+        )
         self.assertIn("fly", str(error))
 
     def test_ill_typed_fields(self):
@@ -96,7 +104,10 @@ class ParseTests(unittest.SynchronousTestCase):
             ({"type": "calibration_point", "point": {"x": 1.5, "y": 0.5}}, "between 0 and 1"),
             ({"type": "calibration_point", "point": {"x": -0.1, "y": 0.5}}, "between 0 and 1"),
             ({"type": "calibration_point", "point": {"x": "a", "y": 0.5}}, "must be a number"),
-            ({"type": "validation_point", "point": {"x": 0.5, "y": 0.5}, "gaze_samples": {}}, "array"),
+            (
+                {"type": "validation_point", "point": {"x": 0.5, "y": 0.5}, "gaze_samples": {}},
+                "array",
+            ),
             ({"type": "get_data", "start_time": 10, "end_time": 5}, "after end_time"),
             ({"type": "get_data", "start_time": "0"}, "must be a number"),
             ({"type": "marker", "label": 5}, "must be a string"),
@@ -121,7 +132,9 @@ class ReplyTests(unittest.SynchronousTestCase):
     def test_reply_echoes_request_id(self):
         request = parse({"type": "time_sync", "requestId": "req_5"})
         message = reply(request, serverTime=1.0)
-        self.assertEqual(message, {"type": "time_sync_response", "serverTime": 1.0, "requestId": "req_5"})
+        self.assertEqual(
+            message, {"type": "time_sync_response", "serverTime": 1.0, "requestId": "req_5"}
+        )
 
     def test_reply_without_request_id(self):
         self.assertNotIn("requestId", reply(parse({"type": "validation_start"}), success=True))
@@ -129,5 +142,11 @@ class ReplyTests(unittest.SynchronousTestCase):
     def test_error_reply(self):
         self.assertEqual(
             error_reply("bad", "req_1", "fly"),
-            {"type": "error", "success": False, "error": "bad", "requestType": "fly", "requestId": "req_1"},
+            {
+                "type": "error",
+                "success": False,
+                "error": "bad",
+                "requestType": "fly",
+                "requestId": "req_1",
+            },
         )

@@ -9,7 +9,7 @@ from twisted.trial import unittest
 
 from jspsych_tobii.interfaces import TrackerError
 
-from .support import FakeServer, assert_close
+from .support import FakeServer
 
 
 class RequestTests(unittest.SynchronousTestCase):
@@ -138,8 +138,12 @@ class NoTrackerTests(unittest.SynchronousTestCase):
         server.tracker.failNext("connect", TrackerError("no eye tracker connected"))
         server.trackers.startService()
         client = server.client()
-        for kind in ("start_tracking", "get_user_position", "get_device_clock_offset",
-                     "calibration_start"):
+        for kind in (
+            "start_tracking",
+            "get_user_position",
+            "get_device_clock_offset",
+            "calibration_start",
+        ):
             reply = client.request(kind)
             self.assertEqual(reply["type"], "error", kind)
             self.assertIn("no eye tracker connected", reply["error"])

@@ -2,7 +2,7 @@
 Tests for L{jspsych_tobii.tap} and the twistd plugin.
 """
 
-from twisted.application.service import IServiceMaker, IServiceCollection
+from twisted.application.service import IServiceCollection, IServiceMaker
 from twisted.internet.task import Clock
 from twisted.plugin import getPlugins
 from twisted.python import usage
@@ -41,9 +41,23 @@ class OptionsTests(unittest.SynchronousTestCase):
 
     def test_all_options(self):
         config = self.parse(
-            "--host", "0.0.0.0", "--port", "9000", "--tracker", "tobii-prp://TPSP1-0101",
-            "--buffer-size", "500", "--log-level", "debug", "--log-file", "x.log",
-            "--mock", "--mock-rate", "1200", "--reconnect-grace", "5",
+            "--host",
+            "0.0.0.0",
+            "--port",
+            "9000",
+            "--tracker",
+            "tobii-prp://TPSP1-0101",
+            "--buffer-size",
+            "500",
+            "--log-level",
+            "debug",
+            "--log-file",
+            "x.log",
+            "--mock",
+            "--mock-rate",
+            "1200",
+            "--reconnect-grace",
+            "5",
         )
         self.assertEqual(config.endpoint, "tcp:9000:interface=0.0.0.0")
         self.assertEqual(config.tracker, "tobii-prp://TPSP1-0101")

@@ -55,7 +55,9 @@ class GazeView:
     def __init__(self, batch: np.ndarray):
         lv = batch["left_gaze_valid"] & np.isfinite(batch["left_x"]) & np.isfinite(batch["left_y"])
         rv = (
-            batch["right_gaze_valid"] & np.isfinite(batch["right_x"]) & np.isfinite(batch["right_y"])
+            batch["right_gaze_valid"]
+            & np.isfinite(batch["right_x"])
+            & np.isfinite(batch["right_y"])
         )
         lx, ly = _masked(batch["left_x"], lv), _masked(batch["left_y"], lv)
         rx, ry = _masked(batch["right_x"], rv), _masked(batch["right_y"], rv)

@@ -16,9 +16,9 @@ from __future__ import annotations
 from typing import Any, Callable, Optional
 
 from twisted.internet import defer
-from jspsych_tobii.logs import Logger
 
 from jspsych_tobii.interfaces import CalibrationResult, TrackerError
+from jspsych_tobii.logs import Logger
 
 
 class CalibrationError(Exception):

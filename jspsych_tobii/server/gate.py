@@ -18,10 +18,10 @@ import collections
 from typing import Any, Callable
 
 from twisted.internet.interfaces import IPushProducer
-from jspsych_tobii.logs import Logger
 from zope.interface import implementer
 
 from jspsych_tobii.core.gaze import dumps
+from jspsych_tobii.logs import Logger
 
 #: Gaze frames kept for a paused client: 2 s at 1200 Hz.
 DEFAULT_GAZE_BACKLOG = 2400

@@ -20,11 +20,11 @@ from typing import Any, Callable, List, Optional, Set
 
 import numpy as np
 from twisted.internet import defer
-from jspsych_tobii.logs import Logger
 
 from jspsych_tobii.core.buffer import GazeBuffer
 from jspsych_tobii.core.gaze import GazeView, dumps
 from jspsych_tobii.core.timesync import ServerClock
+from jspsych_tobii.logs import Logger
 from jspsych_tobii.server.gate import SendGate
 
 

@@ -16,16 +16,16 @@ from typing import Any, Callable, Optional
 
 from twisted.application import service
 from twisted.internet import defer
-from jspsych_tobii.logs import Logger
 
 from jspsych_tobii.core.timesync import ServerClock
 from jspsych_tobii.interfaces import (
     ITracker,
-    NoTrackerError,
     NotificationKind,
+    NoTrackerError,
     TrackerError,
     TrackerNotification,
 )
+from jspsych_tobii.logs import Logger
 
 #: Seconds between discovery attempts while no tracker is found.
 DEFAULT_RETRY_INTERVAL = 5.0
@@ -135,7 +135,9 @@ class TrackerService(service.Service):
         elif note.kind == NotificationKind.DISPLAY_AREA_CHANGED and self.tracker is not None:
             self.log.info("display area changed: {message}", message=note.message)
         else:
-            self.log.info("tracker notification {kind}: {message}", kind=note.kind, message=note.message)
+            self.log.info(
+                "tracker notification {kind}: {message}", kind=note.kind, message=note.message
+            )
         if self.hub is not None:
             message = {"type": "tracker_status", "status": note.kind}
             message.update(note.to_dict())

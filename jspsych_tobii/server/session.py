@@ -16,7 +16,6 @@ from typing import Any, Optional
 
 from twisted.internet import defer
 from twisted.python.failure import Failure
-from jspsych_tobii.logs import Logger
 
 from jspsych_tobii.core import messages
 from jspsych_tobii.core.gaze import sample_dicts
@@ -24,6 +23,7 @@ from jspsych_tobii.core.messages import Request, RequestError
 from jspsych_tobii.core.timesync import ClientClockModel
 from jspsych_tobii.core.validation import ValidationRun
 from jspsych_tobii.interfaces import TrackerError
+from jspsych_tobii.logs import Logger
 from jspsych_tobii.server.calibration import CalibrationError
 from jspsych_tobii.server.gate import SendGate
 
@@ -140,7 +140,9 @@ class ClientSession:
         if self.tracking:
             return {"success": True, "tracking": True, "alreadyTracking": True}
         d = self.app.hub.subscribe(self.gate)
-        d.addCallback(lambda _: {"success": True, "tracking": True, "session": self.app.hub.session})
+        d.addCallback(
+            lambda _: {"success": True, "tracking": True, "session": self.app.hub.session}
+        )
         return d
 
     def do_stop_tracking(self, request: Request, received_ms: float):

@@ -56,7 +56,10 @@ class EyeModel:
         self.noise_deg = noise_deg
         self.head = np.asarray(head, dtype=float)
         self.blinks = blinks
-        tl, tr, bl = (np.asarray(c, dtype=float) for c in (display.top_left, display.top_right, display.bottom_left))
+        tl, tr, bl = (
+            np.asarray(c, dtype=float)
+            for c in (display.top_left, display.top_right, display.bottom_left)
+        )
         self._tl, self._u, self._v = tl, tr - tl, bl - tl
         normal = np.cross(self._u, self._v)
         self._normal = normal / np.linalg.norm(normal)
@@ -218,7 +221,8 @@ class EyeModel:
                 float(np.clip((ox + HEAD_BOX_HALF_WIDTH) / (2 * HEAD_BOX_HALF_WIDTH), 0, 1)),
                 float(
                     np.clip(
-                        (head[1] - DEFAULT_HEAD[1] + HEAD_BOX_HALF_HEIGHT) / (2 * HEAD_BOX_HALF_HEIGHT),
+                        (head[1] - DEFAULT_HEAD[1] + HEAD_BOX_HALF_HEIGHT)
+                        / (2 * HEAD_BOX_HALF_HEIGHT),
                         0,
                         1,
                     )

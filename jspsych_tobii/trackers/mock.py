@@ -37,6 +37,10 @@ MOCK_FREQUENCIES = (30.0, 60.0, 120.0, 250.0, 300.0, 600.0, 1200.0)
 CALIBRATION_COLLECT_SECONDS = 0.7
 #: Largest interval between deliveries of gaze batches.
 DELIVERY_INTERVAL = 0.002
+#: Samples are synthesised this far ahead (never delivered early), so numpy
+#: works on dozens of samples per call instead of two or three.  A change of
+#: gaze target discards what was made ahead.
+SYNTHESIS_SECONDS = 0.025
 DEVICE_CLOCK_OFFSET_US = 7_340_000_000
 
 
@@ -71,6 +75,7 @@ class MockTracker:
         self._notify: Optional[Callable[[TrackerNotification], Any]] = None
         self._timer = None
         self._next_k = 0
+        self._ahead: Optional[np.ndarray] = None
         self._start_us = 0
         self._calibrating = False
         self._calibration: Dict[tuple, List[CalibrationPointResult]] = {}
@@ -91,6 +96,7 @@ class MockTracker:
     def lookAt(self, x: Optional[float], y: Optional[float] = None) -> None:
         """Make the synthetic participant fixate (x, y); C{lookAt(None)} frees it."""
         self.model.look_at(x, y)
+        self._ahead = None
 
     def notify(self, kind: str, message: str = "", **data: Any) -> None:
         """Emit a notification, as a device would."""
@@ -134,6 +140,7 @@ class MockTracker:
         if self._timer is None:
             self._start_us = self._clock_us()
             self._next_k = 0
+            self._ahead = None
             self._schedule()
         return defer.succeed(None)
 
@@ -165,6 +172,7 @@ class MockTracker:
         if running:
             self._start_us = self._clock_us()
             self._next_k = 0
+            self._ahead = None
             self._schedule()
         self.notify(NotificationKind.FREQUENCY_CHANGED, f"{frequency:g} Hz", frequency=frequency)
         return defer.succeed(frequency)
@@ -179,20 +187,22 @@ class MockTracker:
     def collectCalibrationData(self, x, y):
         if not self._calibrating:
             return defer.fail(TrackerError("not in calibration mode"))
-        self.model.look_at(x, y)
+        self.lookAt(x, y)
 
         def collected():
             if not self._calibrating:
-                self.model.look_at(None)
+                self.lookAt(None)
                 raise TrackerError("calibration mode was left during collection")
             now = self._clock_us()
             times = now - np.arange(12)[::-1] * int(1e6 / self.rate)
             samples = self.model.samples(times)
-            self.model.look_at(None)
+            self.lookAt(None)
 
             def eye(name):
                 return tuple(
-                    CalibrationEyeSample(float(sx), float(sy), "valid_and_used" if ok else "invalid")
+                    CalibrationEyeSample(
+                        float(sx), float(sy), "valid_and_used" if ok else "invalid"
+                    )
                     for sx, sy, ok in zip(
                         samples[f"{name}_x"], samples[f"{name}_y"], samples[f"{name}_gaze_valid"]
                     )
@@ -258,16 +268,23 @@ class MockTracker:
                 self._timer.cancel()
             self._timer = None
 
+    def _synthesise(self, count: int) -> None:
+        """Make samples C{next_k ...} ahead of time, at their capture times."""
+        period = 1e6 / self.rate
+        ks = np.arange(self._next_k, self._next_k + count)
+        times = self._start_us + np.round(ks * period).astype(np.int64)
+        self._ahead = self.model.samples(times, DEVICE_CLOCK_OFFSET_US)
+
     def _deliver(self):
         now = self._clock_us()
-        period = 1e6 / self.rate
-        last_k = int((now - self._start_us) // period)
-        if last_k >= self._next_k:
-            ks = np.arange(self._next_k, last_k + 1)
-            self._next_k = last_k + 1
-            times = self._start_us + np.round(ks * period).astype(np.int64)
-            batch = self.model.samples(times, DEVICE_CLOCK_OFFSET_US)
-            self.delivered += len(batch)
+        last_k = int((now - self._start_us) // (1e6 / self.rate))
+        due = last_k - self._next_k + 1
+        if due > 0:
+            if self._ahead is None or len(self._ahead) < due:
+                self._synthesise(max(due, int(self.rate * SYNTHESIS_SECONDS)))
+            batch, self._ahead = self._ahead[:due], self._ahead[due:]
+            self._next_k += due
+            self.delivered += due
             receiver = self._receiver
             if receiver is not None:
                 receiver(batch)

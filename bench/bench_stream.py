@@ -1,0 +1,218 @@
+"""
+Streaming benchmark: the server with its mock tracker at 1200 Hz and N
+clients, against a bare Autobahn server pushing pre-encoded frames at the
+same rate (the floor), measured in the same run.
+
+    python bench/bench_stream.py [--clients 4] [--rate 1200] [--seconds 10]
+
+For each server it starts the server in its own process, connects N
+WebSocket clients from this process, sends start_tracking, lets the stream
+settle, then measures for --seconds: per client the delivered rate, samples
+lost (gaps in the per-session sequence numbers), and latency from capture to
+receipt (both on CLOCK_MONOTONIC, which the mock stamps capture times with,
+so no clock sync is involved); and the server process's CPU time from
+/proc.  It prints our/floor ratios and checks the targets: no lost samples,
+p99 capture-to-receipt <= 5 ms, server CPU <= 2x the floor.
+"""
+
+import argparse
+import os
+import socket
+import subprocess
+import sys
+import time
+
+from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientProtocol
+from twisted.internet import defer, reactor, task
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def cpu_seconds(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+class Client(WebSocketClientProtocol):
+    def connectionMade(self):
+        super().connectionMade()
+        self.measuring = False
+        self.latencies = []
+        self.seqs = []
+        self.opened = defer.Deferred()
+
+    def onOpen(self):
+        self.sendMessage(b'{"type":"start_tracking","requestId":"req_1"}')
+        self.opened.callback(self)
+
+    def onMessage(self, payload, isBinary):
+        now = time.monotonic_ns() / 1e6
+        if not self.measuring or not payload.startswith(b'{"type":"gaze_data"'):
+            return
+        # only the two fields measured are decoded, to keep the client cheap
+        i = payload.index(b'"timestamp":') + 12
+        timestamp = float(payload[i : payload.index(b",", i)])
+        j = payload.index(b'"seq":') + 6
+        self.seqs.append(int(payload[j : payload.index(b",", j)]))
+        self.latencies.append(now - timestamp)
+
+
+def percentile(values, q):
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(q / 100.0 * (len(ordered) - 1))))]
+
+
+@defer.inlineCallbacks
+def measure(name, command, port, clients, seconds):
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        for _ in range(200):
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.1).close()
+                break
+            except OSError:
+                yield task.deferLater(reactor, 0.05, lambda: None)
+        factory = WebSocketClientFactory(f"ws://127.0.0.1:{port}")
+        factory.protocol = Client
+        factory.setProtocolOptions(utf8validateIncoming=False)
+        protos = []
+        for _ in range(clients):
+            done = defer.Deferred()
+            reactor.connectTCP("127.0.0.1", port, factory)
+            factory.protocol = Client
+            protos.append(done)
+        # collect protocols as they open
+        opened = []
+        original = Client.onOpen
+
+        def on_open(self):
+            original(self)
+            opened.append(self)
+
+        Client.onOpen = on_open
+        while len(opened) < clients:
+            yield task.deferLater(reactor, 0.05, lambda: None)
+        Client.onOpen = original
+        yield task.deferLater(reactor, 1.0, lambda: None)  # settle
+        cpu0, t0 = cpu_seconds(process.pid), time.monotonic()
+        for p in opened:
+            p.measuring = True
+        yield task.deferLater(reactor, seconds, lambda: None)
+        for p in opened:
+            p.measuring = False
+        cpu1, t1 = cpu_seconds(process.pid), time.monotonic()
+        for p in opened:
+            p.dropConnection(abort=True)
+    finally:
+        process.terminate()
+        process.wait(10)
+    elapsed = t1 - t0
+    rows = []
+    for p in opened:
+        seqs = p.seqs
+        lost = (seqs[-1] - seqs[0] + 1 - len(seqs)) if seqs else 0
+        rows.append(
+            {
+                "rate": len(seqs) / elapsed,
+                "lost": lost,
+                "p50": percentile(p.latencies, 50),
+                "p99": percentile(p.latencies, 99),
+                "max": max(p.latencies),
+            }
+        )
+    return {"name": name, "clients": rows, "cpu": (cpu1 - cpu0) / elapsed}
+
+
+def report(result):
+    print(f"\n{result['name']}: server CPU {result['cpu'] * 100:.1f}% of one core")
+    print("  client   rate/s   lost   p50 ms   p99 ms   max ms")
+    for i, row in enumerate(result["clients"]):
+        print(
+            f"  {i:>6} {row['rate']:>8.1f} {row['lost']:>6d} {row['p50']:>8.2f} "
+            f"{row['p99']:>8.2f} {row['max']:>8.2f}"
+        )
+
+
+@defer.inlineCallbacks
+def run(args):
+    ours_port, floor_port = free_port(), free_port()
+    ours = yield measure(
+        "jspsych-tobii (mock tracker)",
+        [
+            sys.executable,
+            "-m",
+            "jspsych_tobii.cli",
+            "--mock",
+            "--mock-rate",
+            str(args.rate),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(ours_port),
+            "--log-level",
+            "ERROR",
+        ],
+        ours_port,
+        args.clients,
+        args.seconds,
+    )
+    floor = yield measure(
+        "floor (bare Autobahn, pre-encoded frames)",
+        [sys.executable, os.path.join(HERE, "floor_server.py"), str(floor_port), str(args.rate)],
+        floor_port,
+        args.clients,
+        args.seconds,
+    )
+    print(f"\n{args.clients} clients, {args.rate:g} Hz, {args.seconds:g} s measured per server")
+    report(ours)
+    report(floor)
+    lost = sum(r["lost"] for r in ours["clients"])
+    p99 = max(r["p99"] for r in ours["clients"])
+    floor_p99 = max(r["p99"] for r in floor["clients"])
+    cpu_ratio = ours["cpu"] / floor["cpu"] if floor["cpu"] else float("inf")
+    print("\nours/floor ratios")
+    print(f"  server CPU     {cpu_ratio:.2f}x   (target <= 2x)")
+    print(f"  p99 latency    {p99 / floor_p99:.2f}x   ({p99:.2f} ms vs {floor_p99:.2f} ms)")
+    print("\ntargets")
+    checks = [
+        ("no lost samples", lost == 0, f"{lost} lost"),
+        ("p99 capture-to-receipt <= 5 ms", p99 <= 5.0, f"{p99:.2f} ms"),
+        ("server CPU <= 2x floor", cpu_ratio <= 2.0, f"{cpu_ratio:.2f}x"),
+    ]
+    for label, ok, value in checks:
+        print(f"  [{'PASS' if ok else 'FAIL'}] {label}: {value}")
+    return all(ok for _, ok, _ in checks)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--clients", type=int, default=4)
+    parser.add_argument("--rate", type=float, default=1200.0)
+    parser.add_argument("--seconds", type=float, default=10.0)
+    args = parser.parse_args()
+    outcome = {}
+
+    def done(ok):
+        outcome["ok"] = ok
+        reactor.stop()
+
+    def failed(f):
+        f.printTraceback()
+        outcome["ok"] = False
+        reactor.stop()
+
+    reactor.callWhenRunning(lambda: run(args).addCallbacks(done, failed))
+    reactor.run()
+    sys.exit(0 if outcome.get("ok") else 1)
+
+
+if __name__ == "__main__":
+    main()
