@@ -4,10 +4,12 @@ Tests of the command lines, run as a user would: in a subprocess.
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 
 from twisted.trial import unittest
@@ -75,7 +77,17 @@ def websocket_roundtrip(port, message):
         return json.loads(data)
 
 
+def make_temp_dir(case):
+    """A fresh directory removed after the test (works under trial and pytest)."""
+    path = tempfile.mkdtemp(prefix="jspsych-tobii-test-")
+    case.addCleanup(shutil.rmtree, path, True)
+    return path
+
+
 class ConsoleScriptTests(unittest.TestCase):
+    def mktemp_dir(self):
+        return make_temp_dir(self)
+
     def test_version(self):
         result = run_cli("--version")
         self.assertEqual(result.returncode, 0)
@@ -115,7 +127,7 @@ class ConsoleScriptTests(unittest.TestCase):
 
     def test_serves_and_stops_on_sigterm(self):
         port = free_port()
-        log_file = self.mktemp()
+        log_file = os.path.join(self.mktemp_dir(), "server.log")
         process = subprocess.Popen(
             [
                 PYTHON,
@@ -216,6 +228,4 @@ class TwistdTests(unittest.TestCase):
         self.assertNotIn("Traceback", result.stdout + result.stderr)
 
     def mktemp_dir(self):
-        path = self.mktemp()
-        os.makedirs(path)
-        return path
+        return make_temp_dir(self)
