@@ -1,0 +1,110 @@
+"""
+A real browser against the server: headless Chromium runs
+tests/browser/contract_client.html, which does what CLIENT_CONTRACT.md says
+the jsPsych extension and plugins do (time sync on performance.now(),
+tracking, browserTimestamp, calibration, validation, user position, errors)
+and posts what it measured back to this test.
+
+Needs Debian's chromium (CI installs it).  Where it is missing the test is
+skipped with that reason, except under CI, where a missing browser fails.
+"""
+
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+
+from twisted.internet import defer, reactor
+from twisted.trial import unittest
+from twisted.web import resource, server, static
+
+from .test_protocol import LoopbackServerMixin
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+if CHROMIUM is None and os.environ.get("CI"):
+    raise RuntimeError("CI must install chromium for the browser test (apt-get install chromium)")
+
+
+class Report(resource.Resource):
+    isLeaf = True
+
+    def __init__(self):
+        super().__init__()
+        self.received = defer.Deferred()
+
+    def render_POST(self, request):
+        if not self.received.called:
+            self.received.callback(json.loads(request.content.read()))
+        request.setHeader(b"Access-Control-Allow-Origin", b"*")
+        return b"ok"
+
+    def render_OPTIONS(self, request):
+        request.setHeader(b"Access-Control-Allow-Origin", b"*")
+        return b""
+
+
+class BrowserTests(LoopbackServerMixin, unittest.TestCase):
+    rate = 600.0
+    timeout = 120
+
+    if CHROMIUM is None:
+        skip = "chromium is not installed (apt-get install chromium)"
+
+    @defer.inlineCallbacks
+    def test_contract_client_in_chromium(self):
+        root = resource.Resource()
+        root.putChild(b"client.html", static.File(os.path.join(HERE, "browser", "contract_client.html")))
+        report = Report()
+        root.putChild(b"report", report)
+        site = reactor.listenTCP(0, server.Site(root), interface="127.0.0.1")
+        self.addCleanup(site.stopListening)
+        web = site.getHost().port
+        url = (
+            f"http://127.0.0.1:{web}/client.html?server=ws://127.0.0.1:{self.port}"
+            f"&report=http://127.0.0.1:{web}/report"
+        )
+        profile = tempfile.mkdtemp(prefix="jspsych-tobii-chromium-")
+        self.addCleanup(shutil.rmtree, profile, True)
+        browser = subprocess.Popen(
+            [
+                CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+                "--no-first-run", "--disable-background-networking",
+                "--disable-component-update", "--disable-sync",
+                f"--user-data-dir={profile}", "--remote-debugging-port=0", url,
+            ],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+
+        def stop_browser():
+            browser.kill()
+            browser.wait(10)
+
+        self.addCleanup(stop_browser)
+        outcome = yield report.received.addTimeout(90, reactor)
+        self.assertIs(outcome["ok"], True, outcome.get("error"))
+        result = outcome["result"]
+
+        self.assertIs(result["start"]["success"], True)
+        # no sample lost between the first and last one the page saw
+        seqs = result["seqs"]
+        self.assertEqual(seqs, list(range(seqs[0], seqs[0] + len(seqs))))
+        self.assertGreater(result["samples"], 300)
+        # browserTimestamp is the capture time on performance.now(): samples
+        # arrive after they were captured, and soon after
+        self.assertGreater(result["latencyMin"], -1.0)
+        self.assertLess(result["latencyMedian"], 15.0)
+        for key in ("x", "y", "timestamp", "leftValid", "rightValid", "leftPupilDiameter",
+                    "rightPupilDiameter", "server_timestamp"):
+            self.assertIn(key, result["firstSample"])
+        self.assertTrue(all(p["success"] is True for p in result["calibrationPoints"]))
+        self.assertIs(result["calibration"]["success"], True)
+        validation = result["validation"]
+        self.assertIs(validation["success"], True)
+        self.assertIsInstance(validation["averageAccuracyNorm"], float)
+        self.assertTrue(all("point" in item for item in validation["pointData"]))
+        self.assertIsNotNone(result["position"]["position"])
+        self.assertEqual(result["unknown"]["type"], "error")
+        self.assertIn("no_such_type", result["unknown"]["error"])
+        self.assertEqual(result["badPoint"]["type"], "error")
