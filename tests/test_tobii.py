@@ -1,0 +1,917 @@
+"""
+Tests for L{jspsych_tobii.trackers.tobii}, against the fake SDK in
+L{tests.fake_tobii_research} (real threads, real reactor), and against the
+real C{tobii_research} where it is installed (no tracker attached).
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import threading
+import time
+import unittest as pyunittest
+
+import numpy as np
+from twisted.internet import defer, reactor, task
+from twisted.trial import unittest
+from zope.interface.verify import verifyObject
+
+from jspsych_tobii.interfaces import (
+    GAZE_DTYPE,
+    CalibrationResult,
+    ITracker,
+    NotificationKind,
+    NoTrackerError,
+    TrackerError,
+    TrackerInfo,
+)
+from jspsych_tobii.trackers import tobii
+from jspsych_tobii.trackers.tobii import TobiiTracker, describe, find_trackers
+
+from . import fake_tobii_research as fake
+from .tracker_contract import TrackerContractMixin
+
+try:
+    import tobii_research as real_sdk
+except Exception:  # not installed (it has wheels for CPython 3.10 only)
+    real_sdk = None
+
+
+def sleep(seconds: float) -> defer.Deferred:
+    return task.deferLater(reactor, seconds, lambda: None)
+
+
+@defer.inlineCallbacks
+def waitFor(predicate, timeout: float = 1.5, what: str = "condition"):
+    """Poll C{predicate} on the reactor until it is true."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        yield sleep(0.01)
+
+
+class TobiiTestCase(unittest.TestCase):
+    version = "2.x"
+
+    def makeSDK(self, version=None, devices=1, **options):
+        sdk = fake.make_sdk(version or self.version)
+        self.addCleanup(sdk.shutdown)
+        for _ in range(devices):
+            sdk.add_device(**options)
+        return sdk
+
+    def makeTracker(self, sdk, **kwargs):
+        tracker = TobiiTracker(reactor, sdk=sdk, **kwargs)
+        self.addCleanup(tracker.disconnect)
+        return tracker
+
+    @defer.inlineCallbacks
+    def connected(self, version=None, tracker_options=None, **options):
+        sdk = self.makeSDK(version, **options)
+        tracker = self.makeTracker(sdk, **(tracker_options or {}))
+        notes = []
+        tracker.setNotificationReceiver(notes.append)
+        info = yield tracker.connect()
+        return sdk, sdk.device(), tracker, info, notes
+
+    def workerThreadNames(self, tracker):
+        return {thread.name for thread in tracker._pool.threads}
+
+
+class ContractTests(TrackerContractMixin, unittest.TestCase):
+    """The ITracker contract, with the fake 2.x SDK."""
+
+    version = "2.x"
+    frequency = 600.0
+
+    def makeTracker(self):
+        sdk = fake.make_sdk(self.version)
+        device = sdk.add_device(frequency=self.frequency)
+        device.collect_seconds = 0.05
+        return TobiiTracker(reactor, sdk=sdk), sdk.shutdown
+
+
+class Contract1xTests(ContractTests):
+    """The ITracker contract, with the fake 1.x SDK (user positions from the track box)."""
+
+    version = "1.x"
+    frequency = 300.0
+
+
+class ConnectTests(TobiiTestCase):
+    @defer.inlineCallbacks
+    def test_info(self):
+        sdk, device, tracker, info, notes = yield self.connected(frequency=600)
+        self.assertTrue(verifyObject(ITracker, tracker))
+        self.assertIsInstance(info, TrackerInfo)
+        self.assertIs(tracker.info, info)
+        self.assertEqual(info.address, device.address)
+        self.assertTrue(info.address.startswith("tobii-prp://"))
+        self.assertEqual(info.model, "Tobii Pro Spectrum")
+        self.assertEqual(info.serial_number, device.serial_number)
+        self.assertEqual(info.firmware_version, device.firmware_version)
+        self.assertEqual(info.device_name, device.device_name)
+        self.assertEqual(info.frequencies, fake.SPECTRUM_FREQUENCIES)
+        self.assertEqual(info.frequency, 600.0)
+        self.assertEqual(
+            info.capabilities,
+            {
+                "gaze",
+                "calibration",
+                "monocular_calibration",
+                "set_display_area",
+                "external_signal",
+                "user_position_guide",
+            },
+        )
+        area = fake.DEFAULT_DISPLAY_AREA
+        self.assertEqual(info.display_area.top_left, area["top_left"])
+        self.assertEqual(info.display_area.top_right, area["top_right"])
+        self.assertEqual(info.display_area.bottom_left, area["bottom_left"])
+        self.assertEqual(info.sdk_version, sdk.__version__)
+        # the fake's system clock is the monotonic clock, as on Linux
+        self.assertEqual(info.system_clock_offset_us, 0)
+
+    @defer.inlineCallbacks
+    def test_info_1x(self):
+        sdk, device, tracker, info, notes = yield self.connected("1.x")
+        self.assertTrue(info.address.startswith("tet-tcp://"))
+        self.assertIn("track_box", info.capabilities)
+        self.assertTrue(info.sdk_version.startswith("1."))
+
+    @defer.inlineCallbacks
+    def test_clock_offset(self):
+        """A system clock on another base (as on Windows) is measured, to the µs."""
+        sdk = self.makeSDK()
+        sdk.clock_offset_us = 2_500_000_123
+        tracker = self.makeTracker(sdk)
+        info = yield tracker.connect()
+        self.assertLess(abs(info.system_clock_offset_us - 2_500_000_123), 500)
+        # measured on the worker thread, bracketing the SDK's clock
+        threads = {name for call, name in sdk.calls_named("get_system_time_stamp")}
+        self.assertEqual(threads, self.workerThreadNames(tracker))
+        self.assertGreaterEqual(len(sdk.calls_named("get_system_time_stamp")), 10)
+
+    @defer.inlineCallbacks
+    def test_no_tracker(self):
+        sdk = self.makeSDK(devices=0)
+        tracker = self.makeTracker(sdk)
+        error = yield self.assertFailure(tracker.connect(), NoTrackerError)
+        self.assertEqual(str(error), "no eye tracker connected")
+        self.assertIsNone(tracker.info)
+
+    @defer.inlineCallbacks
+    def test_tracker_not_present(self):
+        sdk = self.makeSDK(present=False)
+        tracker = self.makeTracker(sdk)
+        yield self.assertFailure(tracker.connect(), NoTrackerError)
+
+    @defer.inlineCallbacks
+    def test_retry_after_no_tracker(self):
+        """The service retries connect() on the same tracker until one appears."""
+        sdk = self.makeSDK(devices=0)
+        tracker = self.makeTracker(sdk)
+        yield self.assertFailure(tracker.connect(), NoTrackerError)
+        sdk.add_device()
+        info = yield tracker.connect()
+        self.assertEqual(info.model, "Tobii Pro Spectrum")
+
+    @defer.inlineCallbacks
+    def test_bad_address(self):
+        sdk = self.makeSDK(devices=2)
+        tracker = self.makeTracker(sdk, address="tobii-prp://TPSP1-999999999999")
+        error = yield self.assertFailure(tracker.connect(), NoTrackerError)
+        message = str(error)
+        self.assertIn("tobii-prp://TPSP1-999999999999", message)
+        for device in sdk._devices.values():
+            self.assertIn(device.address, message)
+        self.assertNotIn("\n", message)
+
+    @defer.inlineCallbacks
+    def test_address(self):
+        sdk = self.makeSDK(devices=2)
+        second = list(sdk._devices.values())[1]
+        tracker = self.makeTracker(sdk, address=second.address)
+        info = yield tracker.connect()
+        self.assertEqual(info.address, second.address)
+        self.assertEqual(sdk.calls_named("find_all_eyetrackers"), [])
+
+    @defer.inlineCallbacks
+    def test_serial_number_as_address(self):
+        sdk = self.makeSDK(devices=2)
+        second = list(sdk._devices.values())[1]
+        tracker = self.makeTracker(sdk, address=second.serial_number)
+        info = yield tracker.connect()
+        self.assertEqual(info.address, second.address)
+
+    @defer.inlineCallbacks
+    def test_frequency_at_connect(self):
+        sdk, device, tracker, info, notes = yield self.connected(
+            tracker_options={"frequency": 1200}, frequency=60
+        )
+        self.assertEqual(info.frequency, 1200.0)
+        self.assertEqual(device.frequency, 1200.0)
+
+    @defer.inlineCallbacks
+    def test_bad_frequency_at_connect(self):
+        sdk = self.makeSDK()
+        tracker = self.makeTracker(sdk, frequency=100)
+        error = yield self.assertFailure(tracker.connect(), TrackerError)
+        self.assertNotIsInstance(error, NoTrackerError)
+        self.assertIn("100", str(error))
+        self.assertIn("60, 120, 150, 300, 600, 1200", str(error))
+        self.assertEqual(sdk.calls_named("set_gaze_output_frequency"), [])
+        self.assertEqual(sdk.device().subscriptions(), {})
+
+    @defer.inlineCallbacks
+    def test_set_frequency(self):
+        sdk, device, tracker, info, notes = yield self.connected(frequency=60)
+        current = yield tracker.setGazeOutputFrequency(300)
+        self.assertEqual(current, 300.0)
+        self.assertEqual(tracker.info.frequency, 300.0)
+        self.assertEqual(device.frequency, 300.0)
+        yield waitFor(lambda: notes, what="the frequency notification")
+        self.assertEqual(notes[0].kind, NotificationKind.FREQUENCY_CHANGED)
+        self.assertEqual(notes[0].data, {"frequency": 300.0})
+
+    @defer.inlineCallbacks
+    def test_set_bad_frequency(self):
+        sdk, device, tracker, info, notes = yield self.connected()
+        error = yield self.assertFailure(tracker.setGazeOutputFrequency(100), TrackerError)
+        self.assertIn("60, 120, 150, 300, 600, 1200", str(error))
+        self.assertEqual(sdk.calls_named("set_gaze_output_frequency"), [])
+
+    @defer.inlineCallbacks
+    def test_connect_twice(self):
+        sdk = self.makeSDK()
+        tracker = self.makeTracker(sdk)
+        first, second = tracker.connect(), tracker.connect()
+        infos = yield defer.gatherResults([first, second])
+        self.assertIs(infos[0], infos[1])
+        self.assertEqual(len(sdk.calls_named("find_all_eyetrackers")), 1)
+        third = yield tracker.connect()
+        self.assertIs(third, infos[0])
+
+    @defer.inlineCallbacks
+    def test_every_sdk_call_on_one_worker_thread(self):
+        sdk, device, tracker, info, notes = yield self.connected(frequency=600)
+        yield tracker.startGaze(lambda batch: None)
+        yield tracker.enterCalibration()
+        yield tracker.collectCalibrationData(0.5, 0.5)
+        yield tracker.computeCalibration()
+        yield tracker.leaveCalibration()
+        yield tracker.stopGaze()
+        workers = self.workerThreadNames(tracker)
+        self.assertEqual(len(workers), 1)
+        yield tracker.disconnect()
+        self.assertEqual({name for call, name in sdk.calls}, workers)
+        self.assertNotIn(threading.current_thread().name, workers)
+
+    def test_not_installed(self):
+        saved = sys.modules.get("tobii_research", None)
+        sys.modules["tobii_research"] = None  # makes the import fail
+        try:
+            with self.assertRaises(TrackerError) as caught:
+                TobiiTracker(reactor)
+        finally:
+            if saved is None:
+                del sys.modules["tobii_research"]
+            else:
+                sys.modules["tobii_research"] = saved
+        message = str(caught.exception)
+        self.assertIn("tobii-research is not installed", message)
+        self.assertIn("CPython 3.10", message)
+        self.assertNotIn("\n", message)
+
+
+class GazeTests(TobiiTestCase):
+    @defer.inlineCallbacks
+    def test_1200hz_none_lost(self):
+        """
+        A second at 1200 Hz arrives whole: every sample, in order, with the
+        SDK's time stamps; bursts that pile up while the reactor is busy cost
+        one hand-off each.
+        """
+        sdk, device, tracker, info, notes = yield self.connected(frequency=1200)
+        batches, threads = [], set()
+
+        def receive(batch):
+            threads.add(threading.current_thread())
+            batches.append(batch)
+
+        # keep the reactor busy now and then, as a real server is
+        busy = task.LoopingCall(time.sleep, 0.004)
+        busy.start(0.02)
+        yield tracker.startGaze(receive)
+        yield sleep(1.0)
+        busy.stop()
+        yield tracker.stopGaze()
+
+        self.assertEqual(threads, {threading.current_thread()})
+        for batch in batches:
+            self.assertEqual(batch.dtype, GAZE_DTYPE)
+        rows = np.concatenate(batches)
+        self.assertGreater(len(rows), 900)
+        stamps = rows["system_time_us"]
+        steps = np.diff(stamps)
+        self.assertTrue(np.all(steps > 0), "system time stamps must strictly increase")
+        # one sample every 833.3 µs, none missing
+        self.assertLessEqual(steps.max(), 834)
+        self.assertGreaterEqual(steps.min(), 833)
+        self.assertEqual(len(rows), round((stamps[-1] - stamps[0]) / (1e6 / 1200)) + 1)
+        # the SDK's own time stamps, untouched
+        np.testing.assert_array_equal(rows["device_time_us"] - stamps, fake.DEVICE_CLOCK_OFFSET_US)
+        self.assertTrue(np.all(rows["seq"] == 0))
+        self.assertTrue(np.all(rows["left_gaze_valid"] & rows["right_gaze_valid"]))
+        self.assertTrue(np.all(np.isfinite(rows["left_x"])))
+        np.testing.assert_allclose(rows["left_pupil"], 3.0)
+        np.testing.assert_allclose(rows["right_pupil"], 3.1)
+        # coalesced: fewer hand-offs (and receiver calls) than samples
+        handoff = tracker._gazeHandoff
+        self.assertLess(handoff.handoffs, handoff.items)
+        self.assertLess(len(batches), len(rows))
+        self.assertEqual(sdk.calls_from_callback, [])
+        self.assertEqual(sdk.callback_errors, 0)
+        self.assertEqual(tracker.callbackErrors, 0)
+
+    @defer.inlineCallbacks
+    def test_invalid_eyes(self):
+        sdk, device, tracker, info, notes = yield self.connected(frequency=600)
+        device.left_position = None
+        batches = []
+        yield tracker.startGaze(batches.append)
+        yield waitFor(lambda: batches, what="gaze")
+        yield tracker.stopGaze()
+        rows = np.concatenate(batches)
+        self.assertFalse(np.any(rows["left_gaze_valid"] | rows["left_pupil_valid"]))
+        self.assertTrue(np.all(np.isnan(rows["left_x"])))
+        self.assertTrue(np.all(rows["right_gaze_valid"]))
+
+    @defer.inlineCallbacks
+    def test_stop_unsubscribes(self):
+        sdk, device, tracker, info, notes = yield self.connected(frequency=600)
+        batches = []
+        yield tracker.startGaze(batches.append)
+        self.assertEqual(device.subscriptions()[sdk.EYETRACKER_GAZE_DATA], 1)
+        yield tracker.stopGaze()
+        self.assertNotIn(sdk.EYETRACKER_GAZE_DATA, device.subscriptions())
+        count = len(batches)
+        yield sleep(0.05)
+        self.assertEqual(len(batches), count)
+
+    @defer.inlineCallbacks
+    def test_no_sdk_call_from_callbacks(self):
+        """Whatever happens, no callback calls into the SDK (the fake records it)."""
+        sdk, device, tracker, info, notes = yield self.connected(frequency=1200)
+        tracker.resumeCheckDelay = 0.05
+        yield tracker.startGaze(lambda batch: None)
+        device.overflow()
+        device.change_display_area((-200, 300, 40), (200, 300, 40), (-200, 0, -10))
+        device.stream_error("stream_error_source_stream_pump", "stream_error_internal_error", "x")
+        device.lose_connection()
+        device.restore_connection()
+        yield tracker.enterCalibration()
+        yield tracker.collectCalibrationData(0.5, 0.5)
+        yield tracker.computeCalibration()
+        yield tracker.leaveCalibration()
+        yield sleep(0.2)
+        self.assertEqual(sdk.calls_from_callback, [])
+        self.assertEqual(sdk.callback_errors, 0)
+        self.assertEqual(tracker.callbackErrors, 0)
+
+    def test_callbacks_never_raise(self):
+        """Malformed data is counted, never raised into the SDK."""
+        sdk = self.makeSDK()
+        tracker = self.makeTracker(sdk)
+        tracker._gazeWanted = True
+        tracker._onGaze({})
+        tracker._onGaze(None)
+        tracker._onUserPosition({"left_user_position": (0, 0, 0)})
+        tracker._onNotification("connection_lost", 42)
+        tracker._onStreamError(None)
+        self.assertEqual(tracker.callbackErrors, 5)
+
+
+class NotificationTests(TobiiTestCase):
+    @defer.inlineCallbacks
+    def checkLostAndRestored(self, resume):
+        sdk, device, tracker, info, notes = yield self.connected(
+            frequency=600, resume_streams_on_restore=resume
+        )
+        tracker.resumeCheckDelay = 0.2
+        threads = set()
+        tracker.setNotificationReceiver(
+            lambda note: (threads.add(threading.current_thread()), notes.append(note))
+        )
+        batches = []
+        yield tracker.startGaze(batches.append)
+        yield waitFor(lambda: batches, what="gaze")
+        subscribes = len(sdk.calls_named("subscribe_to"))
+
+        device.lose_connection()
+        yield waitFor(
+            lambda: NotificationKind.CONNECTION_LOST in [n.kind for n in notes], what="lost"
+        )
+        yield sleep(0.05)
+        before = len(batches)
+        yield sleep(0.05)
+        self.assertEqual(len(batches), before, "no gaze while the tracker is away")
+
+        device.restore_connection()
+        yield waitFor(
+            lambda: NotificationKind.CONNECTION_RESTORED in [n.kind for n in notes],
+            what="restored",
+        )
+        yield waitFor(lambda: len(batches) > before, what="gaze after the restore")
+        self.assertEqual(threads, {threading.current_thread()})
+        lost = [n for n in notes if n.kind == NotificationKind.CONNECTION_LOST][0]
+        self.assertTrue(lost.message)
+        self.assertLess(abs(lost.system_time_us - tracker._nowUs()), 2_000_000)
+        return sdk, tracker, subscribes
+
+    @defer.inlineCallbacks
+    def test_gaze_resumes_after_restore(self):
+        """A stream the SDK does not revive is subscribed again, on the worker."""
+        sdk, tracker, subscribes = yield self.checkLostAndRestored(resume=False)
+        resubscribes = sdk.calls[-10:]
+        self.assertGreater(len(sdk.calls_named("subscribe_to")), subscribes)
+        self.assertEqual({name for call, name in resubscribes}, self.workerThreadNames(tracker))
+
+    @defer.inlineCallbacks
+    def test_gaze_resumes_by_itself(self):
+        """A stream the SDK revives is left alone."""
+        sdk, tracker, subscribes = yield self.checkLostAndRestored(resume=True)
+        yield sleep(tracker.resumeCheckDelay + 0.1)
+        self.assertEqual(len(sdk.calls_named("subscribe_to")), subscribes)
+
+    @defer.inlineCallbacks
+    def test_overflow(self):
+        sdk, device, tracker, info, notes = yield self.connected()
+        device.overflow()
+        device.overflow()
+        yield waitFor(lambda: tracker.overflows == 2, what="two overflows")
+        kinds = [n.kind for n in notes]
+        self.assertEqual(kinds.count(NotificationKind.STREAM_BUFFER_OVERFLOW), 2)
+        note = [n for n in notes if n.kind == NotificationKind.STREAM_BUFFER_OVERFLOW][0]
+        self.assertEqual(note.data["stream"], sdk.EYETRACKER_GAZE_DATA)
+        self.assertIn("lost", note.message)
+
+    @defer.inlineCallbacks
+    def test_no_overflow_notification_in_1x(self):
+        sdk, device, tracker, info, notes = yield self.connected("1.x")
+        self.assertFalse(hasattr(sdk, "EYETRACKER_NOTIFICATION_STREAM_BUFFER_OVERFLOW"))
+        self.assertNotIn(
+            fake.EYETRACKER_NOTIFICATION_STREAM_BUFFER_OVERFLOW, device.subscriptions()
+        )
+
+    @defer.inlineCallbacks
+    def test_display_area_changed(self):
+        sdk, device, tracker, info, notes = yield self.connected()
+        device.change_display_area((-250, 300, 40), (250, 300, 40), (-250, 10, -5))
+        yield waitFor(lambda: notes, what="the notification")
+        self.assertEqual(notes[0].kind, NotificationKind.DISPLAY_AREA_CHANGED)
+        self.assertEqual(tracker.info.display_area.top_left, (-250.0, 300.0, 40.0))
+        self.assertEqual(tracker.info.display_area.bottom_left, (-250.0, 10.0, -5.0))
+        self.assertEqual(notes[0].data["displayArea"]["top_right"], [250.0, 300.0, 40.0])
+
+    @defer.inlineCallbacks
+    def test_stream_error(self):
+        sdk, device, tracker, info, notes = yield self.connected()
+        device.stream_error(
+            sdk.STREAM_ERROR_SOURCE_STREAM_PUMP, sdk.STREAM_ERROR_INTERNAL_ERROR, "pump broke"
+        )
+        yield waitFor(lambda: notes, what="the notification")
+        self.assertEqual(notes[0].kind, NotificationKind.STREAM_ERROR)
+        self.assertIn("pump broke", notes[0].message)
+        self.assertEqual(notes[0].data["error"], sdk.STREAM_ERROR_INTERNAL_ERROR)
+
+    @defer.inlineCallbacks
+    def test_no_receiver(self):
+        sdk, device, tracker, info, notes = yield self.connected()
+        tracker.setNotificationReceiver(None)
+        device.overflow()
+        yield waitFor(lambda: tracker.overflows == 1, what="the overflow")
+        self.assertEqual(notes, [])
+
+
+class CalibrationTests(TobiiTestCase):
+    @defer.inlineCallbacks
+    def test_flow(self):
+        sdk, device, tracker, info, notes = yield self.connected()
+        yield tracker.enterCalibration()
+        self.assertTrue(device.in_calibration)
+        for x, y in ((0.1, 0.1), (0.5, 0.5), (0.9, 0.9)):
+            collected = yield tracker.collectCalibrationData(x, y)
+            self.assertIs(collected, True)
+        yield tracker.discardCalibrationData(0.9, 0.9)
+        result = yield tracker.computeCalibration()
+        self.assertIsInstance(result, CalibrationResult)
+        self.assertTrue(result.success)
+        self.assertEqual(result.status, "success")
+        self.assertEqual([(p.x, p.y) for p in result.points], [(0.1, 0.1), (0.5, 0.5)])
+        validities = set()
+        for point in result.points:
+            self.assertEqual(len(point.left), 8)
+            self.assertEqual(len(point.right), 8)
+            for sample in point.left + point.right:
+                validities.add(sample.validity)
+                if sample.validity != "invalid":
+                    self.assertLess(math.hypot(sample.x - point.x, sample.y - point.y), 0.01)
+        self.assertEqual(validities, {"valid_and_used", "valid_but_not_used", "invalid"})
+        yield tracker.leaveCalibration()
+        self.assertFalse(device.in_calibration)
+        yield tracker.leaveCalibration()  # twice is fine
+        yield waitFor(
+            lambda: NotificationKind.CALIBRATION_CHANGED in [n.kind for n in notes],
+            what="the calibration notification",
+        )
+        self.assertEqual(device.calibrations_applied, 1)
+
+    @defer.inlineCallbacks
+    def test_leave_when_not_calibrating(self):
+        sdk = self.makeSDK()
+        tracker = self.makeTracker(sdk)
+        yield tracker.leaveCalibration()  # not even connected
+        yield tracker.connect()
+        yield tracker.leaveCalibration()
+        self.assertEqual(sdk.calls_named("leave_calibration_mode"), [])
+
+    @defer.inlineCallbacks
+    def test_collect_retries_once(self):
+        sdk, device, tracker, info, notes = yield self.connected()
+        tries = []
+
+        def status(x, y):
+            tries.append((x, y))
+            if len(tries) % 2:
+                return sdk.CALIBRATION_STATUS_FAILURE
+            return sdk.CALIBRATION_STATUS_SUCCESS
+
+        device.collect_status = status
+        yield tracker.enterCalibration()
+        collected = yield tracker.collectCalibrationData(0.5, 0.5)
+        self.assertIs(collected, True)
+        self.assertEqual(len(tries), 2)
+        device.collect_status = sdk.CALIBRATION_STATUS_FAILURE
+        collected = yield tracker.collectCalibrationData(0.1, 0.1)
+        self.assertIs(collected, False)
+
+    @defer.inlineCallbacks
+    def test_compute_without_data(self):
+        sdk, device, tracker, info, notes = yield self.connected()
+        yield tracker.enterCalibration()
+        result = yield tracker.computeCalibration()
+        self.assertFalse(result.success)
+        self.assertEqual(result.status, "failure")
+        self.assertEqual(result.points, ())
+
+    @defer.inlineCallbacks
+    def test_enter_twice_starts_over(self):
+        sdk, device, tracker, info, notes = yield self.connected()
+        yield tracker.enterCalibration()
+        yield tracker.collectCalibrationData(0.5, 0.5)
+        yield tracker.enterCalibration()
+        self.assertTrue(device.in_calibration)
+        self.assertEqual(device.calibration_points, {})
+
+    @defer.inlineCallbacks
+    def test_enter_when_left_in_calibration_mode(self):
+        """Another program left the tracker in calibration mode."""
+        sdk, device, tracker, info, notes = yield self.connected()
+        device.in_calibration = True
+        yield tracker.enterCalibration()
+        self.assertTrue(device.in_calibration)
+
+    @defer.inlineCallbacks
+    def test_not_in_calibration_mode(self):
+        sdk, device, tracker, info, notes = yield self.connected()
+        error = yield self.assertFailure(tracker.collectCalibrationData(0.5, 0.5), TrackerError)
+        self.assertIn("calibration mode", str(error))
+        yield self.assertFailure(tracker.computeCalibration(), TrackerError)
+
+    @defer.inlineCallbacks
+    def test_no_calibration_capability(self):
+        sdk, device, tracker, info, notes = yield self.connected(
+            capabilities=(fake.CAPABILITY_HAS_GAZE_DATA,)
+        )
+        yield self.assertFailure(tracker.enterCalibration(), TrackerError)
+
+    @defer.inlineCallbacks
+    def test_collect_off_the_reactor(self):
+        """The reactor keeps turning while the tracker collects a point."""
+        sdk, device, tracker, info, notes = yield self.connected()
+        device.collect_seconds = 0.3
+        yield tracker.enterCalibration()
+        ticks = []
+        loop = task.LoopingCall(lambda: ticks.append(time.monotonic()))
+        loop.start(0.01)
+        yield tracker.collectCalibrationData(0.5, 0.5)
+        loop.stop()
+        self.assertGreater(len(ticks), 10)
+
+    @defer.inlineCallbacks
+    def test_disconnect_leaves_calibration_mode(self):
+        sdk, device, tracker, info, notes = yield self.connected()
+        yield tracker.enterCalibration()
+        yield tracker.disconnect()
+        self.assertFalse(device.in_calibration)
+
+
+class UserPositionTests(TobiiTestCase):
+    @defer.inlineCallbacks
+    def position(self, tracker, where=lambda position: True):
+        """The first user position for which C{where} holds."""
+
+        def found():
+            position = tracker.getUserPosition()
+            return position is not None and where(position)
+
+        yield waitFor(found, what="a user position")
+        return tracker.getUserPosition()
+
+    @defer.inlineCallbacks
+    def test_guide_2x(self):
+        """
+        2.x: from the user position guide stream, without gaze; track box
+        coordinates (origin top right near the tracker) flipped to ours.
+        """
+        sdk, device, tracker, info, notes = yield self.connected()
+        device.left_position = (0.2, 0.3, 0.4)
+        device.right_position = None
+        position = yield self.position(tracker, lambda p: p.right is None)
+        for got, want in zip(position.left, (0.8, 0.7, 0.6), strict=True):
+            self.assertAlmostEqual(got, want)
+        self.assertEqual(position.to_dict()["rightValid"], False)
+        subscriptions = device.subscriptions()
+        self.assertIn(sdk.EYETRACKER_USER_POSITION_GUIDE, subscriptions)
+        self.assertNotIn(sdk.EYETRACKER_GAZE_DATA, subscriptions)
+
+    @defer.inlineCallbacks
+    def test_ideal_position_is_centre(self):
+        sdk, device, tracker, info, notes = yield self.connected()
+        device.left_position = device.right_position = (0.5, 0.5, 0.5)
+        position = yield self.position(tracker, lambda p: p.left == p.right)
+        self.assertEqual(position.left, (0.5, 0.5, 0.5))
+        self.assertEqual(position.right, (0.5, 0.5, 0.5))
+
+    @defer.inlineCallbacks
+    def test_left_eye_is_left(self):
+        """The participant's left eye is further left (smaller x) than the right."""
+        sdk, device, tracker, info, notes = yield self.connected()
+        position = yield self.position(tracker)
+        self.assertLess(position.left[0], position.right[0])
+
+    @defer.inlineCallbacks
+    def test_track_box_1x(self):
+        """
+        1.x with a tracker that has no user position guide: from the gaze
+        origin in track box coordinates, gaze kept open for it.
+        """
+        sdk, device, tracker, info, notes = yield self.connected("1.x", frequency=120)
+        device.left_position = (0.2, 0.3, 0.4)
+        device.right_position = (1.3, -0.2, 0.5)  # outside the box: clipped
+        position = yield self.position(tracker, lambda p: p.right == (0.0, 1.0, 0.5))
+        for got, want in zip(position.left, (0.8, 0.7, 0.6), strict=True):
+            self.assertAlmostEqual(got, want)
+        self.assertGreater(position.system_time_us, 0)
+        self.assertIn("track_box", tracker.info.capabilities)
+        self.assertNotIn("user_position_guide", tracker.info.capabilities)
+        subscriptions = device.subscriptions()
+        self.assertNotIn(sdk.EYETRACKER_USER_POSITION_GUIDE, subscriptions)
+        self.assertIn(sdk.EYETRACKER_GAZE_DATA, subscriptions)
+        # gaze can still be started and stopped; the feed stays
+        batches = []
+        yield tracker.startGaze(batches.append)
+        yield waitFor(lambda: batches, what="gaze")
+        yield tracker.stopGaze()
+        self.assertIn(sdk.EYETRACKER_GAZE_DATA, device.subscriptions())
+        count = len(batches)
+        yield sleep(0.05)
+        self.assertEqual(len(batches), count)
+
+    @defer.inlineCallbacks
+    def test_guide_1x(self):
+        """1.x with a tracker that delivers the guide uses it."""
+        sdk, device, tracker, info, notes = yield self.connected("1.x", user_position_guide=True)
+        device.left_position = (0.2, 0.3, 0.4)
+        position = yield self.position(tracker, lambda p: p.left[0] > 0.7)
+        for got, want in zip(position.left, (0.8, 0.7, 0.6), strict=True):
+            self.assertAlmostEqual(got, want)
+        self.assertNotIn(sdk.EYETRACKER_GAZE_DATA, device.subscriptions())
+
+    @defer.inlineCallbacks
+    def test_no_source(self):
+        """2.x and a tracker without the guide: no positions, no error."""
+        sdk, device, tracker, info, notes = yield self.connected(user_position_guide=False)
+        yield waitFor(lambda: tracker._positionFallback, what="the fallback")
+        yield sleep(0.05)
+        self.assertIsNone(tracker.getUserPosition())
+        self.assertNotIn("user_position_guide", tracker.info.capabilities)
+
+    @defer.inlineCallbacks
+    def test_stale_after_connection_lost(self):
+        sdk, device, tracker, info, notes = yield self.connected()
+        yield self.position(tracker)
+        device.lose_connection()
+        yield waitFor(lambda: tracker.getUserPosition() is None, what="no position")
+
+    def test_mapping(self):
+        self.assertEqual(tobii._guide_axes((0.0, 0.0, 0.0)), (1.0, 1.0, 1.0))
+        self.assertEqual(tobii._guide_axes((1.0, 1.0, 1.0)), (0.0, 0.0, 0.0))
+        self.assertIsNone(tobii._guide_axes((math.nan, 0.5, 0.5)))
+        self.assertIsNone(tobii._guide_axes(None))
+
+
+class DisconnectTests(TobiiTestCase):
+    @defer.inlineCallbacks
+    def test_while_streaming(self):
+        """
+        Every stream is unsubscribed, on the worker, then the worker stops;
+        all in well under 2 s even with a slow SDK.
+        """
+        sdk, device, tracker, info, notes = yield self.connected(frequency=1200)
+        batches = []
+        yield tracker.startGaze(batches.append)
+        yield tracker.enterCalibration()
+        yield sleep(0.1)
+        sdk.call_delay = 0.03
+        subscribed = device.subscriptions()
+        self.assertGreaterEqual(len(subscribed), 8)
+        workers = self.workerThreadNames(tracker)
+        started = time.monotonic()
+        yield tracker.disconnect()
+        elapsed = time.monotonic() - started
+        self.assertLess(elapsed, 2.0)
+        self.assertEqual(device.subscriptions(), {})
+        self.assertFalse(device.in_calibration)
+        unsubscribed = sdk.calls_named("unsubscribe_from")
+        self.assertEqual(len(unsubscribed), len(subscribed))
+        # the worker did it, so the pool was still running; now it is stopped
+        self.assertEqual({name for call, name in unsubscribed}, workers)
+        self.assertFalse(tracker._pool.started)
+        self.assertFalse(any(thread.is_alive() for thread in tracker._pool.threads))
+        count = len(batches)
+        yield sleep(0.05)
+        self.assertEqual(len(batches), count)
+        yield self.assertFailure(tracker.startGaze(batches.append), TrackerError)
+
+    @defer.inlineCallbacks
+    def test_twice(self):
+        sdk, device, tracker, info, notes = yield self.connected()
+        first, second = tracker.disconnect(), tracker.disconnect()
+        yield defer.gatherResults([first, second])
+        yield tracker.disconnect()
+
+    @defer.inlineCallbacks
+    def test_never_connected(self):
+        sdk = self.makeSDK()
+        tracker = self.makeTracker(sdk)
+        yield tracker.disconnect()
+        yield self.assertFailure(tracker.connect(), TrackerError)
+
+    @defer.inlineCallbacks
+    def test_during_slow_discovery(self):
+        """A worker stuck in the SDK does not hold up the shutdown."""
+        sdk = self.makeSDK()
+        sdk.discovery_seconds = 0.8
+        tracker = self.makeTracker(sdk)
+        tracker.stopTimeout = 0.2
+        connecting = tracker.connect()
+        yield sleep(0.05)
+        started = time.monotonic()
+        yield tracker.disconnect()
+        self.assertLess(time.monotonic() - started, 0.5)
+        yield self.assertFailure(connecting, TrackerError)
+        yield waitFor(
+            lambda: not any(thread.is_alive() for thread in tracker._pool.threads),
+            what="the worker to end",
+        )
+        self.assertEqual(sdk.device().subscriptions(), {})
+
+
+class FindTrackersTests(TobiiTestCase):
+    def test_find_and_describe(self):
+        sdk = self.makeSDK(devices=2)
+        infos = find_trackers(sdk)
+        self.assertEqual(len(infos), 2)
+        self.assertEqual([i.address for i in infos], list(sdk._devices))
+        line = describe(infos[0])
+        self.assertNotIn("\n", line)
+        for part in (
+            infos[0].address,
+            "Tobii Pro Spectrum",
+            infos[0].serial_number,
+            infos[0].firmware_version,
+            "60, 120, 150, 300, 600, 1200 Hz",
+        ):
+            self.assertIn(part, line)
+
+    def test_none(self):
+        self.assertEqual(find_trackers(self.makeSDK(devices=0)), [])
+
+    def test_1x(self):
+        sdk = self.makeSDK("1.x")
+        [info] = find_trackers(sdk)
+        self.assertIn("60, 120, 300 Hz", describe(info))
+        self.assertIn("track_box", info.capabilities)
+
+
+class FakeSDKTests(unittest.TestCase):
+    """The fake behaves like the SDK where the adapter depends on it."""
+
+    def setUp(self):
+        self.sdk = fake.make_sdk("2.x")
+        self.addCleanup(self.sdk.shutdown)
+        self.device = self.sdk.add_device(frequency=600)
+
+    def test_double_subscribe_raises(self):
+        eyetracker = self.sdk.EyeTracker(self.device.address)
+        callback = lambda data: None  # noqa: E731
+        eyetracker.subscribe_to(self.sdk.EYETRACKER_GAZE_DATA, callback)
+        self.addCleanup(eyetracker.unsubscribe_from, self.sdk.EYETRACKER_GAZE_DATA)
+        with self.assertRaises(self.sdk.EyeTrackerInvalidOperationError):
+            eyetracker.subscribe_to(self.sdk.EYETRACKER_GAZE_DATA, callback)
+
+    @defer.inlineCallbacks
+    def test_records_calls_from_callbacks(self):
+        eyetracker = self.sdk.EyeTracker(self.device.address)
+        results = []
+
+        def callback(data):
+            results.append(self.sdk.get_system_time_stamp())
+
+        eyetracker.subscribe_to(self.sdk.EYETRACKER_GAZE_DATA, callback, as_dictionary=True)
+        yield waitFor(lambda: self.sdk.calls_from_callback, what="a recorded call")
+        eyetracker.unsubscribe_from(self.sdk.EYETRACKER_GAZE_DATA, callback)
+        self.assertEqual(results, [])
+        self.assertGreater(self.sdk.callback_errors, 0)
+        self.assertEqual(self.sdk.calls_from_callback[0][0], "get_system_time_stamp")
+
+    @defer.inlineCallbacks
+    def test_callback_errors_swallowed_and_reported(self):
+        eyetracker = self.sdk.EyeTracker(self.device.address)
+        errors = []
+        eyetracker.subscribe_to(self.sdk.EYETRACKER_STREAM_ERRORS, errors.append, True)
+
+        def broken(data):
+            raise RuntimeError("boom")
+
+        eyetracker.subscribe_to(self.sdk.EYETRACKER_GAZE_DATA, broken)
+        yield waitFor(lambda: errors, what="a stream error")
+        eyetracker.unsubscribe_from(self.sdk.EYETRACKER_GAZE_DATA)
+        eyetracker.unsubscribe_from(self.sdk.EYETRACKER_STREAM_ERRORS)
+        self.assertEqual(errors[0]["source"], self.sdk.STREAM_ERROR_SOURCE_USER)
+        self.assertGreater(self.sdk.callback_errors, 0)
+
+    @defer.inlineCallbacks
+    def test_objects(self):
+        """Without as_dictionary, callbacks get the SDK's object forms."""
+        eyetracker = self.sdk.EyeTracker(self.device.address)
+        samples = []
+        eyetracker.subscribe_to(self.sdk.EYETRACKER_GAZE_DATA, samples.append)
+        yield waitFor(lambda: samples, what="a sample")
+        eyetracker.unsubscribe_from(self.sdk.EYETRACKER_GAZE_DATA)
+        sample = samples[0]
+        self.assertEqual(len(sample.left_eye.gaze_point.position_on_display_area), 2)
+        self.assertEqual(len(sample.right_eye.gaze_origin.position_in_user_coordinates), 3)
+        self.assertIs(sample.left_eye.pupil.validity, True)
+        self.assertIsInstance(sample.system_time_stamp, int)
+        self.assertFalse(hasattr(sample.left_eye.gaze_origin, "position_in_track_box_coordinates"))
+
+    def test_versions(self):
+        one = fake.make_sdk("1.x")
+        self.assertTrue(hasattr(one.EyeTracker, "get_track_box"))
+        self.assertTrue(hasattr(one, "EYETRACKER_NOTIFICATION_TRACK_BOX_CHANGED"))
+        self.assertFalse(hasattr(one, "EYETRACKER_NOTIFICATION_STREAM_BUFFER_OVERFLOW"))
+        self.assertFalse(hasattr(self.sdk.EyeTracker, "get_track_box"))
+        self.assertFalse(hasattr(self.sdk, "EYETRACKER_NOTIFICATION_TRACK_BOX_CHANGED"))
+        self.assertTrue(hasattr(self.sdk, "EYETRACKER_NOTIFICATION_STREAM_BUFFER_OVERFLOW"))
+        self.assertTrue(hasattr(one, "EYETRACKER_USER_POSITION_GUIDE"))
+
+    def test_calibration_needs_an_eyetracker(self):
+        with self.assertRaises(ValueError):
+            self.sdk.ScreenBasedCalibration(object())
+        calibration = self.sdk.ScreenBasedCalibration(self.sdk.EyeTracker(self.device.address))
+        with self.assertRaises(self.sdk.EyeTrackerInvalidOperationError):
+            calibration.leave_calibration_mode()
+
+
+@pyunittest.skipIf(
+    real_sdk is None, "tobii-research is not installed (it has wheels for CPython 3.10)"
+)
+class RealSDKTests(unittest.TestCase):
+    """The real C{tobii_research}, on a machine with no eye tracker attached."""
+
+    timeout = 20
+
+    @defer.inlineCallbacks
+    def test_no_tracker(self):
+        tracker = TobiiTracker(reactor)
+        self.addCleanup(tracker.disconnect)
+        self.assertIs(tracker._sdk, real_sdk)
+        started = time.monotonic()
+        error = yield self.assertFailure(tracker.connect(), NoTrackerError)
+        self.assertLess(time.monotonic() - started, 6.0)
+        self.assertEqual(str(error), "no eye tracker connected")
