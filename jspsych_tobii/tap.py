@@ -65,6 +65,10 @@ class Options(usage.Options):
         print(f"jspsych-tobii {__version__}")
         raise SystemExit(0)
 
+    def opt_list_trackers(self):
+        """Print every eye tracker found (address, model, serial, firmware, frequencies) and exit."""
+        raise SystemExit(list_trackers())
+
     def postOptions(self):
         try:
             self.config = ServerConfig(
@@ -82,6 +86,25 @@ class Options(usage.Options):
             )
         except ConfigError as e:
             raise usage.UsageError(str(e)) from None
+
+
+def list_trackers(out=None) -> int:
+    """The C{--list-trackers} command; returns the exit status."""
+    import sys
+
+    from jspsych_tobii.trackers.tobii import describe, find_trackers
+
+    out = out or sys.stdout
+    try:
+        found = find_trackers()
+    except TrackerError as e:
+        print(f"jspsych-tobii: {e}", file=sys.stderr)
+        return 1
+    if not found:
+        print("no eye tracker found", file=out)
+    for info in found:
+        print(describe(info), file=out)
+    return 0
 
 
 def _seed(value: str) -> int:

@@ -915,3 +915,34 @@ class RealSDKTests(unittest.TestCase):
         error = yield self.assertFailure(tracker.connect(), NoTrackerError)
         self.assertLess(time.monotonic() - started, 6.0)
         self.assertEqual(str(error), "no eye tracker connected")
+
+    @defer.inlineCallbacks
+    def test_server_without_tracker_stays_up(self):
+        """
+        A server started without --mock, with the real SDK and no tracker,
+        answers tracker requests with "no eye tracker connected", retries
+        discovery, and keeps serving.
+        """
+        from jspsych_tobii.config import ServerConfig
+        from jspsych_tobii.tap import makeService
+
+        from .wsclient import connect, wait
+
+        config = ServerConfig(port="tcp:0:interface=127.0.0.1", retry_interval=1.0)
+        service = makeService(config, reactor)
+        service.startService()
+        self.addCleanup(service.stopService)
+        port = service.getServiceNamed("websocket")._waitingForPort.result.getHost().port
+        client = yield connect(port)
+        self.addCleanup(client.dropConnection, abort=True)
+        reply = yield client.request("start_tracking")
+        self.assertEqual(reply["type"], "error")
+        self.assertIn("no eye tracker connected", reply["error"])
+        trackers = service.getServiceNamed("tracker")
+        self.assertIs(trackers._candidate._sdk, real_sdk)
+        yield wait(5.0)  # discovery (~2 s) is retried meanwhile
+        self.assertGreaterEqual(trackers.attempts, 2)
+        status = yield client.request("get_status")
+        self.assertIs(status["trackerConnected"], False)
+        reply = yield client.request("time_sync", clientTime=1.0)
+        self.assertIs(reply["success"], True)
