@@ -30,6 +30,12 @@ class ServerConfig:
     @ivar buffer_size: gaze records kept in memory.
     @ivar mock: use the built-in mock tracker instead of a real one.
     @ivar mock_rate: the mock's sample rate (Hz).
+    @ivar mock_offset_deg: the mock's systematic gaze error (degrees), a
+        known truth for validation.
+    @ivar mock_noise_deg: the mock's angular noise (degrees RMS from the
+        mean direction).
+    @ivar validation_skip_ms: how much of the start of each validation
+        point's window is skipped as the saccade to the target.
     @ivar frequency: gaze output frequency to set on the tracker (Hz).
     @ivar reconnect_grace: seconds a dropped tracking client's stream is
         kept for it to reconnect.
@@ -44,6 +50,9 @@ class ServerConfig:
     mock: bool = False
     mock_rate: float = 120.0
     mock_seed: int = 0
+    mock_offset_deg: float = 0.0
+    mock_noise_deg: float = 0.02
+    validation_skip_ms: float = 300.0
     frequency: Optional[float] = None
     reconnect_grace: float = 30.0
     retry_interval: float = 5.0
@@ -73,6 +82,11 @@ class ServerConfig:
             )
         self.log_level = level
         self.mock_rate = _number("--mock-rate", self.mock_rate, 1.0, MAX_MOCK_RATE)
+        self.mock_offset_deg = _number("--mock-offset-deg", self.mock_offset_deg, -10.0, 10.0)
+        self.mock_noise_deg = _number("--mock-noise-deg", self.mock_noise_deg, 0.0, 5.0)
+        self.validation_skip_ms = _number(
+            "--validation-skip-ms", self.validation_skip_ms, 0.0, 10000.0
+        )
         if self.frequency is not None:
             self.frequency = _number("--frequency", self.frequency, 1.0, 10000.0)
         self.reconnect_grace = _number("--reconnect-grace", self.reconnect_grace, 0.0, 86400.0)

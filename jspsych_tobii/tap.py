@@ -14,7 +14,7 @@ from twisted.python import usage
 
 from jspsych_tobii import __version__, logs
 from jspsych_tobii.config import ConfigError, ServerConfig
-from jspsych_tobii.core.quality import calibration_summary
+from jspsych_tobii.core.quality import calibration_summary, mean_eye_position
 from jspsych_tobii.core.timesync import ServerClock, clock_from_seconds, monotonic_us
 from jspsych_tobii.interfaces import ITracker, TrackerError
 from jspsych_tobii.server.calibration import CalibrationCoordinator
@@ -46,6 +46,19 @@ class Options(usage.Options):
         ["log-file", None, None, "Also write the log to this file."],
         ["mock-rate", None, "120", "Sample rate of the mock tracker, Hz."],
         ["mock-seed", None, "0", "Random seed of the mock tracker."],
+        [
+            "mock-offset-deg",
+            None,
+            "0",
+            "Systematic gaze error of the mock tracker, degrees (a known truth for validation).",
+        ],
+        ["mock-noise-deg", None, "0.02", "Angular noise of the mock tracker, degrees RMS."],
+        [
+            "validation-skip-ms",
+            None,
+            "300",
+            "Start of each validation point's window skipped as the saccade to the target, ms.",
+        ],
         ["frequency", None, None, "Gaze output frequency to set on the tracker, Hz."],
         [
             "reconnect-grace",
@@ -66,7 +79,7 @@ class Options(usage.Options):
         raise SystemExit(0)
 
     def opt_list_trackers(self):
-        """Print every eye tracker found (address, model, serial, firmware, frequencies) and exit."""
+        """Print each eye tracker found (address, model, serial, firmware, frequencies), exit."""
         raise SystemExit(list_trackers())
 
     def postOptions(self):
@@ -81,6 +94,9 @@ class Options(usage.Options):
                 mock=bool(self["mock"]),
                 mock_rate=self["mock-rate"],
                 mock_seed=_seed(self["mock-seed"]),
+                mock_offset_deg=self["mock-offset-deg"],
+                mock_noise_deg=self["mock-noise-deg"],
+                validation_skip_ms=self["validation-skip-ms"],
                 frequency=self["frequency"],
                 reconnect_grace=self["reconnect-grace"],
             )
@@ -178,11 +194,14 @@ def makeService(
         calibration=None,
         resumes=None,
         version=__version__,
+        config=config,
     )
     factory = TobiiServerFactory(state)
     state.hub = GazeHub(trackers, clock, config.buffer_size, factory.prepareMessage)
     trackers.hub = state.hub
-    state.calibration = CalibrationCoordinator(trackers, _summarize_calibration(trackers))
+    state.calibration = CalibrationCoordinator(
+        trackers, _summarize_calibration(trackers, state.hub)
+    )
     state.resumes = ResumeRegistry(reactor, state.hub, config.reconnect_grace)
 
     top = service.MultiService()
@@ -196,11 +215,17 @@ def makeService(
     return top
 
 
-def _summarize_calibration(trackers: TrackerService):
+#: Gaze origins of the last this many seconds place the eye for calibration degrees.
+CALIBRATION_EYE_WINDOW_US = 10_000_000
+
+
+def _summarize_calibration(trackers: TrackerService, hub: GazeHub):
     def summarize(result):
         tracker = trackers.tracker
         display = tracker.info.display_area if tracker is not None and tracker.info else None
-        return calibration_summary(result, display)
+        now = hub.clock.now_us()
+        recent = hub.buffer.query(now - CALIBRATION_EYE_WINDOW_US, now) if hub.running else None
+        return calibration_summary(result, display, eye_position_mm=mean_eye_position(recent))
 
     return summarize
 

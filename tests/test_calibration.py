@@ -3,11 +3,13 @@ Tests for calibration and validation flows (L{jspsych_tobii.server.calibration}
 and the validation handlers), as the jsPsych plugins run them.
 """
 
+from twisted.internet.task import Clock
 from twisted.trial import unittest
 
 from jspsych_tobii.interfaces import TrackerError
+from jspsych_tobii.trackers.mock import MockTracker
 
-from .support import FakeServer
+from .support import FakeServer, assert_close
 
 POINTS = [(0.1, 0.1), (0.9, 0.1), (0.5, 0.5), (0.1, 0.9), (0.9, 0.9)]
 
@@ -155,3 +157,48 @@ class ValidationFlowTests(unittest.SynchronousTestCase):
         report = client.request("validation_compute")
         self.assertIs(report["success"], False)
         self.assertEqual(report["pointData"][0]["point"], {"x": 0.5, "y": 0.5})
+
+
+class KnownTruthTests(unittest.SynchronousTestCase):
+    def test_validation_reports_the_mock_truth(self):
+        """
+        A mock with a 0.5 deg systematic error and 0.1 deg noise, told where
+        each target is (mock_look_at), is validated through the protocol:
+        accuracy comes back as 0.5 deg within 0.05 deg, per-eye STD as 0.1.
+        """
+        tracker = MockTracker(Clock(), rate=300, offset_deg=0.5, noise_deg=0.1, blinks=False)
+        server = FakeServer(clock=tracker._reactor, tracker=tracker, validation_skip_ms=300)
+        client = server.client()
+        client.send({"type": "validation_start"})
+        client.request("start_tracking")
+        for x, y in POINTS:
+            self.assertIs(client.request("mock_look_at", point={"x": x, "y": y})["success"], True)
+            start = len(client.gaze)
+            server.advance(1.0)
+            client.send(
+                {
+                    "type": "validation_point",
+                    "point": {"x": x, "y": y},
+                    "gaze_samples": client.gaze[start:],
+                }
+            )
+        client.request("mock_look_at")
+        report = client.request("validation_compute")
+        assert_close(self, report["averageAccuracyDeg"], 0.5, 0.05)
+        for eye in ("left", "right"):
+            assert_close(self, report[eye]["averagePrecisionStdDeg"], 0.1, 0.02)
+        # 700 ms of each 1 s window is used: the first 300 ms are skipped
+        for item in report["pointData"]:
+            assert_close(self, item["numSamples"], 210, 2)
+
+    def test_calibration_degrees_use_measured_eye_position(self):
+        server = FakeServer(rate=120)
+        client = server.client()
+        client.request("start_tracking")
+        client.send({"type": "calibration_start"})
+        for x, y in POINTS:
+            client.request("calibration_point", advance=1.0, point={"x": x, "y": y})
+        result = client.request("calibration_compute", advance=0.5)
+        self.assertIs(result["eyePositionAssumed"], False)
+        self.assertTrue(550 < result["eyePositionMm"]["z"] < 750)
+        self.assertIsInstance(result["averageAccuracyDeg"], float)

@@ -104,3 +104,45 @@ class MakeServiceTests(unittest.SynchronousTestCase):
         self.assertTrue(IServiceCollection.providedBy(top))
         names = {s.name for s in top}
         self.assertEqual(names, {"tracker", "resumes", "websocket"})
+
+
+class ListTrackersTests(unittest.SynchronousTestCase):
+    def test_list_trackers(self):
+        """Without the SDK: a one-line error; with it and no tracker: 'no eye tracker found'."""
+        import io
+
+        from jspsych_tobii.tap import list_trackers
+
+        try:
+            import tobii_research  # noqa: F401
+        except ImportError:
+            have_sdk = False
+        else:
+            have_sdk = True
+        out = io.StringIO()
+        status = list_trackers(out)
+        if have_sdk:
+            self.assertEqual((status, out.getvalue()), (0, "no eye tracker found\n"))
+        else:
+            self.assertEqual((status, out.getvalue()), (1, ""))
+
+    def test_mock_truth_options(self):
+        options = Options()
+        options.parseOptions(
+            [
+                "--mock",
+                "--mock-offset-deg",
+                "0.5",
+                "--mock-noise-deg",
+                "0.1",
+                "--validation-skip-ms",
+                "250",
+            ]
+        )
+        config = options.config
+        self.assertEqual(
+            (config.mock_offset_deg, config.mock_noise_deg, config.validation_skip_ms),
+            (0.5, 0.1, 250.0),
+        )
+        with self.assertRaises(usage.UsageError):
+            Options().parseOptions(["--mock-noise-deg", "-1"])

@@ -151,6 +151,7 @@ SCHEMAS: Dict[str, Dict[str, tuple]] = {
         gaze_samples=(_list, None),
     ),
     "validation_compute": _spec(),
+    "mock_look_at": _spec(point=(_point, None)),
     "marker": _spec(label=(_string, REQUIRED), timestamp=(_number, None), data=(_object, None)),
 }
 

@@ -55,6 +55,7 @@ __all__ = [
     "calibration_summary",
     "client_window_us",
     "default_eye_position_mm",
+    "mean_eye_position",
     "display_normal",
     "json_safe",
     "select_window",
@@ -178,6 +179,26 @@ def default_eye_position_mm(
     """
     centre = target_position_mm(display_area, 0.5, 0.5)
     return centre + float(distance_mm) * display_normal(display_area)
+
+
+def mean_eye_position(samples: np.ndarray | None) -> np.ndarray | None:
+    """
+    The mean position (mm) of the valid gaze origins of both eyes in
+    C{samples}: the measured eye position for calibration degrees.  None
+    when there is none.
+    """
+    if samples is None or len(samples) == 0:
+        return None
+    points = []
+    for eye in _EYES:
+        origin = _stack(samples, (f"{eye}_origin_x", f"{eye}_origin_y", f"{eye}_origin_z"))
+        valid = np.asarray(samples[f"{eye}_origin_valid"], dtype=bool)
+        valid &= np.all(np.isfinite(origin), axis=-1)
+        points.append(origin[valid])
+    points = np.concatenate(points)
+    if len(points) == 0:
+        return None
+    return points.mean(axis=0)
 
 
 def angles_between_deg(a: Any, b: Any) -> np.ndarray:

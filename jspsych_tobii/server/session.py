@@ -224,15 +224,33 @@ class ClientSession:
             return {"success": False, "error": "no calibration has been computed yet"}
         return dict(result)
 
+    # -- the mock's participant
+
+    def do_mock_look_at(self, request: Request, received_ms: float) -> dict:
+        tracker = self.app.trackers.require()
+        look_at = getattr(tracker, "lookAt", None)
+        if look_at is None:
+            raise TrackerError("mock_look_at works only with the mock tracker (--mock)")
+        point = request.params["point"]
+        if point is None:
+            look_at(None)
+        else:
+            look_at(point["x"], point["y"])
+        return {"success": True, "point": point}
+
     # -- validation
 
+    def _new_validation(self) -> ValidationRun:
+        config = self.app.config
+        return ValidationRun() if config is None else ValidationRun(config.validation_skip_ms)
+
     def do_validation_start(self, request: Request, received_ms: float) -> dict:
-        self.validation = ValidationRun()
+        self.validation = self._new_validation()
         return {"success": True}
 
     def do_validation_point(self, request: Request, received_ms: float) -> dict:
         if self.validation is None:
-            self.validation = ValidationRun()
+            self.validation = self._new_validation()
             self.validation.note("validation_point arrived without validation_start")
         params = request.params
         self.validation.add_point(

@@ -19,3 +19,4 @@ class ServerState:
     calibration: Any  # CalibrationCoordinator
     resumes: Any  # ResumeRegistry
     version: str
+    config: Any = None  # ServerConfig
