@@ -104,6 +104,12 @@ class BrowserTests(LoopbackServerMixin, unittest.TestCase):
         self.assertIs(validation["success"], True)
         self.assertIsInstance(validation["averageAccuracyNorm"], float)
         self.assertTrue(all("point" in item for item in validation["pointData"]))
+        # the participant looked at the targets: the plugin passes (tolerance
+        # 0.05) and the degree metrics are there beside the plugin's fields
+        self.assertLess(validation["averageAccuracyNorm"], 0.05)
+        self.assertLess(validation["averageAccuracyDeg"], 0.5)
+        self.assertIsInstance(validation["averagePrecisionRmsS2SDeg"], float)
+        self.assertIsInstance(validation["averageDataLoss"], (int, float))
         self.assertIsNotNone(result["position"]["position"])
         self.assertEqual(result["unknown"]["type"], "error")
         self.assertIn("no_such_type", result["unknown"]["error"])
