@@ -55,7 +55,9 @@ class BrowserTests(LoopbackServerMixin, unittest.TestCase):
     @defer.inlineCallbacks
     def test_contract_client_in_chromium(self):
         root = resource.Resource()
-        root.putChild(b"client.html", static.File(os.path.join(HERE, "browser", "contract_client.html")))
+        root.putChild(
+            b"client.html", static.File(os.path.join(HERE, "browser", "contract_client.html"))
+        )
         report = Report()
         root.putChild(b"report", report)
         site = reactor.listenTCP(0, server.Site(root), interface="127.0.0.1")
@@ -69,12 +71,21 @@ class BrowserTests(LoopbackServerMixin, unittest.TestCase):
         self.addCleanup(shutil.rmtree, profile, True)
         browser = subprocess.Popen(
             [
-                CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
-                "--no-first-run", "--disable-background-networking",
-                "--disable-component-update", "--disable-sync",
-                f"--user-data-dir={profile}", "--remote-debugging-port=0", url,
+                CHROMIUM,
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-quic",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                f"--user-data-dir={profile}",
+                "--remote-debugging-port=0",
+                url,
             ],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
 
         def stop_browser():
@@ -95,8 +106,16 @@ class BrowserTests(LoopbackServerMixin, unittest.TestCase):
         # arrive after they were captured, and soon after
         self.assertGreater(result["latencyMin"], -1.0)
         self.assertLess(result["latencyMedian"], 15.0)
-        for key in ("x", "y", "timestamp", "leftValid", "rightValid", "leftPupilDiameter",
-                    "rightPupilDiameter", "server_timestamp"):
+        for key in (
+            "x",
+            "y",
+            "timestamp",
+            "leftValid",
+            "rightValid",
+            "leftPupilDiameter",
+            "rightPupilDiameter",
+            "server_timestamp",
+        ):
             self.assertIn(key, result["firstSample"])
         self.assertTrue(all(p["success"] is True for p in result["calibrationPoints"]))
         self.assertIs(result["calibration"]["success"], True)

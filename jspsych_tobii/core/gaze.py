@@ -99,18 +99,18 @@ class GazeView:
             out.append(sample)
         return out
 
-    def encode_frames(self) -> List[bytes]:
-        """One C{gaze_data} JSON frame per sample, as UTF-8 bytes."""
-        frames = []
-        append = frames.append
+    def encode_samples(self) -> List[bytes]:
+        """Each sample's C{gaze} object as JSON text (UTF-8 bytes)."""
+        out = []
+        append = out.append
         for x, y, t, lv, rv, lp, rp, lx, ly, rx, ry, dt, seq, st in zip(*self.columns):
             append(
                 (
-                    '{"type":"gaze_data","gaze":{"x":%s,"y":%s,"timestamp":%.3f,'
+                    '{"x":%s,"y":%s,"timestamp":%.3f,'
                     '"leftValid":%s,"rightValid":%s,'
                     '"leftPupilDiameter":%s,"rightPupilDiameter":%s,'
                     '"leftX":%s,"leftY":%s,"rightX":%s,"rightY":%s,'
-                    '"deviceTimestamp":%.3f,"seq":%d,"server_timestamp":%.3f}}'
+                    '"deviceTimestamp":%.3f,"seq":%d,"server_timestamp":%.3f}'
                     % (
                         _num(x, "%.6f"),
                         _num(y, "%.6f"),
@@ -129,7 +129,11 @@ class GazeView:
                     )
                 ).encode("ascii")
             )
-        return frames
+        return out
+
+    def encode_frames(self) -> List[bytes]:
+        """One C{gaze_data} JSON frame per sample, as UTF-8 bytes."""
+        return [b'{"type":"gaze_data","gaze":' + gaze + b"}" for gaze in self.encode_samples()]
 
 
 def _num(value: float, fmt: str) -> str:

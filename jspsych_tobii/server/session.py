@@ -18,12 +18,13 @@ from twisted.internet import defer
 from twisted.python.failure import Failure
 
 from jspsych_tobii.core import messages
-from jspsych_tobii.core.gaze import sample_dicts
+from jspsych_tobii.core.gaze import dumps, sample_dicts
 from jspsych_tobii.core.messages import Request, RequestError
 from jspsych_tobii.core.timesync import ClientClockModel
 from jspsych_tobii.core.validation import ValidationRun
 from jspsych_tobii.interfaces import TrackerError
 from jspsych_tobii.logs import Logger
+from jspsych_tobii.server.bulk import EncodedReply, encode_samples, splice
 from jspsych_tobii.server.calibration import CalibrationError
 from jspsych_tobii.server.gate import SendGate
 
@@ -76,8 +77,12 @@ class ClientSession:
         self._send_reply(result, request)
         return None
 
-    def _send_reply(self, fields: dict, request: Request) -> None:
+    def _send_reply(self, fields, request: Request) -> None:
         if self.closed:
+            return
+        if isinstance(fields, EncodedReply):
+            reply = messages.reply(request, **fields.fields)
+            self.gate.send_bytes(splice(reply, fields, dumps))
             return
         self.gate.send_message(messages.reply(request, **fields))
 
@@ -157,13 +162,17 @@ class ClientSession:
         gaze = None if latest is None else sample_dicts(latest.reshape(1))[0]
         return {"success": True, "gaze": gaze}
 
-    def do_get_data(self, request: Request, received_ms: float) -> dict:
+    def do_get_data(self, request: Request, received_ms: float):
         start, end = request.params["start_time"], request.params["end_time"]
         samples = self.app.hub.buffer.query(
             None if start is None else int(round(start * 1000)),
             None if end is None else int(round(end * 1000)),
         )
-        return {"success": True, "samples": sample_dicts(samples), "count": len(samples)}
+        d = encode_samples(self.app.reactor, samples)
+        d.addCallback(
+            lambda done: EncodedReply("samples", done[0], {"success": True, "count": done[1]})
+        )
+        return d
 
     def do_get_user_position(self, request: Request, received_ms: float) -> dict:
         tracker = self.app.trackers.require()
