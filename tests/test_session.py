@@ -210,3 +210,9 @@ class SeveralClientsTests(unittest.SynchronousTestCase):
         self.server.tracker.notify("connection_restored")
         self.server.advance(0.5)
         self.assertGreater(len(self.a.gaze), before + 50, "stream did not resume")
+        # the same tracking session goes on: sample numbers continue, the
+        # samples from before the loss are still there
+        self.assertEqual(self.server.state.hub.session, 1)
+        seqs = [g["seq"] for g in self.a.gaze]
+        self.assertEqual(seqs, list(range(len(seqs))))
+        self.assertEqual(self.server.state.hub.buffer.snapshot()["seq"][0], 0)

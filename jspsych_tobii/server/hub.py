@@ -58,6 +58,7 @@ class GazeHub:
         self.session = 0
         self.session_started_us: Optional[int] = None
         self._seq = 0
+        self._interrupted = False  # the tracker went away mid-session
 
     # -- who holds the stream
 
@@ -105,10 +106,14 @@ class GazeHub:
     @defer.inlineCallbacks
     def _apply(self):
         want = bool(self._subscribers or self._holds)
+        if not want:
+            self._interrupted = False
         if want and self._tracker is None:
             tracker = self._trackers.require()
-            self._begin_session()
+            if not self._interrupted:
+                self._begin_session()
             yield tracker.startGaze(self._on_gaze)
+            self._interrupted = False
             self._tracker = tracker
             self.log.info("gaze stream started (tracking session {n})", n=self.session)
         elif not want and self._tracker is not None:
@@ -121,8 +126,14 @@ class GazeHub:
             yield tracker.stopGaze()
 
     def tracker_lost(self) -> None:
-        """The tracker went away; the next subscription starts a new stream."""
-        self._tracker = None
+        """
+        The tracker went away.  When it comes back (L{restart}) the stream
+        resumes in the same tracking session: its buffer and sample numbers
+        go on, so nothing recorded before the loss is forgotten.
+        """
+        if self._tracker is not None:
+            self._tracker = None
+            self._interrupted = True
 
     def restart(self) -> defer.Deferred:
         """Re-subscribe after the tracker came back, if anyone still holds the stream."""
