@@ -38,7 +38,6 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 import numpy as np
 from twisted.internet import defer
 from twisted.internet.threads import deferToThreadPool
-from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 from zope.interface import implementer
@@ -59,6 +58,7 @@ from jspsych_tobii.interfaces import (
     TrackerNotification,
     UserPosition,
 )
+from jspsych_tobii.logs import Logger
 from jspsych_tobii.trackers.handoff import ThreadHandoff
 
 __all__ = ["TobiiTracker", "find_trackers", "describe", "load_sdk"]
