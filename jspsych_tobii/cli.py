@@ -41,8 +41,8 @@ def run(options) -> int:
     except OSError as e:
         print(f"jspsych-tobii-server: --log-file: {e}", file=sys.stderr)
         return 2
-    top = makeService(config, reactor)
     try:
+        top = makeService(config, reactor)
         top.startService()
     except Exception as e:
         print(f"jspsych-tobii-server: cannot start: {e}", file=sys.stderr)

@@ -8,6 +8,7 @@ turn a bad value into a one-line L{ConfigError} instead of a traceback.
 from __future__ import annotations
 
 import math
+import os
 import re
 from dataclasses import dataclass, fields
 from typing import Optional
@@ -39,6 +40,10 @@ class ServerConfig:
     @ivar frequency: gaze output frequency to set on the tracker (Hz).
     @ivar reconnect_grace: seconds a dropped tracking client's stream is
         kept for it to reconnect.
+    @ivar record_dir: write every tracking session to a file in this folder.
+    @ivar replay: play this recording back as the tracker.
+    @ivar replay_speed: replay speed factor (2 = twice as fast).
+    @ivar replay_loop: start the replay over when it ends.
     """
 
     host: str = "localhost"
@@ -56,6 +61,10 @@ class ServerConfig:
     frequency: Optional[float] = None
     reconnect_grace: float = 30.0
     retry_interval: float = 5.0
+    record_dir: Optional[str] = None
+    replay: Optional[str] = None
+    replay_speed: float = 1.0
+    replay_loop: bool = False
 
     def __post_init__(self) -> None:
         self.port = str(self.port)
@@ -93,6 +102,16 @@ class ServerConfig:
         self.retry_interval = _number("--retry-interval", self.retry_interval, 0.1, 3600.0)
         if self.tracker is not None and not str(self.tracker).strip():
             raise ConfigError("--tracker: the address is empty")
+        self.replay_speed = _number("--speed", self.replay_speed, 0.01, 1000.0)
+        if self.replay is not None:
+            if self.mock:
+                raise ConfigError("--replay: cannot be combined with --mock")
+            if self.tracker is not None:
+                raise ConfigError("--replay: cannot be combined with --tracker")
+            if not os.path.isfile(self.replay):
+                raise ConfigError(f"--replay: no such file: {self.replay}")
+        if self.record_dir is not None and not str(self.record_dir).strip():
+            raise ConfigError("--record-dir: the folder name is empty")
         return self
 
     @property

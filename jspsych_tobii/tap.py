@@ -60,6 +60,9 @@ class Options(usage.Options):
             "Start of each validation point's window skipped as the saccade to the target, ms.",
         ],
         ["frequency", None, None, "Gaze output frequency to set on the tracker, Hz."],
+        ["record-dir", None, None, "Record every tracking session to a file in this folder."],
+        ["replay", None, None, "Play a recording back as the tracker (instead of a device)."],
+        ["speed", None, "1", "Replay speed factor (2 = twice as fast)."],
         [
             "reconnect-grace",
             None,
@@ -69,6 +72,7 @@ class Options(usage.Options):
     ]
     optFlags = [
         ["mock", None, "Use the built-in mock tracker (synthetic data, no hardware)."],
+        ["replay-loop", None, "Start the replay over when it ends."],
         ["version", None, "Print the version and exit."],
     ]
 
@@ -99,9 +103,34 @@ class Options(usage.Options):
                 validation_skip_ms=self["validation-skip-ms"],
                 frequency=self["frequency"],
                 reconnect_grace=self["reconnect-grace"],
+                record_dir=self["record-dir"],
+                replay=self["replay"],
+                replay_speed=self["speed"],
+                replay_loop=bool(self["replay-loop"]),
             )
         except ConfigError as e:
             raise usage.UsageError(str(e)) from None
+        _check_files(self.config)
+
+
+def _check_files(config: ServerConfig) -> None:
+    """Fail at start-up, with one line, on a recording that cannot be read or written."""
+    if config.replay:
+        from jspsych_tobii.recording.format import RecordingFormatError, read_header
+
+        try:
+            read_header(config.replay)
+        except (RecordingFormatError, OSError) as e:
+            raise usage.UsageError(f"--replay: {e}") from None
+    if config.record_dir:
+        import os
+
+        try:
+            os.makedirs(config.record_dir, exist_ok=True)
+        except OSError as e:
+            raise usage.UsageError(f"--record-dir: {e}") from None
+        if not os.access(config.record_dir, os.W_OK | os.X_OK):
+            raise usage.UsageError(f"--record-dir: cannot write in {config.record_dir}")
 
 
 def list_trackers(out=None) -> int:
@@ -144,6 +173,21 @@ def tracker_factory(
             )
 
         return make_mock
+
+    if config.replay:
+
+        def make_replay() -> ITracker:
+            from jspsych_tobii.trackers.replay import ReplayTracker
+
+            return ReplayTracker(
+                reactor,
+                config.replay,
+                speed=config.replay_speed,
+                loop=config.replay_loop,
+                clock_us=clock.now_us,
+            )
+
+        return make_replay
 
     def make_tobii() -> ITracker:
         try:
@@ -199,12 +243,26 @@ def makeService(
     factory = TobiiServerFactory(state)
     state.hub = GazeHub(trackers, clock, config.buffer_size, factory.prepareMessage)
     trackers.hub = state.hub
+    trackers.record_event = state.record_event
     state.calibration = CalibrationCoordinator(
         trackers, _summarize_calibration(trackers, state.hub)
     )
     state.resumes = ResumeRegistry(reactor, state.hub, config.reconnect_grace)
 
     top = service.MultiService()
+    if config.record_dir:
+        from jspsych_tobii.recording.writer import RecorderService, SessionRecorder
+
+        try:
+            recorder = SessionRecorder(
+                config.record_dir, reactor, clock_us=clock.now_us, server_version=__version__
+            )
+        except (OSError, ValueError) as e:
+            raise ConfigError(f"--record-dir: {e}") from None
+        state.recorder = recorder
+        state.hub.observers.append(recorder.write_batch)
+        state.hub.session_listeners.append(recorder)
+        RecorderService(recorder).setServiceParent(top)
     trackers.setServiceParent(top)
     state.resumes.setServiceParent(top)
     port = strports.service(config.endpoint, factory, reactor=reactor)

@@ -152,6 +152,7 @@ SCHEMAS: Dict[str, Dict[str, tuple]] = {
     ),
     "validation_compute": _spec(),
     "mock_look_at": _spec(point=(_point, None)),
+    "get_markers": _spec(),
     "marker": _spec(label=(_string, REQUIRED), timestamp=(_number, None), data=(_object, None)),
 }
 

@@ -16,6 +16,7 @@ every subscriber's L{SendGate}.
 
 from __future__ import annotations
 
+import collections
 from typing import Any, Callable, List, Optional, Set
 
 import numpy as np
@@ -26,6 +27,9 @@ from jspsych_tobii.core.gaze import GazeView, dumps
 from jspsych_tobii.core.timesync import ServerClock
 from jspsych_tobii.logs import Logger
 from jspsych_tobii.server.gate import SendGate
+
+#: Markers kept in memory per session (all are in the recording, if any).
+MAX_MARKERS = 100_000
 
 
 class GazeHub:
@@ -53,12 +57,18 @@ class GazeHub:
         self._holds: Set[object] = set()
         self.gates: Set[SendGate] = set()  # every open connection
         self.observers: List[Callable[[np.ndarray], Any]] = []
+        #: objects told when a tracking session starts and ends (the recorder):
+        #: C{session_started(number, started_us, tracker_info_dict)} and
+        #: C{session_ended(reason)}
+        self.session_listeners: List[Any] = []
         self._lock = defer.DeferredLock()
         self._tracker = None  # the tracker the stream runs on, while it runs
         self.session = 0
         self.session_started_us: Optional[int] = None
         self._seq = 0
         self._interrupted = False  # the tracker went away mid-session
+        #: event markers of the current tracking session (the newest, at most)
+        self.markers: collections.deque = collections.deque(maxlen=MAX_MARKERS)
 
     # -- who holds the stream
 
@@ -106,13 +116,19 @@ class GazeHub:
     @defer.inlineCallbacks
     def _apply(self):
         want = bool(self._subscribers or self._holds)
-        if not want:
+        if not want and self._interrupted:
+            # the tracker went away and no one waits for it any more
             self._interrupted = False
+            self._tell("session_ended", reason="tracker lost")
         if want and self._tracker is None:
             tracker = self._trackers.require()
             if not self._interrupted:
-                self._begin_session()
-            yield tracker.startGaze(self._on_gaze)
+                self._begin_session(tracker)
+            try:
+                yield tracker.startGaze(self._on_gaze)
+            except Exception as e:
+                self._tell("session_ended", reason=f"could not start: {e}")
+                raise
             self._interrupted = False
             self._tracker = tracker
             self.log.info("gaze stream started (tracking session {n})", n=self.session)
@@ -123,7 +139,15 @@ class GazeHub:
                 count=self._seq,
                 n=self.session,
             )
+            self._tell("session_ended", reason="no client tracking")
             yield tracker.stopGaze()
+
+    def _tell(self, event: str, *args: Any, **kwargs: Any) -> None:
+        for listener in self.session_listeners:
+            try:
+                getattr(listener, event)(*args, **kwargs)
+            except Exception:
+                self.log.failure("{listener} failed on {event}", listener=listener, event=event)
 
     def tracker_lost(self) -> None:
         """
@@ -145,11 +169,17 @@ class GazeHub:
         self._holds.clear()
         return self._sync()
 
-    def _begin_session(self) -> None:
+    def add_marker(self, marker: dict) -> None:
+        self.markers.append(marker)
+
+    def _begin_session(self, tracker: Any) -> None:
+        self.markers.clear()
         self.session += 1
         self.session_started_us = self.clock.now_us()
         self._seq = 0
         self.buffer.clear()
+        info = tracker.info.to_dict() if tracker.info is not None else None
+        self._tell("session_started", self.session, self.session_started_us, info)
 
     # -- the hot path
 

@@ -59,6 +59,7 @@ class TobiiServerProtocol(WebSocketServerProtocol):
         app.hub.gates.add(self.gate)
         self.session = ClientSession(app, self.gate, self.peer)
         self.log.info("client {peer} connected", peer=self.peer)
+        app.record_event("client_connected", peer=self.peer)
         if app.resumes.claim(self.host):
             d = app.hub.subscribe(self.gate)
 
@@ -108,6 +109,7 @@ class TobiiServerProtocol(WebSocketServerProtocol):
         session.close()
         gate.close()
         app.hub.gates.discard(gate)
+        app.record_event("client_disconnected", peer=self.peer, clean=bool(wasClean))
         if was_tracking:
             app.resumes.dropped(self.host)
             app.hub.unsubscribe(gate).addErrback(

@@ -52,6 +52,7 @@ class TrackerService(service.Service):
         self.clock = clock
         self.retry_interval = retry_interval
         self.hub: Any = None  # set by makeService
+        self.record_event: Callable[..., None] = lambda kind, **fields: None
         self._candidate: Optional[ITracker] = None
         self.tracker: Optional[ITracker] = None
         self.available = False
@@ -138,6 +139,13 @@ class TrackerService(service.Service):
             self.log.info(
                 "tracker notification {kind}: {message}", kind=note.kind, message=note.message
             )
+        self.record_event(
+            "tracker_notification",
+            t_server_ms=note.system_time_us / 1000.0 if note.system_time_us else None,
+            notification=note.kind,
+            message=note.message,
+            data=note.data,
+        )
         if self.hub is not None:
             message = {"type": "tracker_status", "status": note.kind}
             message.update(note.to_dict())

@@ -24,6 +24,7 @@ from jspsych_tobii.core.timesync import ClientClockModel
 from jspsych_tobii.core.validation import ValidationRun
 from jspsych_tobii.interfaces import TrackerError
 from jspsych_tobii.logs import Logger
+from jspsych_tobii.recording.writer import session_range
 from jspsych_tobii.server.bulk import EncodedReply, encode_samples, splice
 from jspsych_tobii.server.calibration import CalibrationError
 from jspsych_tobii.server.gate import SendGate
@@ -119,15 +120,13 @@ class ClientSession:
         return {"clientTime": client_ms, "serverTime": server_ms, "success": True}
 
     def do_get_device_clock_offset(self, request: Request, received_ms: float) -> dict:
-        tracker = self.app.trackers.require()
+        self.app.trackers.require()
         # B is the tracker's system clock shifted into server time; C is
-        # that system clock.  Both are the same clock, so B - C is the
-        # shift between them, which the server set from the tracker.
-        offset_us = self.app.clock.offset_us - tracker.info.system_clock_offset_us
+        # that system clock: B - C is the shift the server set from the tracker.
         hub = self.app.hub
         reply = {
             "success": True,
-            "offset": offset_us / 1000.0,
+            "offset": self._tracker_offset_ms(),
             "method": "shared_clock",
             "sample_count": hub.samples_in_session if hub.running else 0,
             "session": hub.session,
@@ -164,11 +163,21 @@ class ClientSession:
 
     def do_get_data(self, request: Request, received_ms: float):
         start, end = request.params["start_time"], request.params["end_time"]
-        samples = self.app.hub.buffer.query(
-            None if start is None else int(round(start * 1000)),
-            None if end is None else int(round(end * 1000)),
+        start_us = None if start is None else int(round(start * 1000))
+        end_us = None if end is None else int(round(end * 1000))
+        # recent samples from memory, older ones of the session from its
+        # recording, once the recording holds all that memory no longer does
+        recorder, buffer = self.app.recorder, self.app.hub.buffer
+        oldest = buffer.oldest_time_us()
+        if recorder is not None and (oldest is None or start_us is None or start_us < oldest):
+            d = recorder.flushed()
+        else:
+            d = defer.succeed(None)
+        d.addCallback(
+            lambda _: encode_samples(
+                self.app.reactor, session_range(recorder, buffer, start_us, end_us)
+            )
         )
-        d = encode_samples(self.app.reactor, samples)
         d.addCallback(
             lambda done: EncodedReply("samples", done[0], {"success": True, "count": done[1]})
         )
@@ -220,7 +229,13 @@ class ClientSession:
         return d
 
     def do_calibration_compute(self, request: Request, received_ms: float):
-        return self.app.calibration.compute(self)
+        d = self.app.calibration.compute(self)
+
+        def recorded(result):
+            self.app.record_event("calibration_result", peer=self.peer, result=result)
+            return result
+
+        return d.addCallback(recorded)
 
     def do_calibration_stop(self, request: Request, received_ms: float):
         d = self.app.calibration.stop(self)
@@ -275,4 +290,52 @@ class ClientSession:
         tracker = self.app.trackers.tracker
         display = tracker.info.display_area if tracker is not None and tracker.info else None
         result = self.validation.compute(self.app.hub.buffer, display)
+        self.app.record_event("validation_result", peer=self.peer, result=result)
         return result
+
+    # -- markers
+
+    def do_marker(self, request: Request, received_ms: float) -> dict:
+        """
+        An event marker from the experiment: its browser time (clock A) is
+        converted to server time (B) with this connection's time sync, and
+        to tracker time (C); with no browser time, the arrival time is used.
+        """
+        params = request.params
+        client_ms = params["timestamp"]
+        if client_ms is None:
+            server_ms, source = received_ms, "server_receipt"
+        else:
+            server_ms = self.clock_model.to_server_ms(client_ms)
+            if server_ms is None:
+                raise RequestError(
+                    "marker: this connection has not sent time_sync yet, so its timestamp "
+                    "cannot be converted; send time_sync first or omit timestamp",
+                    request.request_id,
+                    request.type,
+                )
+            source = "time_sync"
+        tracker_offset_ms = self._tracker_offset_ms()
+        marker = {
+            "label": params["label"],
+            "clientTime": client_ms,
+            "serverTime": server_ms,
+            "trackerTime": server_ms - tracker_offset_ms,
+            "timeSource": source,
+            "data": params["data"],
+            "session": self.app.hub.session,
+        }
+        self.app.hub.add_marker(marker)
+        self.app.record_event("marker", t_server_ms=server_ms, peer=self.peer, **marker)
+        return dict(marker, success=True)
+
+    def do_get_markers(self, request: Request, received_ms: float) -> dict:
+        markers = self.app.hub.markers
+        return {"success": True, "markers": list(markers), "count": len(markers)}
+
+    def _tracker_offset_ms(self) -> float:
+        """B - C: zero when the tracker's clock is the server's (always, today)."""
+        tracker = self.app.trackers.tracker
+        if tracker is None or tracker.info is None:
+            return 0.0
+        return (self.app.clock.offset_us - tracker.info.system_clock_offset_us) / 1000.0

@@ -20,3 +20,9 @@ class ServerState:
     resumes: Any  # ResumeRegistry
     version: str
     config: Any = None  # ServerConfig
+    recorder: Any = None  # SessionRecorder, with --record-dir
+
+    def record_event(self, kind: str, **fields: Any) -> None:
+        """Add an event to the session's recording, when recording."""
+        if self.recorder is not None:
+            self.recorder.write_event(kind, **fields)

@@ -1,0 +1,440 @@
+# -*- test-case-name: tests.test_export -*-
+"""
+C{jspsych-tobii-export}: a recorded session to CSV or TSV.
+
+    jspsych-tobii-export 20261124T081500.123Z-s1.gaze --format csv -o s1.csv
+
+writes C{s1.csv}, one row per sample with every recorded field, and
+C{s1.events.csv}, one row per event.  Column names say what each value is
+and its unit; times are in milliseconds (three decimals: the recorded
+microseconds exactly); a missing value (NaN) is an empty cell; validity
+flags are 1 or 0.  Both files are written to a C{.part} name and renamed
+when complete, so an interrupted export leaves no half file behind.
+
+A recording cut off by a crash exports every whole sample, with a warning.
+Input that is not a recording, or is damaged beyond that, gives a one-line
+error and exit status 1 (2 for bad options); never a traceback.  Progress is
+shown on stderr when stderr is a terminal (C{--progress}/C{--no-progress}
+override that).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import sys
+import time
+from typing import IO, Any, Callable, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from jspsych_tobii.recording.format import (
+    RecordingFormatError,
+    count_records,
+    events_path_for,
+    gaze_path_for,
+    read_events,
+    read_gaze,
+    read_header,
+)
+
+PROG = "jspsych-tobii-export"
+#: Samples formatted and written at a time.
+CHUNK = 20_000
+FORMATS = {"csv": ",", "tsv": "\t"}
+
+__all__ = ["main", "export", "sample_columns", "events_output_path", "ExportError"]
+
+
+class ExportError(Exception):
+    """A problem with the input or output, said in one line."""
+
+
+# -- columns
+
+
+def _column_for(name: str, kind: np.dtype) -> Tuple[str, str, Optional[str]]:
+    """
+    (column name, how to convert, format) for a record field.  Conversions:
+    C{us_ms} µs to ms, C{bool} 1/0, C{int}, C{float} with the format.
+    """
+    if name == "seq":
+        return "sample", "int", None
+    if name == "system_time_us":
+        return "time_ms", "us_ms", None
+    if name.endswith("_time_us"):
+        return name[: -len("_us")] + "_ms", "us_ms", None
+    if kind == np.bool_:
+        return name, "bool", None
+    if kind.kind in "iu":
+        return name, "int", None
+    eye, _, rest = name.partition("_")
+    if eye in ("left", "right") and kind.kind == "f":
+        if rest in ("x", "y"):
+            return f"{eye}_gaze_{rest}", "float", "%.6f"
+        if rest.startswith("point_"):
+            return f"{eye}_gaze_point_{rest[6:]}_mm", "float", "%.3f"
+        if rest.startswith("origin_"):
+            return f"{eye}_origin_{rest[7:]}_mm", "float", "%.3f"
+        if rest == "pupil":
+            return f"{eye}_pupil_mm", "float", "%.4f"
+    return name, "float", "%r"
+
+
+def sample_columns(dtype: np.dtype) -> List[str]:
+    """The sample table's column names for records of C{dtype}, in order."""
+    names = [_column_for(n, dtype[n])[0] for n in dtype.names]
+    extra = ["elapsed_ms"] if "system_time_us" in dtype.names else []
+    binocular = ["gaze_x", "gaze_y"] if _has_binocular(dtype) else []
+    # sample, time_ms, elapsed_ms, the other times, binocular gaze, per-eye fields
+    head = [c for c in ("sample", "time_ms") if c in names]
+    times = [c for c in names if c.endswith("_ms") and c not in head]
+    rest = [c for c in names if c not in head and c not in times]
+    return head + extra + times + binocular + rest
+
+
+def _has_binocular(dtype: np.dtype) -> bool:
+    needed = ("left_x", "left_y", "left_gaze_valid", "right_x", "right_y", "right_gaze_valid")
+    return all(n in dtype.names for n in needed)
+
+
+def _format_floats(values: np.ndarray, fmt: str) -> List[str]:
+    return [fmt % v if v == v else "" for v in values.tolist()]
+
+
+def _format_us_ms(values: np.ndarray) -> List[str]:
+    return [f"{v / 1000.0:.3f}" for v in values.tolist()]
+
+
+def _binocular(chunk: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+    """Gaze averaged over the valid eyes, NaN when neither is (as the client sees it)."""
+    out = []
+    lv = chunk["left_gaze_valid"] & np.isfinite(chunk["left_x"]) & np.isfinite(chunk["left_y"])
+    rv = chunk["right_gaze_valid"] & np.isfinite(chunk["right_x"]) & np.isfinite(chunk["right_y"])
+    for axis in ("x", "y"):
+        left = np.where(lv, chunk[f"left_{axis}"], np.nan)
+        right = np.where(rv, chunk[f"right_{axis}"], np.nan)
+        out.append(np.where(lv & rv, (left + right) * 0.5, np.where(lv, left, right)))
+    return out[0], out[1]
+
+
+class _SampleTable:
+    """Formats chunks of records as lines of text."""
+
+    def __init__(self, dtype: np.dtype, sep: str, started_us: Optional[int]):
+        self.dtype = dtype
+        self.sep = sep
+        self.started_us = started_us
+        self.columns = sample_columns(dtype)
+        self._formatters: Dict[str, Callable[[np.ndarray], List[str]]] = {}
+        for name in dtype.names:
+            column, how, fmt = _column_for(name, dtype[name])
+            self._formatters[column] = self._formatter(name, how, fmt)
+
+    @staticmethod
+    def _formatter(field: str, how: str, fmt: Optional[str]):
+        if how == "us_ms":
+            return lambda chunk: _format_us_ms(chunk[field])
+        if how == "bool":
+            return lambda chunk: np.where(chunk[field], "1", "0").tolist()
+        if how == "int":
+            return lambda chunk: [str(v) for v in chunk[field].tolist()]
+        return lambda chunk: _format_floats(chunk[field], fmt)
+
+    def header_line(self) -> str:
+        return self.sep.join(self.columns) + "\n"
+
+    def lines(self, chunk: np.ndarray) -> str:
+        cells = []
+        binocular = None
+        for column in self.columns:
+            if column == "elapsed_ms":
+                origin = self.started_us or 0
+                cells.append(_format_us_ms(chunk["system_time_us"] - origin))
+            elif column in ("gaze_x", "gaze_y"):
+                if binocular is None:
+                    binocular = _binocular(chunk)
+                values = binocular[0] if column == "gaze_x" else binocular[1]
+                cells.append(_format_floats(values, "%.6f"))
+            else:
+                cells.append(self._formatters[column](chunk))
+        sep = self.sep
+        return "".join(sep.join(row) + "\n" for row in zip(*cells))
+
+
+# -- events
+
+
+def _event_cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float, str)):
+        return str(value)
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
+def _write_events(
+    out: IO[str], events: Sequence[Dict[str, Any]], sep: str, started_us: Optional[int]
+) -> None:
+    keys: List[str] = []
+    seen = {"t_server_ms", "kind"}
+    for event in events:
+        for key in event:
+            if key not in seen:
+                seen.add(key)
+                keys.append(key)
+    writer = csv.writer(out, delimiter=sep, lineterminator="\n")
+    writer.writerow(["time_ms", "elapsed_ms", "kind"] + keys)
+    for event in events:
+        t = event.get("t_server_ms")
+        if isinstance(t, (int, float)) and not isinstance(t, bool):
+            time_cell = f"{t:.3f}"
+            elapsed = "" if started_us is None else f"{t - started_us / 1000.0:.3f}"
+        else:
+            time_cell = elapsed = ""
+        writer.writerow(
+            [time_cell, elapsed, _event_cell(event.get("kind"))]
+            + [_event_cell(event.get(key)) for key in keys]
+        )
+
+
+# -- progress
+
+
+class Progress:
+    """A one-line progress bar on a terminal stream, redrawn at most 10 times a second."""
+
+    def __init__(self, stream: IO[str], total: int, enabled: bool, label: str = "exporting"):
+        self.stream = stream
+        self.total = max(0, total)
+        self.enabled = enabled and total > 0
+        self.label = label
+        self._last = 0.0
+        self._shown = -1
+
+    def update(self, done: int, force: bool = False) -> None:
+        if not self.enabled or done == self._shown:
+            return
+        now = time.monotonic()
+        if not force and now - self._last < 0.1:
+            return
+        self._last = now
+        self._shown = done
+        fraction = min(1.0, done / self.total)
+        width = 30
+        filled = int(fraction * width)
+        bar = "#" * filled + "." * (width - filled)
+        self.stream.write(
+            f"\r{self.label} {fraction * 100:5.1f}% [{bar}] {done:,}/{self.total:,} samples"
+        )
+        self.stream.flush()
+
+    def finish(self, done: int) -> None:
+        if self.enabled:
+            self.update(done, force=True)
+            self.stream.write("\n")
+            self.stream.flush()
+
+
+# -- the export
+
+
+def events_output_path(out: str, fmt: str) -> str:
+    """C{s1.csv} -> C{s1.events.csv}; C{s1} -> C{s1.events.csv}."""
+    base, ext = os.path.splitext(out)
+    if ext.lower() not in (".csv", ".tsv", ".txt"):
+        base = out
+    return f"{base}.events.{fmt}"
+
+
+def export(
+    path: str,
+    out: str,
+    fmt: str = "csv",
+    warn: Callable[[str], Any] = lambda message: None,
+    progress: Optional[Progress] = None,
+) -> Tuple[int, int, str]:
+    """
+    Export a recording to C{out} and its events beside it.
+
+    @return: (samples, events, events file written).
+    @raise ExportError: bad input or an output that cannot be written.
+    """
+    if fmt not in FORMATS:
+        raise ExportError(f"unknown format {fmt!r}; use csv or tsv")
+    sep = FORMATS[fmt]
+    gaze_path = gaze_path_for(path)
+    events_path = events_path_for(path)
+    try:
+        header = read_header(gaze_path)
+        samples = read_gaze(gaze_path)
+        _, trailing = count_records(gaze_path, header)
+    except RecordingFormatError as e:
+        raise ExportError(str(e)) from None
+    if trailing:
+        warn(
+            f"{gaze_path} ends with a partial sample ({trailing} bytes), left out: "
+            "the recording was cut off while writing"
+        )
+    if not header.get("complete"):
+        warn(
+            f"{gaze_path} was not closed cleanly (the server stopped unexpectedly?); "
+            f"exporting the {len(samples):,} samples written before that"
+        )
+    elif header.get("samples") not in (None, len(samples)):
+        warn(
+            f"{gaze_path}: the header says {header.get('samples')} samples but the file "
+            f"holds {len(samples)}"
+        )
+    if os.path.exists(events_path):
+        try:
+            events = read_events(events_path)
+        except RecordingFormatError as e:
+            raise ExportError(str(e)) from None
+    else:
+        warn(f"{events_path} is missing; the events table will be empty")
+        events = []
+    started_us = header.get("started_us")
+    if not isinstance(started_us, int):
+        started_us = int(samples["system_time_us"][0]) if len(samples) else None
+
+    events_out = events_output_path(out, fmt)
+    if os.path.abspath(events_out) == os.path.abspath(out):  # pragma: no cover - defensive
+        raise ExportError(f"{out}: cannot tell the samples file from the events file")
+    for target in (out, events_out):
+        if os.path.abspath(target) in (os.path.abspath(gaze_path), os.path.abspath(events_path)):
+            raise ExportError(f"{target}: would overwrite the recording itself")
+    table = _SampleTable(samples.dtype, sep, started_us)
+    parts = [out + ".part", events_out + ".part"]
+    try:
+        with open(parts[0], "w", encoding="utf-8", newline="") as f:
+            f.write(table.header_line())
+            total = len(samples)
+            for start in range(0, total, CHUNK):
+                f.write(table.lines(np.asarray(samples[start : start + CHUNK])))
+                if progress is not None:
+                    progress.update(min(total, start + CHUNK))
+        with open(parts[1], "w", encoding="utf-8", newline="") as f:
+            _write_events(f, events, sep, started_us)
+        os.replace(parts[0], out)
+        os.replace(parts[1], events_out)
+    except OSError as e:
+        _remove(parts)
+        name = e.filename or out
+        raise ExportError(f"{name}: cannot write: {e.strerror or e}") from None
+    except BaseException:
+        _remove(parts)
+        raise
+    finally:
+        if progress is not None:
+            progress.finish(len(samples))
+    return len(samples), len(events), events_out
+
+
+def _remove(paths: Sequence[str]) -> None:
+    for path in paths:
+        try:
+            os.remove(path)
+        except OSError:
+            pass
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description=(
+            "Export a jspsych-tobii session recording to CSV or TSV: one row per gaze "
+            "sample, and a second file with the session's events."
+        ),
+    )
+    parser.add_argument("file", metavar="FILE", help="the session's .gaze (or .events.jsonl) file")
+    parser.add_argument(
+        "--format",
+        "-f",
+        choices=sorted(FORMATS),
+        help="output format (default: from the -o suffix, else csv)",
+    )
+    parser.add_argument(
+        "-o",
+        "--output",
+        metavar="OUT",
+        help=(
+            "samples file to write (default: FILE with the format's suffix); the events "
+            "go to OUT with .events.csv/.events.tsv in place of its suffix"
+        ),
+    )
+    show = parser.add_mutually_exclusive_group()
+    show.add_argument(
+        "--progress",
+        dest="progress",
+        action="store_true",
+        default=None,
+        help="show progress on stderr (default: when stderr is a terminal)",
+    )
+    show.add_argument("--no-progress", dest="progress", action="store_false")
+    parser.add_argument(
+        "--quiet", "-q", action="store_true", help="print nothing but warnings and errors"
+    )
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """The console script: returns the exit status (0 done, 1 failed, 2 bad options)."""
+    parser = _parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:  # argparse has printed the usage and the error
+        return int(e.code or 0)
+    fmt = args.format
+    out = args.output
+    if fmt is None:
+        ext = os.path.splitext(out)[1].lower().lstrip(".") if out else ""
+        fmt = ext if ext in FORMATS else "csv"
+    if not out:
+        stem = gaze_path_for(args.file)[: -len(".gaze")]
+        out = f"{stem}.{fmt}"
+
+    def warn(message: str) -> None:
+        print(f"{PROG}: warning: {message}", file=sys.stderr)
+
+    show = args.progress
+    if show is None:
+        show = _isatty(sys.stderr)
+    try:
+        total, _ = _peek_count(args.file)
+        progress = Progress(sys.stderr, total, bool(show))
+        samples, events, events_out = export(args.file, out, fmt, warn, progress)
+    except ExportError as e:
+        print(f"{PROG}: error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted; nothing written", file=sys.stderr)
+        return 130
+    except Exception as e:  # a bug: still one line, with what it was
+        print(f"{PROG}: error: unexpected {type(e).__name__}: {e}", file=sys.stderr)
+        return 1
+    if not args.quiet:
+        print(f"wrote {samples:,} samples to {out} and {events:,} events to {events_out}")
+    return 0
+
+
+def _peek_count(path: str) -> Tuple[int, int]:
+    try:
+        return count_records(gaze_path_for(path))
+    except (RecordingFormatError, OSError):
+        return 0, 0  # export() reports the problem
+
+
+def _isatty(stream: Any) -> bool:
+    try:
+        return bool(stream.isatty())
+    except Exception:
+        return False
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

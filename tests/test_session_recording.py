@@ -1,0 +1,133 @@
+"""
+The recorder wired into the server: each tracking session is recorded with
+its events, get_data answers from memory and the recording together, and
+markers are converted between clocks.
+"""
+
+import shutil
+import tempfile
+
+from twisted.internet import defer, reactor
+from twisted.trial import unittest
+
+from jspsych_tobii.config import ServerConfig
+from jspsych_tobii.recording.format import read_events, read_gaze, read_header
+from jspsych_tobii.tap import makeService
+
+from .support import FakeServer, assert_close
+from .wsclient import connect, wait
+
+
+class RecordingServerTests(unittest.TestCase):
+    timeout = 60
+
+    def setUp(self):
+        self.folder = tempfile.mkdtemp(prefix="jspsych-tobii-rec-")
+        self.addCleanup(shutil.rmtree, self.folder, True)
+        config = ServerConfig(
+            port="tcp:0:interface=127.0.0.1",
+            mock=True,
+            mock_rate=1200,
+            buffer_size=600,  # half a second in memory: older samples come from disk
+            record_dir=self.folder,
+        )
+        self.service = makeService(config, reactor)
+        self.service.startService()
+        self.addCleanup(self.service.stopService)
+        self.state = self.service.state
+        self.port = self.service.getServiceNamed("websocket")._waitingForPort.result.getHost().port
+
+    @defer.inlineCallbacks
+    def test_session_recorded_and_queried_across_memory_and_disk(self):
+        client = yield connect(self.port)
+        self.addCleanup(client.dropConnection, abort=True)
+        yield client.sync_time(rounds=3, interval=0.01)
+        yield client.request("start_tracking")
+        yield wait(2.0)
+        marker = yield client.request(
+            "marker", label="stimulus_on", timestamp=client.now(), data={"trial": 3}
+        )
+        self.assertIs(marker["success"], True)
+        # the whole session: 2 s at 1200 Hz, far more than the 600 in memory
+        everything = yield client.request("get_data", timeout=30)
+        seqs = [s["seq"] for s in everything["samples"]]
+        self.assertGreater(len(seqs), 2000)
+        self.assertEqual(seqs, list(range(len(seqs))))
+        self.assertLess(
+            self.state.hub.buffer.oldest_time_us() / 1000.0, everything["samples"][-1]["timestamp"]
+        )
+        # a range that starts on disk and ends in memory
+        first, last = everything["samples"][100], everything["samples"][-50]
+        part = yield client.request(
+            "get_data", start_time=first["timestamp"], end_time=last["timestamp"]
+        )
+        self.assertEqual(part["samples"], everything["samples"][100:-49])
+        # the pushed samples equal the stored ones
+        pushed = {g["seq"]: g for g in client.gaze}
+        for sample in everything["samples"][::97]:
+            if sample["seq"] in pushed:
+                got = dict(pushed[sample["seq"]])
+                got.pop("_received")
+                self.assertEqual(got, sample)
+        yield client.request("stop_tracking")
+        yield self.service.getServiceNamed("recorder").stopService()
+
+        gaze_files = [f for f in _files(self.folder) if f.endswith(".gaze")]
+        self.assertEqual(len(gaze_files), 1)
+        header = read_header(gaze_files[0])
+        self.assertIs(header["complete"], True)
+        records = read_gaze(gaze_files[0])
+        self.assertEqual(records["seq"].tolist()[: len(seqs)], seqs)
+        events = read_events(gaze_files[0].replace(".gaze", ".events.jsonl"))
+        kinds = [e["kind"] for e in events]
+        self.assertIn("client_connected", kinds)
+        self.assertIn("session_ended", kinds)
+        recorded = [e for e in events if e["kind"] == "marker"][0]
+        self.assertEqual(recorded["label"], "stimulus_on")
+        self.assertEqual(recorded["data"], {"trial": 3})
+        assert_close(self, recorded["t_server_ms"], marker["serverTime"], 1e-6)
+
+
+def _files(folder):
+    import os
+
+    return sorted(os.path.join(folder, name) for name in os.listdir(folder))
+
+
+class MarkerTests(unittest.SynchronousTestCase):
+    def test_marker_times_under_fake_clock(self):
+        """A browser time is converted with this connection's time sync."""
+        server = FakeServer(rate=120)
+        client = server.client()
+        server.clock.advance(100.0)  # server time 100 000 ms
+        # the browser clock runs 60 000 ms behind; the request takes 2 ms to arrive
+        browser_now = server.clock.seconds() * 1000.0 - 60000.0
+        server.clock.advance(0.002)
+        client.request("time_sync", clientTime=browser_now)
+        reply = client.request("marker", label="go", timestamp=browser_now + 500.0)
+        assert_close(self, reply["serverTime"], 100500.0 + 2.0, 1e-6)
+        self.assertEqual(reply["trackerTime"], reply["serverTime"])
+        self.assertEqual(reply["timeSource"], "time_sync")
+        self.assertEqual(client.request("get_markers")["markers"][0]["label"], "go")
+
+    def test_marker_without_time_sync(self):
+        server = FakeServer()
+        client = server.client()
+        reply = client.request("marker", label="x", timestamp=5.0)
+        self.assertEqual(reply["type"], "error")
+        self.assertIn("time_sync", reply["error"])
+        server.clock.advance(3.0)
+        reply = client.request("marker", label="x")
+        self.assertEqual(reply["serverTime"], 3000.0)
+        self.assertEqual(reply["timeSource"], "server_receipt")
+
+    def test_bad_marker(self):
+        client = FakeServer().client()
+        for fields in (
+            {},
+            {"label": 3},
+            {"label": "a", "data": [1]},
+            {"label": "a", "timestamp": "t"},
+        ):
+            reply = client.request("marker", **fields)
+            self.assertEqual(reply["type"], "error", fields)
