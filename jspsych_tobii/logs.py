@@ -33,9 +33,15 @@ _observer = FilteringLogObserver(lambda event: globalLogPublisher(event), [_pred
 _files: List[IO] = []
 
 
-def Logger() -> _TwistedLogger:
-    """A logger for a class or module of this package."""
-    return _TwistedLogger(observer=_observer)
+def Logger(namespace: Optional[str] = None) -> _TwistedLogger:
+    """
+    A logger for a class or module of this package.  Used as a class
+    attribute, it is named after the class; at module level, after the
+    calling module.
+    """
+    if namespace is None:
+        namespace = sys._getframe(1).f_globals.get("__name__", "jspsych_tobii")
+    return _TwistedLogger(namespace, observer=_observer)
 
 
 def set_level(name: str) -> None:

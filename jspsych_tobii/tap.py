@@ -17,12 +17,15 @@ from jspsych_tobii.config import ConfigError, ServerConfig
 from jspsych_tobii.core.quality import calibration_summary, mean_eye_position
 from jspsych_tobii.core.timesync import ServerClock, clock_from_seconds, monotonic_us
 from jspsych_tobii.interfaces import ITracker, TrackerError
+from jspsych_tobii.logs import Logger
 from jspsych_tobii.server.calibration import CalibrationCoordinator
 from jspsych_tobii.server.hub import GazeHub
 from jspsych_tobii.server.protocol import TobiiServerFactory
 from jspsych_tobii.server.resume import ResumeRegistry
 from jspsych_tobii.server.service import TrackerService
 from jspsych_tobii.server.state import ServerState
+
+_log = Logger()
 
 
 class Options(usage.Options):
@@ -168,6 +171,7 @@ def tracker_factory(
         def make_mock() -> ITracker:
             from jspsych_tobii.trackers.mock import MockTracker
 
+            _log.warn("using the MOCK tracker (--mock): gaze is synthetic, no eye tracker is used")
             return MockTracker(
                 reactor, rate=config.mock_rate, seed=config.mock_seed, clock_us=clock.now_us
             )
@@ -240,7 +244,8 @@ def makeService(
         version=__version__,
         config=config,
     )
-    factory = TobiiServerFactory(state)
+    where = f"ws://{config.host}:{config.port}" if config.port.isdigit() else config.endpoint
+    factory = TobiiServerFactory(state, where=where)
     state.hub = GazeHub(trackers, clock, config.buffer_size, factory.prepareMessage)
     trackers.hub = state.hub
     trackers.record_event = state.record_event

@@ -125,10 +125,12 @@ class TobiiServerProtocol(WebSocketServerProtocol):
 
 class TobiiServerFactory(WebSocketServerFactory):
     protocol = TobiiServerProtocol
+    log = Logger()
 
-    def __init__(self, app: ServerState, url: Optional[str] = None):
+    def __init__(self, app: ServerState, url: Optional[str] = None, where: str = ""):
         super().__init__(url, reactor=app.reactor)
         self.app = app
+        self.where = where
         self.noisy = False
         self.setProtocolOptions(
             maxMessagePayloadSize=MAX_MESSAGE_BYTES,
@@ -136,3 +138,8 @@ class TobiiServerFactory(WebSocketServerFactory):
             allowNullOrigin=True,
             perMessageCompressionAccept=lambda offers: None,
         )
+
+    def startFactory(self):
+        super().startFactory()
+        if self.where:
+            self.log.info("serving the jsPsych client at {where}", where=self.where)
