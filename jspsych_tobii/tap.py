@@ -140,7 +140,7 @@ def list_trackers(out=None) -> int:
     """The C{--list-trackers} command; returns the exit status."""
     import sys
 
-    from jspsych_tobii.trackers.tobii import describe, find_trackers
+    from jspsych_tobii.trackers.tobii_sdk import describe, find_trackers
 
     out = out or sys.stdout
     try:

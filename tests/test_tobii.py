@@ -26,7 +26,7 @@ from jspsych_tobii.interfaces import (
     TrackerError,
     TrackerInfo,
 )
-from jspsych_tobii.trackers import tobii
+from jspsych_tobii.trackers import tobii_sdk
 from jspsych_tobii.trackers.tobii import TobiiTracker, describe, find_trackers
 
 from . import fake_tobii_research as fake
@@ -718,10 +718,10 @@ class UserPositionTests(TobiiTestCase):
         yield waitFor(lambda: tracker.getUserPosition() is None, what="no position")
 
     def test_mapping(self):
-        self.assertEqual(tobii._guide_axes((0.0, 0.0, 0.0)), (1.0, 1.0, 1.0))
-        self.assertEqual(tobii._guide_axes((1.0, 1.0, 1.0)), (0.0, 0.0, 0.0))
-        self.assertIsNone(tobii._guide_axes((math.nan, 0.5, 0.5)))
-        self.assertIsNone(tobii._guide_axes(None))
+        self.assertEqual(tobii_sdk.guide_axes((0.0, 0.0, 0.0)), (1.0, 1.0, 1.0))
+        self.assertEqual(tobii_sdk.guide_axes((1.0, 1.0, 1.0)), (0.0, 0.0, 0.0))
+        self.assertIsNone(tobii_sdk.guide_axes((math.nan, 0.5, 0.5)))
+        self.assertIsNone(tobii_sdk.guide_axes(None))
 
 
 class DisconnectTests(TobiiTestCase):

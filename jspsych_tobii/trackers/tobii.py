@@ -1,7 +1,8 @@
 # -*- test-case-name: tests.test_tobii -*-
 """
 L{TobiiTracker}: L{ITracker} over the Tobii Pro SDK (C{tobii_research} 1.10+
-and 2.x), plus L{find_trackers} and L{describe} for C{--list-trackers}.
+and 2.x).  What the SDK's objects mean as records is in
+L{jspsych_tobii.trackers.tobii_sdk}; this module owns the threads.
 
 This module owns the boundary between the reactor and the SDK:
 
@@ -29,7 +30,6 @@ stream buffer overflow notification where the SDK has it (2.x).
 from __future__ import annotations
 
 import functools
-import math
 import threading
 import time
 from dataclasses import replace
@@ -44,7 +44,6 @@ from zope.interface import implementer
 
 from jspsych_tobii.core.timesync import monotonic_us
 from jspsych_tobii.interfaces import (
-    EYE_FIELDS,
     GAZE_DTYPE,
     CalibrationEyeSample,
     CalibrationPointResult,
@@ -60,282 +59,28 @@ from jspsych_tobii.interfaces import (
 )
 from jspsych_tobii.logs import Logger
 from jspsych_tobii.trackers.handoff import ThreadHandoff
+from jspsych_tobii.trackers.tobii_sdk import (
+    GUIDE,
+    NOTIFICATIONS,
+    ROW_PAD,
+    TRACK_BOX,
+    VALIDITY,
+    describe,
+    display_area_from,
+    find_trackers,
+    format_hz,
+    guide_axes,
+    load_sdk,
+    match_frequency,
+    measure_clock_offset,
+    read_info,
+    sdk_error_message,
+    sdk_errors,
+)
 
 __all__ = ["TobiiTracker", "find_trackers", "describe", "load_sdk"]
 
-NOT_INSTALLED = (
-    "tobii-research is not installed: pip install tobii-research "
-    "(it has wheels for CPython 3.10 only)"
-)
-
-#: SDK capability constant -> our capability name.
-_CAPABILITIES = (
-    ("CAPABILITY_HAS_GAZE_DATA", "gaze"),
-    ("CAPABILITY_CAN_DO_SCREEN_BASED_CALIBRATION", "calibration"),
-    ("CAPABILITY_CAN_DO_MONOCULAR_CALIBRATION", "monocular_calibration"),
-    ("CAPABILITY_HAS_EYE_IMAGES", "eye_images"),
-    ("CAPABILITY_HAS_EXTERNAL_SIGNAL", "external_signal"),
-    ("CAPABILITY_CAN_SET_DISPLAY_AREA", "set_display_area"),
-    ("CAPABILITY_HAS_EYE_OPENNESS_DATA", "eye_openness"),
-)
-
-#: SDK notification constant -> the kind we report (None: logged only).
-_NOTIFICATIONS = (
-    ("EYETRACKER_NOTIFICATION_CONNECTION_LOST", NotificationKind.CONNECTION_LOST),
-    ("EYETRACKER_NOTIFICATION_CONNECTION_RESTORED", NotificationKind.CONNECTION_RESTORED),
-    ("EYETRACKER_NOTIFICATION_CALIBRATION_CHANGED", NotificationKind.CALIBRATION_CHANGED),
-    ("EYETRACKER_NOTIFICATION_DISPLAY_AREA_CHANGED", NotificationKind.DISPLAY_AREA_CHANGED),
-    ("EYETRACKER_NOTIFICATION_GAZE_OUTPUT_FREQUENCY_CHANGED", NotificationKind.FREQUENCY_CHANGED),
-    ("EYETRACKER_NOTIFICATION_STREAM_BUFFER_OVERFLOW", NotificationKind.STREAM_BUFFER_OVERFLOW),
-    ("EYETRACKER_NOTIFICATION_DEVICE_FAULTS", "device_faults"),
-    ("EYETRACKER_NOTIFICATION_DEVICE_WARNINGS", "device_warnings"),
-)
-
-_VALIDITY = (
-    ("VALIDITY_VALID_AND_USED", "valid_and_used"),
-    ("VALIDITY_VALID_BUT_NOT_USED", "valid_but_not_used"),
-    ("VALIDITY_INVALID_AND_NOT_USED", "invalid"),
-)
-
-#: Where user positions come from.
-GUIDE = "user_position_guide"
-TRACK_BOX = "track_box"
-
-#: Rounds of the clock-offset measurement.
-CLOCK_ROUNDS = 20
-
-# A gaze row is built as a plain tuple in the SDK's thread, in the field order
-# of GAZE_DTYPE: the two time stamps, zeros for the fields the server fills
-# in, then each eye's fields in the order L{TobiiTracker._onGaze} writes them.
-_ROW_EYE_FIELDS = (
-    "x",
-    "y",
-    "point_x",
-    "point_y",
-    "point_z",
-    "origin_x",
-    "origin_y",
-    "origin_z",
-    "pupil",
-    "gaze_valid",
-    "origin_valid",
-    "pupil_valid",
-)
-_HEAD = GAZE_DTYPE.names[: GAZE_DTYPE.names.index("left_" + EYE_FIELDS[0][0])]
-if (
-    _HEAD[:2] != ("device_time_us", "system_time_us")
-    or tuple(name for name, _ in EYE_FIELDS) != _ROW_EYE_FIELDS
-):  # pragma: no cover - guards a change of GAZE_DTYPE
-    raise ImportError("GAZE_DTYPE changed: update the gaze row layout in trackers/tobii.py")
-#: Zeros for the fields between the time stamps and the eyes (seq, ...).
-_ROW_PAD = (0,) * (len(_HEAD) - 2)
-
 _log = Logger()
-
-
-def load_sdk() -> Any:
-    """
-    Import C{tobii_research}.
-
-    @raise TrackerError: it is not installed (or cannot load).
-    """
-    try:
-        import tobii_research
-    except ImportError as e:
-        raise TrackerError(NOT_INSTALLED) from e
-    except OSError as e:  # its native library failed to load
-        raise TrackerError(f"tobii-research could not be loaded: {e}") from e
-    return tobii_research
-
-
-def _sdk_error_message(e: BaseException) -> str:
-    """A one-line message for an SDK exception (theirs print the repr of a value)."""
-    text = getattr(e, "value", None)
-    if not isinstance(text, str) or not text:
-        text = str(e)
-    return f"{type(e).__name__}: {text}" if text else type(e).__name__
-
-
-def _sdk_errors(sdk: Any) -> Tuple[type, ...]:
-    """The SDK's exception classes, plus the builtins its wrapper raises."""
-    found = [
-        value
-        for name, value in vars(sdk).items()
-        if name.startswith("EyeTracker")
-        and name.endswith("Error")
-        and isinstance(value, type)
-        and issubclass(value, Exception)
-    ]
-    return tuple(found) + (ValueError,)
-
-
-def _format_hz(frequency: float) -> str:
-    return f"{frequency:g}"
-
-
-def _match_frequency(frequency: Any, frequencies: Tuple[float, ...]) -> float:
-    """
-    The supported frequency equal to C{frequency}.
-
-    @raise TrackerError: none is.
-    """
-    try:
-        wanted = float(frequency)
-    except (TypeError, ValueError):
-        wanted = math.nan
-    for candidate in frequencies:
-        if math.isclose(candidate, wanted, rel_tol=1e-4, abs_tol=0.05):
-            return candidate
-    valid = ", ".join(_format_hz(f) for f in frequencies) or "none reported"
-    raise TrackerError(
-        f"gaze output frequency {frequency} Hz is not supported by this tracker; "
-        f"valid frequencies: {valid}"
-    )
-
-
-def _display_area(value: Any) -> Optional[DisplayArea]:
-    """A L{DisplayArea} from the SDK's object or dictionary form."""
-    if value is None:
-        return None
-
-    def corner(name):
-        raw = value[name] if isinstance(value, dict) else getattr(value, name)
-        return tuple(float(v) for v in raw)
-
-    return DisplayArea(corner("top_left"), corner("top_right"), corner("bottom_left"))
-
-
-def _guide_axes(position: Any) -> Optional[Tuple[float, float, float]]:
-    """
-    Map a position in the SDK's track box coordinate system to ours.
-
-    The track box coordinate system (also used by the user position guide
-    stream) is normalised with its origin at the top right corner of the box
-    nearest the tracker, seen from the user: x grows toward the user's left,
-    y downward, z away from the tracker.  Ours has x 0 = left, y 0 = bottom,
-    z 0 = far, so every axis flips.  Values are clipped to 0..1; a position
-    with a NaN is no position.
-    """
-    if position is None:
-        return None
-    try:
-        x, y, z = (float(v) for v in position)
-    except (TypeError, ValueError):
-        return None
-    if math.isnan(x) or math.isnan(y) or math.isnan(z):
-        return None
-    return (
-        min(1.0, max(0.0, 1.0 - x)),
-        min(1.0, max(0.0, 1.0 - y)),
-        min(1.0, max(0.0, 1.0 - z)),
-    )
-
-
-def _read_info(sdk: Any, eyetracker: Any, system_clock_offset_us: int = 0) -> TrackerInfo:
-    """
-    Everything L{TrackerInfo} holds, read from an SDK EyeTracker.  Blocking:
-    call it on the worker thread (or from a command-line tool).
-    """
-    errors = _sdk_errors(sdk)
-    device_capabilities = tuple(getattr(eyetracker, "device_capabilities", ()) or ())
-    capabilities = set()
-    for constant, name in _CAPABILITIES:
-        value = getattr(sdk, constant, None)
-        if value is not None and value in device_capabilities:
-            capabilities.add(name)
-    if getattr(sdk, "CAPABILITY_HAS_GAZE_DATA", None) is None:
-        capabilities.add("gaze")  # an SDK too old to say
-    if getattr(sdk, "EYETRACKER_USER_POSITION_GUIDE", None) is not None:
-        capabilities.add(GUIDE)
-    if callable(getattr(eyetracker, "get_track_box", None)):
-        try:
-            eyetracker.get_track_box()
-        except errors:
-            pass
-        else:
-            capabilities.add(TRACK_BOX)
-    try:
-        frequencies = tuple(float(f) for f in eyetracker.get_all_gaze_output_frequencies())
-    except errors:
-        frequencies = ()
-    try:
-        frequency = float(eyetracker.get_gaze_output_frequency())
-    except errors:
-        frequency = 0.0
-    try:
-        display_area = _display_area(eyetracker.get_display_area())
-    except errors:
-        display_area = None
-    return TrackerInfo(
-        address=str(eyetracker.address),
-        model=str(eyetracker.model),
-        serial_number=str(eyetracker.serial_number),
-        firmware_version=str(eyetracker.firmware_version),
-        device_name=str(getattr(eyetracker, "device_name", "") or ""),
-        frequencies=tuple(sorted(frequencies)),
-        frequency=frequency,
-        capabilities=frozenset(capabilities),
-        display_area=display_area,
-        sdk_version=str(getattr(sdk, "__version__", "")),
-        system_clock_offset_us=system_clock_offset_us,
-    )
-
-
-def measure_clock_offset(sdk: Any, rounds: int = CLOCK_ROUNDS) -> int:
-    """
-    The SDK's system clock minus C{time.monotonic_ns() // 1000}, in µs.  Each
-    round brackets one C{get_system_time_stamp()} between two reads of the
-    monotonic clock; the round with the narrowest bracket wins.  An offset
-    within that bracket cannot be told from zero and is reported as 0 (the
-    usual case on Linux, where both are CLOCK_MONOTONIC).  Blocking.
-    """
-    best: Optional[Tuple[int, int]] = None
-    for _ in range(rounds):
-        before = time.monotonic_ns() // 1000
-        stamp = int(sdk.get_system_time_stamp())
-        after = time.monotonic_ns() // 1000
-        width = after - before
-        if best is None or width < best[0]:
-            best = (width, stamp - (before + after) // 2)
-    assert best is not None
-    width, offset = best
-    return 0 if abs(offset) <= width else offset
-
-
-def find_trackers(sdk: Any = None) -> List[TrackerInfo]:
-    """
-    Every tracker the SDK finds, described.  Blocking (discovery takes about
-    two seconds): for C{--list-trackers}, not for the reactor thread.
-
-    @raise TrackerError: tobii-research is not installed.
-    """
-    if sdk is None:
-        sdk = load_sdk()
-    errors = _sdk_errors(sdk)
-    try:
-        found = sdk.find_all_eyetrackers()
-    except errors as e:
-        raise TrackerError(f"eye tracker discovery failed: {_sdk_error_message(e)}") from e
-    infos = []
-    for eyetracker in found:
-        try:
-            infos.append(_read_info(sdk, eyetracker))
-        except errors as e:
-            _log.warn(
-                "cannot describe eye tracker {address}: {error}",
-                address=getattr(eyetracker, "address", "?"),
-                error=_sdk_error_message(e),
-            )
-    return infos
-
-
-def describe(info: TrackerInfo) -> str:
-    """One line about a tracker: address, model, serial, firmware, frequencies."""
-    frequencies = ", ".join(_format_hz(f) for f in info.frequencies) or "?"
-    return (
-        f"{info.address}  {info.model}  serial {info.serial_number}  "
-        f"firmware {info.firmware_version}  {frequencies} Hz"
-    )
 
 
 def _daemon_thread(*args: Any, **kwargs: Any) -> threading.Thread:
@@ -380,7 +125,7 @@ class TobiiTracker:
             sdk = load_sdk()
         self._reactor = reactor
         self._sdk = sdk
-        self._errors = _sdk_errors(sdk)
+        self._errors = sdk_errors(sdk)
         self._address = address
         self._frequency = frequency
         self.info: Optional[TrackerInfo] = None
@@ -420,7 +165,7 @@ class TobiiTracker:
         self._positionHandoff = ThreadHandoff(reactor, self._deliverPositions)
         self._eventHandoff = ThreadHandoff(reactor, self._deliverEvents)
         self._notificationCallbacks: Dict[str, Callable] = {}
-        for constant, kind in _NOTIFICATIONS:
+        for constant, kind in NOTIFICATIONS:
             stream = getattr(sdk, constant, None)
             if stream is not None:
                 self._notificationCallbacks[stream] = functools.partial(self._onNotification, kind)
@@ -538,7 +283,7 @@ class TobiiTracker:
         if self.info is None or self._closed:
             return defer.fail(TrackerError("the eye tracker is not connected"))
         try:
-            wanted = _match_frequency(frequency, self.info.frequencies)
+            wanted = match_frequency(frequency, self.info.frequencies)
         except TrackerError as e:
             return defer.fail(e)
         d = self._call(self._setFrequencyOnWorker, wanted)
@@ -597,7 +342,7 @@ class TobiiTracker:
         except TrackerError:
             raise
         except self._errors as e:
-            raise TrackerError(_sdk_error_message(e)) from e
+            raise TrackerError(sdk_error_message(e)) from e
 
     def _connectDone(self, result: Any) -> None:
         waiters, self._connectWaiters = self._connectWaiters or [], None
@@ -622,7 +367,7 @@ class TobiiTracker:
             model=info.model,
             serial=info.serial_number,
             address=info.address,
-            frequency=_format_hz(info.frequency),
+            frequency=format_hz(info.frequency),
             sdk=info.sdk_version,
         )
         return info
@@ -649,7 +394,7 @@ class TobiiTracker:
             if self._gazeWanted:
                 self._gazeHandoff.put(
                     (d["device_time_stamp"], d["system_time_stamp"])
-                    + _ROW_PAD
+                    + ROW_PAD
                     + d["left_gaze_point_on_display_area"]
                     + d["left_gaze_point_in_user_coordinate_system"]
                     + d["left_gaze_origin_in_user_coordinate_system"]
@@ -733,8 +478,8 @@ class TobiiTracker:
         if stamp is None:
             stamp = self._nowUs()
         self._position = UserPosition(
-            left=_guide_axes(left) if leftValid else None,
-            right=_guide_axes(right) if rightValid else None,
+            left=guide_axes(left) if leftValid else None,
+            right=guide_axes(right) if rightValid else None,
             system_time_us=int(stamp),
         )
         self._positionAt = now
@@ -763,7 +508,7 @@ class TobiiTracker:
         elif kind == NotificationKind.DISPLAY_AREA_CHANGED:
             area = None
             try:
-                area = _display_area(data.get("display_area"))
+                area = display_area_from(data.get("display_area"))
             except (KeyError, TypeError, ValueError, AttributeError):
                 pass
             if area is not None and self.info is not None:
@@ -784,7 +529,7 @@ class TobiiTracker:
                 self.info = replace(self.info, frequency=frequency)
             self._notify(
                 kind,
-                f"the gaze output frequency is now {_format_hz(frequency)} Hz",
+                f"the gaze output frequency is now {format_hz(frequency)} Hz",
                 {"frequency": frequency},
                 at=at,
             )
@@ -898,7 +643,7 @@ class TobiiTracker:
         try:
             return sdk.EyeTracker(address)
         except self._errors as e:
-            reason = _sdk_error_message(e)
+            reason = sdk_error_message(e)
         # Not reachable directly: look for it (by address or serial number).
         found = sdk.find_all_eyetrackers()
         for eyetracker in found:
@@ -921,10 +666,10 @@ class TobiiTracker:
     def _setUpOnWorker(self) -> Tuple[TrackerInfo, Optional[str]]:
         sdk = self._sdk
         eyetracker = self._eyetracker
-        info = _read_info(sdk, eyetracker)
+        info = read_info(sdk, eyetracker)
         self._hasTrackBox = TRACK_BOX in info.capabilities
         if self._frequency is not None:
-            wanted = _match_frequency(self._frequency, info.frequencies)
+            wanted = match_frequency(self._frequency, info.frequencies)
             if wanted != info.frequency:
                 eyetracker.set_gaze_output_frequency(wanted)
                 info = replace(info, frequency=float(eyetracker.get_gaze_output_frequency()))
@@ -938,7 +683,7 @@ class TobiiTracker:
                 _log.warn(
                     "cannot subscribe to {stream}: {error}",
                     stream=stream,
-                    error=_sdk_error_message(e),
+                    error=sdk_error_message(e),
                 )
         errors = getattr(sdk, "EYETRACKER_STREAM_ERRORS", None)
         if errors is not None:
@@ -958,7 +703,7 @@ class TobiiTracker:
                 self._subscribe(guide, self._onUserPosition)
                 return GUIDE
             except self._errors as e:
-                _log.info("no user position guide ({error})", error=_sdk_error_message(e))
+                _log.info("no user position guide ({error})", error=sdk_error_message(e))
         return self._trackBoxFeedOnWorker()
 
     def _trackBoxFeedOnWorker(self) -> Optional[str]:
@@ -1000,7 +745,7 @@ class TobiiTracker:
         return float(self._eyetracker.get_gaze_output_frequency())
 
     def _readDisplayAreaOnWorker(self) -> Optional[DisplayArea]:
-        return _display_area(self._eyetracker.get_display_area())
+        return display_area_from(self._eyetracker.get_display_area())
 
     def _enterCalibrationOnWorker(self) -> None:
         if self._calibration is None:
@@ -1038,11 +783,11 @@ class TobiiTracker:
         try:
             result = calibration.compute_and_apply()
         except sdk.EyeTrackerOperationFailedError as e:
-            _log.warn("computing the calibration failed: {error}", error=_sdk_error_message(e))
+            _log.warn("computing the calibration failed: {error}", error=sdk_error_message(e))
             return CalibrationResult(success=False, points=(), status="failure")
         validity = {
             getattr(sdk, constant): name
-            for constant, name in _VALIDITY
+            for constant, name in VALIDITY
             if getattr(sdk, constant, None) is not None
         }
         points = []
@@ -1084,7 +829,7 @@ class TobiiTracker:
         try:
             self._leaveCalibrationOnWorker()
         except self._errors as e:
-            _log.warn("leaving calibration mode failed: {error}", error=_sdk_error_message(e))
+            _log.warn("leaving calibration mode failed: {error}", error=sdk_error_message(e))
         self._trackBoxFeed = False
         for stream in list(self._subscribed):
             try:
@@ -1093,7 +838,7 @@ class TobiiTracker:
                 _log.warn(
                     "unsubscribing from {stream} failed: {error}",
                     stream=stream,
-                    error=_sdk_error_message(e),
+                    error=sdk_error_message(e),
                 )
         self._eyetracker = None
         self._calibration = None
