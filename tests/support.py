@@ -45,6 +45,8 @@ class FakeServer:
 
 
 class FakeClient:
+    """An in-memory connection: the channel of its L{SendGate}, decoding what it is sent."""
+
     _ids = itertools.count()
 
     def __init__(self, server, peer):
@@ -52,16 +54,31 @@ class FakeClient:
         self.messages = []
         self.gaze = []
         self.aborted = False
-        self.gate = SendGate(
-            lambda prepared: self.gaze.append(json.loads(prepared.payload)["gaze"]),
-            lambda payload: self.messages.append(json.loads(payload)),
-            self._abort,
-            peer=peer,
-        )
+        self.fragments = None
+        self.gate = SendGate(self, server.clock, peer=peer)
         server.state.hub.gates.add(self.gate)
         self.session = ClientSession(server.state, self.gate, peer)
 
-    def _abort(self):
+    # the channel
+
+    def send_prepared(self, prepared):
+        self.gaze.append(json.loads(prepared.payload)["gaze"])
+
+    def send_bytes(self, payload):
+        self.messages.append(json.loads(payload))
+
+    def begin_message(self):
+        assert self.fragments is None, "messages must not interleave"
+        self.fragments = []
+
+    def send_fragment(self, data):
+        self.fragments.append(data)
+
+    def end_message(self):
+        message, self.fragments = b"".join(self.fragments), None
+        self.messages.append(json.loads(message))
+
+    def abort(self):
         self.aborted = True
 
     def send(self, message):

@@ -1,16 +1,15 @@
 """
-Tests for L{jspsych_tobii.server.bulk}: large replies a slice per reactor turn.
+Tests for L{jspsych_tobii.server.bulk}: a large reply's JSON in pieces.
 """
 
 import json
 
 import numpy as np
-from twisted.internet.task import Clock
 from twisted.trial import unittest
 
-from jspsych_tobii.core.gaze import dumps, sample_dicts
+from jspsych_tobii.core.gaze import sample_dicts
 from jspsych_tobii.interfaces import empty_gaze
-from jspsych_tobii.server.bulk import EncodedReply, encode_samples, splice
+from jspsych_tobii.server.bulk import reply_pieces
 
 
 def records(n, start=0):
@@ -22,73 +21,51 @@ def records(n, start=0):
     return batch
 
 
-class Turns:
-    """A reactor stand-in whose C{turn()} runs one scheduled call."""
-
-    def __init__(self):
-        self.pending = []
-
-    def callLater(self, delay, f, *args):
-        self.pending.append((f, args))
-
-    def turn(self):
-        f, args = self.pending.pop(0)
-        f(*args)
+HEAD = {"type": "get_data_response", "requestId": "r"}
 
 
-class EncodeSamplesTests(unittest.SynchronousTestCase):
-    def test_one_slice_per_turn(self):
-        reactor = Turns()
-        d = encode_samples(reactor, records(1000), slice_size=300)
-        turns = 0
-        while not d.called:
-            self.assertEqual(len(reactor.pending), 1)
-            reactor.turn()
-            turns += 1
-        self.assertEqual(turns, 5)  # 4 slices, then the join
-        raw, count = self.successResultOf(d)
-        self.assertEqual(count, 1000)
-        decoded = json.loads(raw)
-        self.assertEqual(decoded, sample_dicts(records(1000)))
+class ReplyPiecesTests(unittest.SynchronousTestCase):
+    def test_pieces_make_one_reply(self):
+        pieces = list(reply_pieces(HEAD, "samples", iter([records(1000)]), slice_size=300))
+        self.assertEqual(len(pieces), 1 + 4 + 1)  # head, 4 slices, tail
+        reply = json.loads(b"".join(pieces))
+        self.assertEqual(reply["samples"], sample_dicts(records(1000)))
+        self.assertEqual((reply["count"], reply["success"]), (1000, True))
+        self.assertEqual((reply["type"], reply["requestId"]), ("get_data_response", "r"))
 
-    def test_iterator_of_chunks(self):
-        clock = Clock()
-        d = encode_samples(clock, iter([records(3), records(0), records(2, start=3)]), 2)
-        for _ in range(10):
-            clock.advance(0)
-        raw, count = self.successResultOf(d)
-        self.assertEqual([s["seq"] for s in json.loads(raw)], [0, 1, 2, 3, 4])
-        self.assertEqual(count, 5)
+    def test_lazy(self):
+        """Nothing is encoded before it is asked for."""
+        taken = []
+
+        def chunks():
+            for i in range(3):
+                taken.append(i)
+                yield records(2, start=2 * i)
+
+        pieces = reply_pieces(HEAD, "samples", chunks(), slice_size=2)
+        next(pieces)
+        self.assertEqual(taken, [])
+        next(pieces)
+        self.assertEqual(taken, [0])
+        next(pieces)
+        self.assertEqual(taken, [0, 1])
+
+    def test_several_chunks_and_empty_ones(self):
+        chunks = iter([records(3), records(0), records(2, start=3)])
+        reply = json.loads(b"".join(reply_pieces(HEAD, "samples", chunks, slice_size=2)))
+        self.assertEqual([s["seq"] for s in reply["samples"]], [0, 1, 2, 3, 4])
 
     def test_empty(self):
-        clock = Clock()
-        d = encode_samples(clock, records(0))
-        clock.advance(0)
-        self.assertEqual(self.successResultOf(d), (b"[]", 0))
+        reply = json.loads(b"".join(reply_pieces({}, "samples", iter([]))))
+        self.assertEqual(reply, {"samples": [], "count": 0, "success": True})
 
-    def test_error_fails_deferred(self):
-        clock = Clock()
-
+    def test_read_error_still_valid_json(self):
         def broken():
             yield records(2)
             raise OSError("disk gone")
 
-        d = encode_samples(clock, broken())
-        for _ in range(5):
-            clock.advance(0)
-        self.failureResultOf(d, OSError)
-
-
-class SpliceTests(unittest.SynchronousTestCase):
-    def test_splice(self):
-        payload = splice(
-            {"type": "get_data_response", "requestId": "r"},
-            EncodedReply("samples", b"[1,2]"),
-            dumps,
-        )
-        self.assertEqual(
-            json.loads(payload), {"type": "get_data_response", "requestId": "r", "samples": [1, 2]}
-        )
-
-    def test_splice_into_empty_object(self):
-        self.assertEqual(json.loads(splice({}, EncodedReply("k", b"{}"), dumps)), {"k": {}})
+        reply = json.loads(b"".join(reply_pieces(HEAD, "samples", broken())))
+        self.assertEqual(len(reply["samples"]), 2)
+        self.assertIs(reply["success"], False)
+        self.assertIn("disk gone", reply["error"])
+        self.assertEqual(len(self.flushLoggedErrors(OSError)), 1)

@@ -11,19 +11,64 @@ from zope.interface.verify import verifyObject
 from jspsych_tobii.server.gate import MAX_REPLY_BACKLOG, SendGate
 
 
+class Turns:
+    """
+    A reactor stand-in where C{advance()} is one reactor turn: it runs the
+    calls scheduled before it, not the ones they schedule (unlike
+    L{task.Clock}, whose advance(0) would run a whole stream at once).
+    """
+
+    class Call:
+        def __init__(self, f, args):
+            self.f, self.args, self.done = f, args, False
+
+        def active(self):
+            return not self.done
+
+        def cancel(self):
+            self.done = True
+
+    def __init__(self):
+        self.calls = []
+
+    def callLater(self, delay, f, *args):
+        call = self.Call(f, args)
+        self.calls.append(call)
+        return call
+
+    def advance(self, seconds=0):
+        calls, self.calls = self.calls, []
+        for call in calls:
+            if not call.done:
+                call.done = True
+                call.f(*call.args)
+
+
 class Recorder:
+    """A channel that records what the gate sends through it."""
+
     def __init__(self):
         self.sent = []
         self.aborted = False
+        self.clock = Turns()
 
     def gate(self, backlog=3):
-        return SendGate(
-            lambda p: self.sent.append(("gaze", p)),
-            lambda b: self.sent.append(("bytes", b)),
-            self.abort,
-            peer="test",
-            gaze_backlog=backlog,
-        )
+        return SendGate(self, self.clock, peer="test", gaze_backlog=backlog)
+
+    def send_prepared(self, prepared):
+        self.sent.append(("gaze", prepared))
+
+    def send_bytes(self, payload):
+        self.sent.append(("bytes", payload))
+
+    def begin_message(self):
+        self.sent.append(("begin", None))
+
+    def send_fragment(self, data):
+        self.sent.append(("fragment", data))
+
+    def end_message(self):
+        self.sent.append(("end", None))
 
     def abort(self):
         self.aborted = True
@@ -67,14 +112,14 @@ class SendGateTests(unittest.SynchronousTestCase):
         for i in range(5):
             gate.send_gaze(i)
 
-        original = gate._send_prepared
+        original = r.send_prepared
 
         def send(p):
             original(p)
             if p == 1:
                 gate.pauseProducing()
 
-        gate._send_prepared = send
+        r.send_prepared = send
         gate.resumeProducing()
         self.assertEqual([p for _, p in r.sent], [0, 1])
         gate.send_gaze(5)  # still queued behind the backlog: order kept
@@ -99,6 +144,63 @@ class SendGateTests(unittest.SynchronousTestCase):
         self.assertTrue(r.aborted)
         self.assertTrue(gate.closed)
         self.assertEqual(gate.backlog, 0)
+
+    def test_stream_a_piece_per_turn_nothing_interleaved(self):
+        r = Recorder()
+        gate = r.gate(backlog=10)
+        done = []
+        gate.send_stream(iter([b"[1", b",2", b"]"])).addCallback(done.append)
+        gate.send_gaze("g")  # must wait: nothing interleaves with the message
+        gate.send_bytes(b"reply")
+        self.assertEqual(r.sent, [("begin", None)])
+        for expected in (b"[1", b",2", b"]"):
+            r.clock.advance(0)
+            self.assertEqual(r.sent[-1], ("fragment", expected))
+        r.clock.advance(0)
+        self.assertEqual(r.sent[-3:], [("end", None), ("bytes", b"reply"), ("gaze", "g")])
+        self.assertEqual(done, [None])
+
+    def test_stream_waits_while_paused(self):
+        r = Recorder()
+        gate = r.gate()
+        gate.send_stream(iter([b"a", b"b"]))
+        r.clock.advance(0)
+        gate.pauseProducing()
+        r.clock.advance(0)
+        r.clock.advance(0)
+        self.assertEqual([k for k, _ in r.sent], ["begin", "fragment"])
+        gate.resumeProducing()
+        r.clock.advance(0)
+        r.clock.advance(0)
+        self.assertEqual([k for k, _ in r.sent], ["begin", "fragment", "fragment", "end"])
+
+    def test_streams_one_after_another(self):
+        r = Recorder()
+        gate = r.gate()
+        gate.send_stream(iter([b"1"]))
+        gate.send_stream(iter([b"2"]))
+        for _ in range(6):
+            r.clock.advance(0)
+        self.assertEqual(
+            r.sent,
+            [
+                ("begin", None),
+                ("fragment", b"1"),
+                ("end", None),
+                ("begin", None),
+                ("fragment", b"2"),
+                ("end", None),
+            ],
+        )
+
+    def test_stream_fails_when_closed(self):
+        r = Recorder()
+        gate = r.gate()
+        d = gate.send_stream(iter([b"1", b"2"]))
+        gate.close()
+        self.failureResultOf(d, ConnectionError)
+        r.clock.advance(0)
+        self.assertEqual(r.sent, [("begin", None)])
 
     def test_closed_gate_sends_nothing(self):
         r = Recorder()

@@ -148,7 +148,7 @@ class ProtocolTests(LoopbackServerMixin, unittest.TestCase):
         # megabytes first (loopback buffers autotune up to several MB).
         slow.transport.getHandle().setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
         for gate in self.state.hub.gates:
-            server_side = gate._send_bytes.__self__.transport.getHandle()
+            server_side = gate._channel.transport.getHandle()
             if server_side.getpeername()[1] == slow.transport.getHost().port:
                 server_side.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 32768)
         slow.transport.pauseProducing()  # stop reading from the socket

@@ -1,79 +1,62 @@
 # -*- test-case-name: tests.test_bulk -*-
 """
-Large replies without stalling anyone: L{encode_samples} turns any number of
-gaze records into the JSON array of a C{get_data} reply a slice at a time,
-one slice per reactor turn, so the gaze streams of every client keep flowing
-while a long range is encoded.  The result is spliced into the reply as
-pre-encoded JSON (L{EncodedReply}).
+Large replies without stalling anyone.  A C{get_data} answer can hold a
+whole session (tens of MB); encoding it, or even joining it into one string,
+would hold up the reactor for tens of ms.  L{reply_pieces} produces the
+reply's JSON text lazily, one slice of samples per piece, for
+L{SendGate.send_stream<jspsych_tobii.server.gate.SendGate.send_stream>} to
+send a piece per reactor turn as the fragments of one WebSocket message.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator
+from typing import Iterator
 
 import numpy as np
-from twisted.internet import defer
 
-from jspsych_tobii.core.gaze import GazeView
+from jspsych_tobii.core.gaze import GazeView, dumps
+from jspsych_tobii.logs import Logger
 
-#: Records encoded per reactor turn: about 1-2 ms of work.
-SLICE = 400
+#: Samples encoded per piece (per reactor turn): about 1 ms of work.
+SLICE = 200
+
+_log = Logger()
 
 
 @dataclass
-class EncodedReply:
-    """A reply whose C{key} holds JSON text that was encoded already."""
+class StreamedReply:
+    """A handler's answer whose C{key} is a long array of samples, streamed."""
 
-    key: str
-    raw: bytes
+    chunks: Iterator[np.ndarray]
+    key: str = "samples"
     fields: dict = field(default_factory=dict)
 
 
-def encode_samples(
-    reactor: Any, chunks: Iterator[np.ndarray] | np.ndarray, slice_size: int = SLICE
-) -> defer.Deferred:
+def reply_pieces(
+    head: dict, key: str, chunks: Iterator[np.ndarray], slice_size: int = SLICE
+) -> Iterator[bytes]:
     """
-    Encode records as a JSON array, C{slice_size} per reactor turn.
-
-    @param chunks: one array of GAZE_DTYPE records, or an iterator of them
-        (for example successive reads from a recording), in time order.
-    @return: a Deferred firing with C{(json_bytes, count)}.
+    The JSON text of C{head} plus C{key}: an array of the samples in
+    C{chunks}, then C{count} and C{success}, in pieces of at most
+    C{slice_size} samples.  If taking a chunk fails (a recording that cannot
+    be read), the array ends there and the reply says C{success: false} with
+    the error: the text is always one valid JSON object.
     """
-    if isinstance(chunks, np.ndarray):
-        chunks = iter((chunks,))
-    parts: list = []
-    done: defer.Deferred = defer.Deferred()
-    state = {"chunk": None, "at": 0, "count": 0}
-
-    def step() -> None:
-        try:
-            while True:
-                chunk = state["chunk"]
-                if chunk is None or state["at"] >= len(chunk):
-                    chunk = next(chunks, None)
-                    if chunk is None:
-                        done.callback((b"[" + b",".join(parts) + b"]", state["count"]))
-                        return
-                    state["chunk"], state["at"] = chunk, 0
-                    continue
-                piece = chunk[state["at"] : state["at"] + slice_size]
-                state["at"] += len(piece)
-                state["count"] += len(piece)
-                parts.extend(GazeView(piece).encode_samples())
-                reactor.callLater(0, step)
-                return
-        except Exception:
-            done.errback()
-
-    reactor.callLater(0, step)
-    return done
-
-
-def splice(reply: dict, encoded: EncodedReply, dumps: Callable[[dict], bytes]) -> bytes:
-    """The reply's JSON with the pre-encoded value added under its key."""
-    head = dumps(reply)
-    assert head.endswith(b"}")
-    key = dumps({encoded.key: None})[1:-5]  # '"key":'
-    separator = b"," if len(head) > 2 else b""
-    return head[:-1] + separator + key + encoded.raw + b"}"
+    opening = dumps(head)
+    yield opening[:-1] + (b"," if len(opening) > 2 else b"") + dumps(key) + b":["
+    count = 0
+    try:
+        for chunk in chunks:
+            for start in range(0, len(chunk), slice_size):
+                piece = chunk[start : start + slice_size]
+                body = b",".join(GazeView(piece).encode_samples())
+                yield b"," + body if count else body
+                count += len(piece)
+    except Exception as e:
+        _log.failure("reading samples for a reply")
+        error = json.dumps(f"could not read all samples: {e}").encode()
+        yield b'],"count":%d,"success":false,"error":%s}' % (count, error)
+        return
+    yield b'],"count":%d,"success":true}' % count

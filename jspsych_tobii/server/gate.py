@@ -10,13 +10,21 @@ of gaze frames (the oldest are dropped and counted) and the replies, which
 are never dropped.  On resume it flushes the replies, then the gaze frames,
 then tells the client how many frames it missed.  A client that lets replies
 pile up past a limit is disconnected: it is not reading at all.
+
+Large replies are streamed (L{send_stream}): one WebSocket message sent as
+a series of fragments, one fragment per reactor turn and only while the
+transport takes data, so neither encoding nor copying a large answer ever
+holds up the reactor.  Nothing may be interleaved with a fragmented message,
+so gaze frames and other replies for this client wait in the backlog until
+it ends.
 """
 
 from __future__ import annotations
 
 import collections
-from typing import Any, Callable
+from typing import Any, Iterator, Optional
 
+from twisted.internet import defer
 from twisted.internet.interfaces import IPushProducer
 from zope.interface import implementer
 
@@ -32,40 +40,47 @@ MAX_REPLY_BACKLOG = 1000
 @implementer(IPushProducer)
 class SendGate:
     """
-    @param send_prepared: sends a prepared gaze message (Autobahn's
-        C{sendPreparedMessage}).
-    @param send_bytes: sends one text message (C{sendMessage}).
-    @param abort: drops the connection.
+    @param channel: the connection, with C{send_prepared(prepared)} (a gaze
+        frame framed once for all clients), C{send_bytes(payload)} (one text
+        message), C{begin_message()}, C{send_fragment(data)},
+        C{end_message()} (a message in fragments) and C{abort()}.
+    @param reactor: provides C{callLater}, to stream a fragment per turn.
     """
 
     log = Logger()
 
     def __init__(
         self,
-        send_prepared: Callable[[Any], None],
-        send_bytes: Callable[[bytes], None],
-        abort: Callable[[], None],
+        channel: Any,
+        reactor: Any,
         peer: str = "?",
         gaze_backlog: int = DEFAULT_GAZE_BACKLOG,
     ):
-        self._send_prepared = send_prepared
-        self._send_bytes = send_bytes
-        self._abort = abort
+        self._channel = channel
+        self._reactor = reactor
         self.peer = peer
-        self.paused = False
+        self.paused = False  # by the transport: its buffer is full
         self.closed = False
         self._gaze: collections.deque = collections.deque(maxlen=gaze_backlog)
         self._replies: collections.deque = collections.deque()
+        self._streams: collections.deque = collections.deque()  # waiting to be sent
+        self._stream: Optional[tuple] = None  # (pieces, deferred) being sent
+        self._pump = None
         self.dropped = 0  # gaze frames dropped, in all
         self._dropped_unreported = 0
         self.sent_gaze = 0
+
+    @property
+    def _held(self) -> bool:
+        """Nothing else may go out now."""
+        return self.paused or self._stream is not None
 
     # -- sending
 
     def send_gaze(self, prepared: Any) -> None:
         if self.closed:
             return
-        if self.paused or self._gaze:
+        if self._held or self._gaze:
             if len(self._gaze) == self._gaze.maxlen:
                 self.dropped += 1
                 self._dropped_unreported += 1
@@ -77,7 +92,7 @@ class SendGate:
             self._gaze.append(prepared)
             return
         self.sent_gaze += 1
-        self._send_prepared(prepared)
+        self._channel.send_prepared(prepared)
 
     def send_message(self, message: dict) -> None:
         self.send_bytes(dumps(message))
@@ -85,7 +100,7 @@ class SendGate:
     def send_bytes(self, payload: bytes) -> None:
         if self.closed:
             return
-        if self.paused or self._replies:
+        if self._held or self._replies:
             if len(self._replies) >= MAX_REPLY_BACKLOG:
                 self.log.warn(
                     "client {peer} stopped reading ({n} replies pending); disconnecting",
@@ -93,11 +108,25 @@ class SendGate:
                     n=len(self._replies),
                 )
                 self.close()
-                self._abort()
+                self._channel.abort()
                 return
             self._replies.append(payload)
             return
-        self._send_bytes(payload)
+        self._channel.send_bytes(payload)
+
+    def send_stream(self, pieces: Iterator[bytes]) -> defer.Deferred:
+        """
+        Send the pieces as one text message, a fragment per reactor turn;
+        the pieces are produced (encoded) lazily, one per turn.  Fires when
+        the message is sent, fails if the connection closed first.
+        """
+        d: defer.Deferred = defer.Deferred()
+        if self.closed:
+            d.errback(ConnectionError("the connection is closed"))
+            return d
+        self._streams.append((pieces, d))
+        self._next_stream()
+        return d
 
     @property
     def backlog(self) -> int:
@@ -107,6 +136,52 @@ class SendGate:
         self.closed = True
         self._gaze.clear()
         self._replies.clear()
+        if self._pump is not None and self._pump.active():
+            self._pump.cancel()
+        self._pump = None
+        pending = ([self._stream] if self._stream else []) + list(self._streams)
+        self._stream = None
+        self._streams.clear()
+        for _, d in pending:
+            d.errback(ConnectionError("the connection closed"))
+
+    # -- streaming
+
+    def _next_stream(self) -> None:
+        if self._stream is not None or not self._streams or self.paused or self.closed:
+            return
+        self._stream = self._streams.popleft()
+        self._channel.begin_message()
+        self._schedule()
+
+    def _schedule(self) -> None:
+        if self._pump is None and not self.paused and not self.closed:
+            self._pump = self._reactor.callLater(0, self._send_piece)
+
+    def _send_piece(self) -> None:
+        self._pump = None
+        if self._stream is None or self.closed or self.paused:
+            return
+        pieces, d = self._stream
+        try:
+            piece = next(pieces, None)
+        except Exception:
+            # the producer promised to end its JSON itself; this is a bug
+            self.log.failure("streaming a reply to {peer}", peer=self.peer)
+            self._stream = None
+            self.close()
+            self._channel.abort()
+            return
+        if piece is not None:
+            if piece:
+                self._channel.send_fragment(piece)
+            self._schedule()
+            return
+        self._channel.end_message()
+        self._stream = None
+        d.callback(None)
+        self._flush()
+        self._next_stream()
 
     # -- IPushProducer
 
@@ -115,26 +190,30 @@ class SendGate:
 
     def resumeProducing(self) -> None:
         self.paused = False
-        self._flush()
+        if self._stream is not None:
+            self._schedule()
+        else:
+            self._flush()
+            self._next_stream()
 
     def stopProducing(self) -> None:
         self.close()
 
     def _flush(self) -> None:
         # The transport may pause us again from inside a write.
-        while self._replies and not self.paused and not self.closed:
-            self._send_bytes(self._replies.popleft())
-        while self._gaze and not self.paused and not self.closed:
+        while self._replies and not self._held and not self.closed:
+            self._channel.send_bytes(self._replies.popleft())
+        while self._gaze and not self._held and not self.closed:
             self.sent_gaze += 1
-            self._send_prepared(self._gaze.popleft())
-        if self._dropped_unreported and not self._gaze and not self.paused and not self.closed:
+            self._channel.send_prepared(self._gaze.popleft())
+        if self._dropped_unreported and not self._gaze and not self._held and not self.closed:
             dropped, self._dropped_unreported = self._dropped_unreported, 0
             self.log.warn(
                 "client {peer} is reading again; {n} gaze frames were dropped for it",
                 peer=self.peer,
                 n=dropped,
             )
-            self._send_bytes(
+            self._channel.send_bytes(
                 dumps(
                     {
                         "type": "stream_status",

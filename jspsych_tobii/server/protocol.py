@@ -49,12 +49,7 @@ class TobiiServerProtocol(WebSocketServerProtocol):
 
     def onOpen(self):
         app: ServerState = self.factory.app
-        self.gate = SendGate(
-            self._send_prepared,
-            self.sendMessage,
-            lambda: self.dropConnection(abort=True),
-            peer=self.peer,
-        )
+        self.gate = SendGate(self, app.reactor, peer=self.peer)
         self.registerProducer(self.gate, True)
         app.hub.gates.add(self.gate)
         self.session = ClientSession(app, self.gate, self.peer)
@@ -82,7 +77,24 @@ class TobiiServerProtocol(WebSocketServerProtocol):
                 ),
             )
 
-    def _send_prepared(self, prepared) -> None:
+    # -- the channel a SendGate sends through
+
+    def send_bytes(self, payload: bytes) -> None:
+        self.sendMessage(payload)
+
+    def begin_message(self) -> None:
+        self.beginMessage(isBinary=False)
+
+    def send_fragment(self, data: bytes) -> None:
+        self.sendMessageFrame(data)
+
+    def end_message(self) -> None:
+        self.endMessage()
+
+    def abort(self) -> None:
+        self.dropConnection(abort=True)
+
+    def send_prepared(self, prepared) -> None:
         """
         Write a gaze frame framed once for all clients.  Autobahn's
         sendPreparedMessage does the same write, but first formats a debug

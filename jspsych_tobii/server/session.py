@@ -18,14 +18,14 @@ from twisted.internet import defer
 from twisted.python.failure import Failure
 
 from jspsych_tobii.core import messages
-from jspsych_tobii.core.gaze import dumps, sample_dicts
+from jspsych_tobii.core.gaze import sample_dicts
 from jspsych_tobii.core.messages import Request, RequestError
 from jspsych_tobii.core.timesync import ClientClockModel
 from jspsych_tobii.core.validation import ValidationRun
 from jspsych_tobii.interfaces import TrackerError
 from jspsych_tobii.logs import Logger
 from jspsych_tobii.recording.writer import session_range
-from jspsych_tobii.server.bulk import EncodedReply, encode_samples, splice
+from jspsych_tobii.server.bulk import StreamedReply, reply_pieces
 from jspsych_tobii.server.calibration import CalibrationError
 from jspsych_tobii.server.gate import SendGate
 
@@ -81,9 +81,11 @@ class ClientSession:
     def _send_reply(self, fields, request: Request) -> None:
         if self.closed:
             return
-        if isinstance(fields, EncodedReply):
-            reply = messages.reply(request, **fields.fields)
-            self.gate.send_bytes(splice(reply, fields, dumps))
+        if isinstance(fields, StreamedReply):
+            head = messages.reply(request, **fields.fields)
+            self.gate.send_stream(reply_pieces(head, fields.key, fields.chunks)).addErrback(
+                lambda f: None  # the connection closed meanwhile
+            )
             return
         self.gate.send_message(messages.reply(request, **fields))
 
@@ -173,14 +175,7 @@ class ClientSession:
             d = recorder.flushed()
         else:
             d = defer.succeed(None)
-        d.addCallback(
-            lambda _: encode_samples(
-                self.app.reactor, session_range(recorder, buffer, start_us, end_us)
-            )
-        )
-        d.addCallback(
-            lambda done: EncodedReply("samples", done[0], {"success": True, "count": done[1]})
-        )
+        d.addCallback(lambda _: StreamedReply(session_range(recorder, buffer, start_us, end_us)))
         return d
 
     def do_get_user_position(self, request: Request, received_ms: float) -> dict:
