@@ -44,6 +44,7 @@ class ServerConfig:
     @ivar replay: play this recording back as the tracker.
     @ivar replay_speed: replay speed factor (2 = twice as fast).
     @ivar replay_loop: start the replay over when it ends.
+    @ivar sdk_python: run the Tobii SDK in a child process with this Python.
     """
 
     host: str = "localhost"
@@ -65,6 +66,7 @@ class ServerConfig:
     replay: Optional[str] = None
     replay_speed: float = 1.0
     replay_loop: bool = False
+    sdk_python: Optional[str] = None
 
     def __post_init__(self) -> None:
         self.port = str(self.port)
@@ -110,6 +112,16 @@ class ServerConfig:
                 raise ConfigError("--replay: cannot be combined with --tracker")
             if not os.path.isfile(self.replay):
                 raise ConfigError(f"--replay: no such file: {self.replay}")
+        if self.sdk_python is not None:
+            path = os.path.expanduser(str(self.sdk_python).strip())
+            if not path:
+                raise ConfigError("--sdk-python: the path is empty")
+            if not os.path.isfile(path):
+                raise ConfigError(f"--sdk-python: no such file: {self.sdk_python}")
+            if self.mock or self.replay is not None:
+                raise ConfigError("--sdk-python: cannot be combined with --mock or --replay")
+            # abspath, not realpath: a venv's python is a symlink that must stay one
+            self.sdk_python = os.path.abspath(path)
         if self.record_dir is not None and not str(self.record_dir).strip():
             raise ConfigError("--record-dir: the folder name is empty")
         return self

@@ -63,6 +63,13 @@ class Options(usage.Options):
             "Start of each validation point's window skipped as the saccade to the target, ms.",
         ],
         ["frequency", None, None, "Gaze output frequency to set on the tracker, Hz."],
+        [
+            "sdk-python",
+            None,
+            None,
+            "Run the Tobii SDK in a child process with this Python (a CPython 3.10 with "
+            "tobii-research: see jspsych-tobii-sdk-setup).",
+        ],
         ["record-dir", None, None, "Record every tracking session to a file in this folder."],
         ["replay", None, None, "Play a recording back as the tracker (instead of a device)."],
         ["speed", None, "1", "Replay speed factor (2 = twice as fast)."],
@@ -87,7 +94,7 @@ class Options(usage.Options):
 
     def opt_list_trackers(self):
         """Print each eye tracker found (address, model, serial, firmware, frequencies), exit."""
-        raise SystemExit(list_trackers())
+        self.list_only = True
 
     def postOptions(self):
         try:
@@ -110,10 +117,13 @@ class Options(usage.Options):
                 replay=self["replay"],
                 replay_speed=self["speed"],
                 replay_loop=bool(self["replay-loop"]),
+                sdk_python=self["sdk-python"],
             )
         except ConfigError as e:
             raise usage.UsageError(str(e)) from None
         _check_files(self.config)
+        if getattr(self, "list_only", False):
+            raise SystemExit(list_trackers(sdk_python=self.config.sdk_python))
 
 
 def _check_files(config: ServerConfig) -> None:
@@ -136,17 +146,24 @@ def _check_files(config: ServerConfig) -> None:
             raise usage.UsageError(f"--record-dir: cannot write in {config.record_dir}")
 
 
-def list_trackers(out=None) -> int:
-    """The C{--list-trackers} command; returns the exit status."""
+def list_trackers(out=None, sdk_python: Optional[str] = None) -> int:
+    """
+    The C{--list-trackers} command: with the SDK in this Python, or in the
+    child interpreter C{sdk_python}.  Returns the exit status.
+    """
     import sys
 
+    from jspsych_tobii.trackers.child import find_trackers_in, sdk_unavailable_message
     from jspsych_tobii.trackers.tobii_sdk import describe, find_trackers
 
     out = out or sys.stdout
     try:
-        found = find_trackers()
+        found = find_trackers_in(sdk_python) if sdk_python else find_trackers()
     except TrackerError as e:
-        print(f"jspsych-tobii: {e}", file=sys.stderr)
+        message = str(e)
+        if not sdk_python and isinstance(e.__cause__, ImportError):
+            message = sdk_unavailable_message()
+        print(f"jspsych-tobii: {message}", file=sys.stderr)
         return 1
     if not found:
         print("no eye tracker found", file=out)
@@ -193,12 +210,28 @@ def tracker_factory(
 
         return make_replay
 
+    if config.sdk_python:
+
+        def make_child() -> ITracker:
+            from jspsych_tobii.trackers.child import ChildTracker
+
+            return ChildTracker(
+                reactor, config.sdk_python, address=config.tracker, frequency=config.frequency
+            )
+
+        return make_child
+
     def make_tobii() -> ITracker:
+        from jspsych_tobii.trackers.child import sdk_unavailable_message
+        from jspsych_tobii.trackers.tobii import TobiiTracker
+        from jspsych_tobii.trackers.tobii_sdk import load_sdk
+
         try:
-            from jspsych_tobii.trackers.tobii import TobiiTracker
-        except ImportError as e:  # pragma: no cover - the module ships with the package
-            raise TrackerError(f"the Tobii adapter cannot be loaded: {e}") from None
-        return TobiiTracker(reactor, address=config.tracker, frequency=config.frequency)
+            sdk = load_sdk()
+        except TrackerError as e:
+            detail = "" if isinstance(e.__cause__, ImportError) else str(e)
+            raise TrackerError(sdk_unavailable_message(detail)) from None
+        return TobiiTracker(reactor, address=config.tracker, sdk=sdk, frequency=config.frequency)
 
     return make_tobii
 

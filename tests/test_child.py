@@ -1,0 +1,756 @@
+"""
+Tests for L{jspsych_tobii.trackers.child}: the SDK adapter in a child
+process.  The child runs this interpreter with the fake SDK of
+L{tests.fake_tobii_research} (real threads, up to 1200 Hz), built in the
+child by L{fake_sdk} from options passed in the environment; one class runs
+a Python 3.10 with the real tobii-research when C{JSPSYCH_TOBII_SDK_PYTHON}
+names one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import unittest as pyunittest
+
+import numpy as np
+from twisted.internet import defer, reactor, task
+from twisted.internet.task import Clock
+from twisted.logger import globalLogPublisher
+from twisted.trial import unittest
+
+from jspsych_tobii.core.timesync import monotonic_us
+from jspsych_tobii.interfaces import (
+    GAZE_DTYPE,
+    NotificationKind,
+    NoTrackerError,
+    TrackerError,
+    TrackerInfo,
+)
+from jspsych_tobii.trackers import child as childmodule
+from jspsych_tobii.trackers import childwire
+from jspsych_tobii.trackers.child import ChildTracker, sdk_unavailable_message
+from jspsych_tobii.trackers.child_main import SDKProcess
+
+from . import fake_tobii_research as fake
+from .tracker_contract import TrackerContractMixin
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+
+#: Options of L{fake_sdk}, as JSON, in the child's environment.
+FAKE_ENV = "JSPSYCH_TOBII_TEST_FAKE_SDK"
+#: A Python 3.10 with tobii-research 2.x, Twisted, numpy, zope.interface (CI sets it).
+SDK_PYTHON_ENV = "JSPSYCH_TOBII_SDK_PYTHON"
+FAKE = "tests.test_child:fake_sdk"
+
+
+def fake_sdk():
+    """
+    Called in the child (C{--sdk tests.test_child:fake_sdk}): the fake SDK
+    with devices and scripted events as the environment says.
+    """
+    options = json.loads(os.environ.get(FAKE_ENV) or "{}")
+    version = options.get("version", "2.x")
+    sdk = fake.make_sdk(version)
+    for _ in range(options.get("devices", 1)):
+        frequency = options.get("frequency") or (600.0 if version == "2.x" else 300.0)
+        device = sdk.add_device(frequency=frequency)
+        device.collect_seconds = options.get("collect_seconds", 0.05)
+    sdk.clock_offset_us = options.get("clock_offset_us", 0)
+    if options.get("lose_after") is not None:
+        device = sdk.device()
+        threading.Timer(options["lose_after"], device.lose_connection).start()
+        threading.Timer(options["restore_after"], device.restore_connection).start()
+    if options.get("noisy"):
+        # Neither may reach the frame pipe.
+        print("a print() from the SDK")
+        os.write(1, b"bytes written to descriptor 1 by native code\n")
+    if options.get("deaf"):
+        # The child no longer sees its stdin close: only a kill ends it.
+        read, _ = os.pipe()
+        os.dup2(read, 0)
+    return sdk
+
+
+def connection(notes):
+    """The notifications about the connection, in order."""
+    kinds = (NotificationKind.CONNECTION_LOST, NotificationKind.CONNECTION_RESTORED)
+    return [note for note in notes if note.kind in kinds]
+
+
+def sleep(seconds: float) -> defer.Deferred:
+    return task.deferLater(reactor, seconds, lambda: None)
+
+
+@defer.inlineCallbacks
+def waitFor(predicate, timeout: float = 3.0, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        yield sleep(0.01)
+
+
+def child_is_gone(pid: int) -> bool:
+    """True once C{pid} has exited (a zombie counts: nobody may reap orphans here)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except FileNotFoundError:
+        return True
+    except OSError:  # pragma: no cover - no /proc
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        return False
+
+
+def make_child(python=None, sdk_module=FAKE, python_path=(ROOT,), **options):
+    """A ChildTracker on this interpreter with the fake SDK, set up by C{options}."""
+    settings = {
+        key: options.pop(key)
+        for key in list(options)
+        if key in ("address", "frequency", "restart_delay", "restart_max_delay")
+    }
+    settings.setdefault("restart_delay", 0.05)
+    return ChildTracker(
+        reactor,
+        python or sys.executable,
+        sdk_module=sdk_module,
+        python_path=python_path,
+        env={FAKE_ENV: json.dumps(options)},
+        **settings,
+    )
+
+
+class ChildTestCase(unittest.TestCase):
+    timeout = 20
+
+    def tracker(self, **options):
+        tracker = make_child(**options)
+        self.addCleanup(tracker.disconnect)
+        return tracker
+
+    @defer.inlineCallbacks
+    def connected(self, **options):
+        tracker = self.tracker(**options)
+        notes = []
+        tracker.setNotificationReceiver(notes.append)
+        info = yield tracker.connect()
+        return tracker, info, notes
+
+
+class ContractTests(TrackerContractMixin, unittest.TestCase):
+    """The ITracker contract, through the child, with the fake 2.x SDK."""
+
+    timeout = 20
+    version = "2.x"
+
+    def makeTracker(self):
+        return make_child(version=self.version), None
+
+
+class Contract1xTests(ContractTests):
+    """The ITracker contract with the fake 1.x SDK (user positions from the track box)."""
+
+    version = "1.x"
+
+
+class StreamTests(ChildTestCase):
+    @defer.inlineCallbacks
+    def test_1200hz_none_lost(self):
+        """One second at 1200 Hz through the pipes: every sample, in order, in batches."""
+        tracker, info, notes = yield self.connected(frequency=1200.0)
+        self.assertEqual(info.frequency, 1200.0)
+        batches = []
+        yield tracker.startGaze(batches.append)
+        yield sleep(1.0)
+        yield tracker.stopGaze()
+        samples = np.concatenate(batches)
+        self.assertEqual(samples.dtype, GAZE_DTYPE)
+        self.assertGreater(len(samples), 1100)
+        steps = np.diff(samples["system_time_us"])
+        period = 1e6 / 1200.0
+        # every step is one period (833 or 834 µs): nothing lost, nothing repeated
+        self.assertEqual(int(steps.min()), int(period))
+        self.assertEqual(int(steps.max()), int(period) + 1)
+        self.assertTrue(np.all(samples["left_gaze_valid"]))
+        self.assertTrue(np.all(np.isfinite(samples["left_x"])))
+        # the server stamps seq and its own time into delivered batches
+        batches[0]["seq"] = 1
+        self.assertLessEqual(len(batches), len(samples))
+
+    @defer.inlineCallbacks
+    def test_frequency_and_info(self):
+        """A new frequency reaches the server's copy of the info, and survives a restart."""
+        tracker, info, notes = yield self.connected()
+        current = yield tracker.setGazeOutputFrequency(300)
+        self.assertEqual(current, 300.0)
+        self.assertEqual(tracker.info.frequency, 300.0)
+        os.kill(tracker.pid, signal.SIGKILL)
+        yield waitFor(lambda: len(connection(notes)) >= 2, what="the restart")
+        self.assertEqual(tracker.info.frequency, 300.0)
+
+    @defer.inlineCallbacks
+    def test_clock_offset(self):
+        """
+        The SDK clock's offset from the server's monotonic clock is measured
+        across the pipes: 0 where they are one clock (Linux), the difference
+        where they differ, and it stays through info updates from the child.
+        """
+        tracker, info, notes = yield self.connected()
+        self.assertEqual(info.system_clock_offset_us, 0)
+        other, info, notes = yield self.connected(clock_offset_us=2_500_000_123)
+        self.assertLess(abs(info.system_clock_offset_us - 2_500_000_123), 1000)
+        offset = info.system_clock_offset_us
+        yield other.setGazeOutputFrequency(300)
+        self.assertEqual(other.info.frequency, 300.0)
+        self.assertEqual(other.info.system_clock_offset_us, offset)
+        # gaze is stamped on the SDK's clock; startGaze filters by that clock too
+        batches = []
+        yield other.startGaze(batches.append)
+        yield waitFor(lambda: batches, what="gaze")
+        lag = monotonic_us() + offset - batches[0]["system_time_us"][0]
+        self.assertLess(abs(lag), 100_000)
+
+    @defer.inlineCallbacks
+    def test_sdk_notifications_forwarded(self):
+        """The tracker's own connection loss and restore (in the child) reach the server."""
+        tracker, info, notes = yield self.connected(lose_after=0.2, restore_after=0.4)
+        batches = []
+        yield tracker.startGaze(batches.append)
+        yield waitFor(lambda: len(connection(notes)) >= 2, what="the notifications")
+        lost, restored = connection(notes)
+        self.assertEqual(lost.kind, NotificationKind.CONNECTION_LOST)
+        self.assertEqual(restored.kind, NotificationKind.CONNECTION_RESTORED)
+        self.assertIn("lost the connection", lost.message)
+        self.assertIn(NotificationKind.STREAM_ERROR, [note.kind for note in notes])
+        count = sum(len(b) for b in batches)
+        yield sleep(0.2)
+        self.assertGreater(sum(len(b) for b in batches), count + 50)
+        self.assertEqual(tracker.restarts, 0)
+
+    @defer.inlineCallbacks
+    def test_child_log_relayed(self):
+        """The child's log lines reach the server's log, at their level, with its pid."""
+        events = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        tracker, info, notes = yield self.connected()
+        yield waitFor(
+            lambda: any("connected to Tobii Pro Spectrum" in e.get("text", "") for e in events),
+            what="the relayed line",
+        )
+        [event] = [e for e in events if "connected to Tobii Pro Spectrum" in e.get("text", "")]
+        self.assertEqual(event["pid"], tracker.pid)
+        self.assertEqual(event["log_level"].name, "info")
+
+    @defer.inlineCallbacks
+    def test_stdout_noise_cannot_break_frames(self):
+        """print() and writes to descriptor 1 in the child go to stderr, not between frames."""
+        tracker, info, notes = yield self.connected(noisy=True)
+        batches = []
+        yield tracker.startGaze(batches.append)
+        yield sleep(0.2)
+        self.assertTrue(batches)
+        process = tracker._process
+        self.assertIsNone(process.brokenWire)
+        self.assertIn("a print() from the SDK", list(process.tail))
+
+
+class RestartTests(ChildTestCase):
+    @defer.inlineCallbacks
+    def test_killed_mid_stream(self):
+        """
+        SIGKILL mid-stream: CONNECTION_LOST, a new child, CONNECTION_RESTORED,
+        and gaze flows again to the same receiver.
+        """
+        tracker, info, notes = yield self.connected(frequency=1200.0)
+        batches = []
+        yield tracker.startGaze(batches.append)
+        yield sleep(0.2)
+        first = tracker.pid
+        os.kill(first, signal.SIGKILL)
+        yield waitFor(lambda: connection(notes), what="CONNECTION_LOST")
+        lost = connection(notes)[0]
+        self.assertEqual(lost.kind, NotificationKind.CONNECTION_LOST)
+        self.assertIn("signal 9 (SIGKILL)", lost.message)
+        self.assertEqual(lost.data["signal"], signal.SIGKILL)
+        self.assertIsNone(tracker.getUserPosition())
+        yield self.assertFailure(tracker.enterCalibration(), TrackerError)
+        count = sum(len(b) for b in batches)
+        yield waitFor(lambda: len(connection(notes)) >= 2, what="CONNECTION_RESTORED")
+        self.assertEqual(connection(notes)[1].kind, NotificationKind.CONNECTION_RESTORED)
+        self.assertNotEqual(tracker.pid, first)
+        self.assertEqual(tracker.restarts, 1)
+        yield sleep(0.3)
+        resumed = np.concatenate(batches)[count:]
+        self.assertGreater(len(resumed), 250)
+        self.assertTrue(np.all(np.diff(resumed["system_time_us"]) > 0))
+        yield tracker.stopGaze()
+
+    @defer.inlineCallbacks
+    def test_backoff(self):
+        """A child that dies again soon after its restart waits twice as long."""
+        tracker, info, notes = yield self.connected(restart_delay=0.05)
+        os.kill(tracker.pid, signal.SIGKILL)
+        yield waitFor(lambda: len(connection(notes)) >= 2, what="the first restart")
+        os.kill(tracker.pid, signal.SIGKILL)
+        yield waitFor(lambda: len(connection(notes)) >= 4, what="the second restart")
+        lost = [n for n in notes if n.kind == NotificationKind.CONNECTION_LOST]
+        self.assertEqual([n.data["restartIn"] for n in lost], [0.05, 0.1])
+        self.assertEqual(tracker.restarts, 2)
+
+    def test_delays(self):
+        tracker = ChildTracker(Clock(), sys.executable, restart_delay=0.5, restart_max_delay=3)
+        self.assertEqual([tracker._nextDelay() for _ in range(5)], [0.5, 1.0, 2.0, 3, 3])
+
+    @defer.inlineCallbacks
+    def test_calibration_fails_cleanly_during_restart(self):
+        tracker, info, notes = yield self.connected(restart_delay=0.5)
+        yield tracker.enterCalibration()
+        collecting = tracker.collectCalibrationData(0.5, 0.5)
+        os.kill(tracker.pid, signal.SIGKILL)
+        error = yield self.assertFailure(collecting, TrackerError)
+        self.assertIn("SIGKILL", str(error))
+        yield tracker.leaveCalibration()  # a no-op while the child is down
+        yield tracker.stopGaze()
+
+    @defer.inlineCallbacks
+    def test_no_restart_after_disconnect(self):
+        tracker, info, notes = yield self.connected()
+        pid = tracker.pid
+        yield tracker.disconnect()
+        yield sleep(0.2)
+        self.assertEqual(connection(notes), [])
+        self.assertIsNone(tracker.pid)
+        self.assertTrue(child_is_gone(pid))
+
+
+class LifecycleTests(ChildTestCase):
+    @defer.inlineCallbacks
+    def test_no_tracker(self):
+        tracker = self.tracker(devices=0)
+        error = yield self.assertFailure(tracker.connect(), NoTrackerError)
+        self.assertEqual(str(error), "no eye tracker connected")
+        self.assertIsNone(tracker.info)
+        pid = tracker.pid
+        # the service retries on the same object: the same child answers again
+        yield self.assertFailure(tracker.connect(), NoTrackerError)
+        self.assertEqual(tracker.pid, pid)
+
+    @defer.inlineCallbacks
+    def test_concurrent_connects(self):
+        tracker = self.tracker()
+        first, second = tracker.connect(), tracker.connect()
+        info = yield first
+        self.assertIs((yield second), info)
+        self.assertIs((yield tracker.connect()), info)
+
+    @defer.inlineCallbacks
+    def test_disconnect_ends_child(self):
+        tracker, info, notes = yield self.connected()
+        yield tracker.startGaze(lambda batch: None)
+        pid = tracker.pid
+        started = time.monotonic()
+        yield tracker.disconnect()
+        self.assertLess(time.monotonic() - started, 1.0)
+        self.assertTrue(child_is_gone(pid))
+        yield tracker.disconnect()
+        yield self.assertFailure(tracker.connect(), TrackerError)
+
+    @defer.inlineCallbacks
+    def test_disconnect_while_connecting(self):
+        tracker = self.tracker()
+        connecting = tracker.connect()
+        yield tracker.disconnect()
+        yield self.assertFailure(connecting, TrackerError)
+
+    @defer.inlineCallbacks
+    def test_deaf_child_is_killed(self):
+        """A child that does not exit when its stdin closes is killed after stopTimeout."""
+        tracker = self.tracker(deaf=True)
+        tracker.stopTimeout = 0.3
+        yield tracker._ready()
+        pid = tracker.pid
+        started = time.monotonic()
+        yield tracker.disconnect()
+        self.assertGreaterEqual(time.monotonic() - started, 0.3)
+        self.assertTrue(child_is_gone(pid))
+        self.flushLoggedErrors()
+
+    def test_child_dies_with_the_server(self):
+        """The server killed with SIGKILL: its SDK process sees its stdin close and exits."""
+        script = (
+            "import sys, json\n"
+            "from twisted.internet import reactor\n"
+            "from jspsych_tobii.trackers.child import ChildTracker\n"
+            "t = ChildTracker(reactor, sys.executable, sdk_module=sys.argv[1],"
+            " python_path=[sys.argv[2]])\n"
+            "def ok(info):\n"
+            "    print(t.pid, flush=True)\n"
+            "reactor.callWhenRunning(lambda: t.connect().addCallback(ok))\n"
+            "reactor.run()\n"
+        )
+        server = subprocess.Popen(
+            [sys.executable, "-c", script, FAKE, ROOT],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            cwd=ROOT,
+        )
+        try:
+            line = server.stdout.readline()
+            pid = int(line)
+            self.assertFalse(child_is_gone(pid))
+        finally:
+            server.kill()
+            server.wait(10)
+            server.stdout.close()
+        deadline = time.monotonic() + 5
+        while not child_is_gone(pid) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        self.assertTrue(child_is_gone(pid), "the SDK process outlived the server")
+
+    @defer.inlineCallbacks
+    def test_missing_python(self):
+        tracker = self.tracker(python="/nonexistent/bin/python3.10")
+        error = yield self.assertFailure(tracker.connect(), TrackerError)
+        self.assertIn("/nonexistent/bin/python3.10", str(error))
+        self.assertIn("--sdk-python", str(error))
+
+    @defer.inlineCallbacks
+    def test_sdk_not_importable(self):
+        """A child Python without the SDK: one line that says what to do."""
+        tracker = self.tracker(sdk_module="tobii_research_not_here")
+        error = yield self.assertFailure(tracker.connect(), TrackerError)
+        message = str(error)
+        self.assertIn("tobii_research_not_here cannot be imported by", message)
+        self.assertIn("jspsych-tobii-sdk-setup", message)
+        self.assertNotIn("\n", message)
+
+    @defer.inlineCallbacks
+    def test_crash_at_start(self):
+        """A child whose SDK aborts while loading: connect fails naming the signal."""
+        tracker = self.tracker(sdk_module="os:abort", python_path=())
+        error = yield self.assertFailure(tracker.connect(), TrackerError)
+        self.assertIn("signal 6 (SIGABRT)", str(error))
+        self.assertIsNone(tracker.pid)
+        self.assertEqual(tracker.restarts, 0)
+
+    def test_find_trackers_in(self):
+        """--list-trackers through the SDK process."""
+        [info] = childmodule.find_trackers_in(sys.executable, FAKE, [ROOT])
+        self.assertEqual(info.model, "Tobii Pro Spectrum")
+        self.assertEqual(info.frequencies, fake.SPECTRUM_FREQUENCIES)
+        with self.assertRaises(TrackerError) as caught:
+            childmodule.find_trackers_in(sys.executable, "tobii_research_not_here")
+        self.assertIn("jspsych-tobii-sdk-setup", str(caught.exception))
+        with self.assertRaises(TrackerError) as caught:
+            childmodule.find_trackers_in(sys.executable, "os:abort")
+        self.assertIn("SIGABRT", str(caught.exception))
+        with self.assertRaises(TrackerError):
+            childmodule.find_trackers_in("/nonexistent/python")
+
+    def test_needs_a_python(self):
+        with self.assertRaises(TrackerError):
+            ChildTracker(Clock(), "")
+
+    def test_command_isolates_the_child(self):
+        """Isolated mode, and only this package's directory, loaded by path."""
+        args = childmodule.child_command("/py/bin/python", "m:f", ["/x"])
+        self.assertEqual(args[:4], ["/py/bin/python", "-I", "-u", "-c"])
+        self.assertEqual(args[5], os.path.join(ROOT, "jspsych_tobii"))
+        self.assertEqual(args[6:], ["--path", "/x", "--sdk", "m:f"])
+
+
+class FakeTransport:
+    pid = 4242
+
+    def __init__(self):
+        self.signals = []
+        self.written = []
+
+    def signalProcess(self, name):
+        self.signals.append(name)
+
+    def write(self, data):
+        self.written.append(data)
+
+
+class ProtocolTests(unittest.SynchronousTestCase):
+    """The server side of the pipes, without a process."""
+
+    def protocol(self):
+        clock = Clock()
+        tracker = ChildTracker(clock, sys.executable)
+        process = childmodule._SDKProcessProtocol(tracker)
+        process.makeConnection(FakeTransport())
+        return clock, tracker, process
+
+    def hello(self, **changes):
+        message = {
+            "type": "hello",
+            "protocol": childwire.PROTOCOL,
+            "dtype": childwire.dtype_descr(),
+        }
+        message.update(changes)
+        return childwire.encode_message(message)
+
+    def test_garbage_kills(self):
+        clock, tracker, process = self.protocol()
+        process.outReceived(b"Segmentation fault\n")
+        self.assertEqual(process.transport.signals, ["KILL"])
+        self.assertIn("not a frame", process.brokenWire)
+        self.flushLoggedErrors()
+
+    def test_other_layout_refused(self):
+        clock, tracker, process = self.protocol()
+        ready = process.whenReady()
+        process.outReceived(self.hello(dtype=childwire.dtype_descr()[:-1], package="0.1"))
+        failure = self.failureResultOf(ready, TrackerError)
+        self.assertIn("gaze record layout", failure.getErrorMessage())
+        self.assertEqual(process.transport.signals, ["KILL"])
+
+    def test_hello_timeout(self):
+        clock, tracker, process = self.protocol()
+        ready = process.whenReady()
+        clock.advance(tracker.startTimeout + 1)
+        failure = self.failureResultOf(ready, TrackerError)
+        self.assertIn("did not start", failure.getErrorMessage())
+        self.assertEqual(process.transport.signals, ["KILL"])
+
+    def test_replies_matched_by_id(self):
+        clock, tracker, process = self.protocol()
+        process.outReceived(self.hello())
+        first = process.request("collectCalibrationData", x=0.5, y=0.5)
+        second = process.request("computeCalibration")
+        sent = childwire.FrameDecoder().feed(b"".join(process.transport.written))
+        ids = [childwire.decode_message(payload)["id"] for _, payload in sent]
+        self.assertEqual(len(set(ids)), 2)
+        reply = {"type": "reply", "id": ids[1], "error": {"kind": "NoTrackerError", "message": "x"}}
+        process.outReceived(childwire.encode_message(reply))
+        process.outReceived(
+            childwire.encode_message({"type": "reply", "id": ids[0], "result": True})
+        )
+        self.assertIs(self.successResultOf(first), True)
+        self.failureResultOf(second, NoTrackerError)
+
+    def test_stderr_lines(self):
+        clock, tracker, process = self.protocol()
+        process.errReceived(b"info hello\nwarn par")
+        self.assertEqual(process.lastLine(), "")
+        process.errReceived(b"tial line\ninfo connected\n")
+        self.assertEqual(process.lastLine(), "partial line")
+        process.errReceived(b"Fatal Python error: Segmentation fault\n\n  File x\ninfo z\n")
+        self.assertEqual(
+            list(process.tail),
+            [
+                "hello",
+                "partial line",
+                "connected",
+                "Fatal Python error: Segmentation fault",
+                "  File x",
+                "z",
+            ],
+        )
+        self.assertEqual(process.lastLine(), "Fatal Python error: Segmentation fault")
+
+
+class StubTracker:
+    """Enough of an ITracker for L{SDKProcess}'s dispatch."""
+
+    def __init__(self):
+        self.info = None
+        self.receiver = None
+
+    def setNotificationReceiver(self, receiver):
+        self.receiver = receiver
+
+    def connect(self):
+        self.info = TrackerInfo("stub://1", "Stub", "1", "0", frequencies=(60.0,), frequency=60.0)
+        return defer.succeed(self.info)
+
+    def collectCalibrationData(self, x, y):
+        raise KeyError("boom")
+
+    def getUserPosition(self):
+        return None
+
+    def disconnect(self):
+        return defer.succeed(None)
+
+
+class SDKProcessTests(unittest.SynchronousTestCase):
+    """The child's side of the pipes, without a process."""
+
+    def process(self, sdk_error=None):
+        self.frames = []
+        self.stub = StubTracker()
+        process = SDKProcess(
+            Clock(),
+            self.frames.append,
+            lambda address, frequency: self.stub,
+            sdk=None if sdk_error else fake.make_sdk(),
+            sdk_error=sdk_error,
+        )
+        return process
+
+    def sent(self):
+        frames = childwire.FrameDecoder().feed(b"".join(self.frames))
+        return [childwire.decode_message(payload) for kind, payload in frames]
+
+    def request(self, process, op, **args):
+        frame = childwire.encode_message({"type": "request", "id": 7, "op": op, "args": args})
+        process.framesReceived(childwire.FrameDecoder().feed(frame))
+        return [m for m in self.sent() if m["type"] == "reply"][-1]
+
+    def test_hello(self):
+        process = self.process()
+        process.hello()
+        [hello] = self.sent()
+        self.assertEqual(hello["type"], "hello")
+        self.assertTrue(childwire.same_dtype(hello["dtype"]))
+        self.assertEqual(hello["sdk"], "2.1.0.1")
+        self.assertIsNone(hello["sdkError"])
+
+    def test_connect_sends_info_first(self):
+        process = self.process()
+        self.request(process, "connect", address=None, frequency=None)
+        info, reply = self.sent()
+        self.assertEqual(info["type"], "info")
+        self.assertEqual(reply["id"], 7)
+        self.assertEqual(reply["result"]["model"], "Stub")
+        process.stop()
+
+    def test_unknown_request(self):
+        reply = self.request(self.process(), "warp")
+        self.assertEqual(reply["error"]["kind"], "TrackerError")
+        self.assertIn("unknown request 'warp'", reply["error"]["message"])
+
+    def test_unexpected_error(self):
+        process = self.process()
+        self.request(process, "connect")
+        reply = self.request(process, "collectCalibrationData", x=0.5, y=0.5)
+        self.assertEqual(reply["error"]["kind"], "InternalError")
+        self.assertEqual(len(self.flushLoggedErrors(KeyError)), 1)
+        process.stop()
+
+    def test_not_connected(self):
+        reply = self.request(self.process(), "startGaze")
+        self.assertEqual(reply["error"]["message"], "the eye tracker is not connected")
+
+    def test_no_sdk(self):
+        process = self.process(sdk_error="tobii_research cannot be imported by X")
+        reply = self.request(process, "connect")
+        self.assertEqual(reply["error"]["message"], "tobii_research cannot be imported by X")
+        reply = self.request(process, "clock")
+        self.assertIn("cannot be imported", reply["error"]["message"])
+
+    def test_stop_without_tracker(self):
+        process = self.process()
+        self.successResultOf(process.stop("end of file"))
+
+
+class MessageTests(unittest.SynchronousTestCase):
+    def test_sdk_unavailable_message(self):
+        message = sdk_unavailable_message()
+        self.assertNotIn("\n", message)
+        self.assertIn("--sdk-python", message)
+        self.assertIn("jspsych-tobii-sdk-setup", message)
+        self.assertIn("3.10", message)
+        self.assertIn("because", sdk_unavailable_message("because"))
+
+
+class ServerTests(ChildTestCase):
+    """The whole server over a real socket, with its tracker in a child."""
+
+    @defer.inlineCallbacks
+    def test_tracking_client_survives_a_crash(self):
+        """
+        A tracking client is told the tracker is unavailable when the SDK
+        process dies, and gets its gaze stream back, without a new
+        start_tracking, once the process is restarted.
+        """
+        from jspsych_tobii.config import ServerConfig
+        from jspsych_tobii.tap import makeService
+
+        from .wsclient import connect
+
+        tracker = make_child(frequency=600.0)
+        config = ServerConfig(port="tcp:0:interface=127.0.0.1")
+        service = makeService(config, reactor, make_tracker=lambda: tracker)
+        service.startService()
+        self.addCleanup(service.stopService)
+        trackers = service.getServiceNamed("tracker")
+        yield waitFor(lambda: trackers.available, what="the tracker")
+        port = service.getServiceNamed("websocket")._waitingForPort.result.getHost().port
+        client = yield connect(port)
+        self.addCleanup(client.dropConnection, abort=True)
+        reply = yield client.request("start_tracking")
+        self.assertIs(reply["success"], True)
+        yield waitFor(lambda: len(client.gaze) > 100, what="gaze")
+        os.kill(tracker.pid, signal.SIGKILL)
+
+        def statuses():
+            return [m["status"] for m in client.other if m.get("type") == "tracker_status"]
+
+        yield waitFor(lambda: "connection_lost" in statuses(), what="connection_lost")
+        reply = yield client.request("get_current_gaze")
+        count = len(client.gaze)
+        yield waitFor(lambda: "connection_restored" in statuses(), what="connection_restored")
+        yield waitFor(lambda: len(client.gaze) > count + 100, what="gaze after the restart")
+        self.assertEqual(statuses()[-2:], ["connection_lost", "connection_restored"])
+        status = yield client.request("get_status")
+        self.assertIs(status["tracking"], True)
+
+
+def _sdk_python():
+    path = os.environ.get(SDK_PYTHON_ENV)
+    if not path:
+        return None
+    return path if os.path.isabs(path) else os.path.join(ROOT, path)
+
+
+SDK_PYTHON = _sdk_python()
+
+
+@pyunittest.skipIf(not SDK_PYTHON, f"set {SDK_PYTHON_ENV} to a Python 3.10 with tobii-research")
+class RealSDKChildTests(unittest.TestCase):
+    """A child on Python 3.10 with the real tobii-research, and no tracker attached."""
+
+    timeout = 20
+
+    @defer.inlineCallbacks
+    def test_no_tracker(self):
+        tracker = ChildTracker(reactor, SDK_PYTHON)
+        self.addCleanup(tracker.disconnect)
+        error = yield self.assertFailure(tracker.connect(), NoTrackerError)
+        self.assertEqual(str(error), "no eye tracker connected")
+        hello = tracker._process.hello
+        self.assertTrue(hello["python"].startswith("3.10."), hello["python"])
+        self.assertTrue(hello["sdk"].startswith("2."), hello["sdk"])
+        self.assertIsNone(hello["sdkError"])
+
+    def test_list_trackers(self):
+        self.assertEqual(childmodule.find_trackers_in(SDK_PYTHON), [])
+
+    @defer.inlineCallbacks
+    def test_fake_through_python310(self):
+        """The wire between Python versions: 1200 Hz from a 3.10 child, none lost."""
+        tracker = make_child(python=SDK_PYTHON, frequency=1200.0)
+        self.addCleanup(tracker.disconnect)
+        yield tracker.connect()
+        batches = []
+        yield tracker.startGaze(batches.append)
+        yield sleep(0.5)
+        yield tracker.stopGaze()
+        samples = np.concatenate(batches)
+        self.assertGreater(len(samples), 500)
+        self.assertLessEqual(int(np.diff(samples["system_time_us"]).max()), 834)
