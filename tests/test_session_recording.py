@@ -131,3 +131,51 @@ class MarkerTests(unittest.SynchronousTestCase):
         ):
             reply = client.request("marker", **fields)
             self.assertEqual(reply["type"], "error", fields)
+
+
+class ReplayServerTests(unittest.TestCase):
+    timeout = 60
+
+    @defer.inlineCallbacks
+    def test_server_replays_a_recording(self):
+        """--replay serves a recording's samples, with their timing, as the tracker."""
+        import numpy as np
+
+        from jspsych_tobii.recording.format import write_recording
+        from jspsych_tobii.tap import Options
+        from jspsych_tobii.trackers.eyemodel import EyeModel
+
+        folder = tempfile.mkdtemp(prefix="jspsych-tobii-replay-")
+        self.addCleanup(shutil.rmtree, folder, True)
+        path = f"{folder}/s1.gaze"
+        recorded = EyeModel(seed=5).samples(np.arange(600) * 1667 + 10_000_000)  # 600 Hz, 1 s
+        write_recording(path, recorded)
+        options = Options()
+        options.parseOptions(
+            ["--replay", path, "--speed", "2", "--port", "tcp:0:interface=127.0.0.1"]
+        )
+        service = makeService(options, reactor)
+        service.startService()
+        self.addCleanup(service.stopService)
+        port = service.getServiceNamed("websocket")._waitingForPort.result.getHost().port
+        client = yield connect(port)
+        self.addCleanup(client.dropConnection, abort=True)
+        info = yield client.request("get_tracker_info")
+        self.assertNotIn("calibration", info["tracker"]["capabilities"])
+        yield client.request("start_tracking")
+        yield wait(0.8)  # twice as fast: the whole second of data
+        got = client.gaze
+        self.assertGreater(len(got), 550)
+        for sample, original in zip(got, recorded):
+            left_x = float(original["left_x"])
+            expected = None if np.isnan(left_x) or not original["left_gaze_valid"] else left_x
+            if expected is None:
+                self.assertIsNone(sample["leftX"])
+            else:
+                self.assertAlmostEqual(sample["leftX"], expected, places=6)
+            self.assertEqual(sample["deviceTimestamp"], original["device_time_us"] / 1000.0)
+        # the timing is the recording's, at twice the speed
+        step = (got[100]["timestamp"] - got[0]["timestamp"]) / 100
+        self.assertAlmostEqual(step, 1.667 / 2, places=2)
+        reply = yield client.request("calibration_start")
+        self.assertEqual(reply["type"], "error")
