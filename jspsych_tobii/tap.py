@@ -153,7 +153,7 @@ def list_trackers(out=None, sdk_python: Optional[str] = None) -> int:
     """
     import sys
 
-    from jspsych_tobii.trackers.child import find_trackers_in, sdk_unavailable_message
+    from jspsych_tobii.trackers.child_launch import find_trackers_in, sdk_unavailable_message
     from jspsych_tobii.trackers.tobii_sdk import describe, find_trackers
 
     out = out or sys.stdout
@@ -222,7 +222,7 @@ def tracker_factory(
         return make_child
 
     def make_tobii() -> ITracker:
-        from jspsych_tobii.trackers.child import sdk_unavailable_message
+        from jspsych_tobii.trackers.child_launch import sdk_unavailable_message
         from jspsych_tobii.trackers.tobii import TobiiTracker
         from jspsych_tobii.trackers.tobii_sdk import load_sdk
 

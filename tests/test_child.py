@@ -33,8 +33,9 @@ from jspsych_tobii.interfaces import (
     TrackerInfo,
 )
 from jspsych_tobii.trackers import child as childmodule
-from jspsych_tobii.trackers import childwire
-from jspsych_tobii.trackers.child import ChildTracker, sdk_unavailable_message
+from jspsych_tobii.trackers import child_launch, childwire
+from jspsych_tobii.trackers.child import ChildTracker
+from jspsych_tobii.trackers.child_launch import sdk_unavailable_message
 from jspsych_tobii.trackers.child_main import SDKProcess
 
 from . import fake_tobii_research as fake
@@ -446,17 +447,17 @@ class LifecycleTests(ChildTestCase):
 
     def test_find_trackers_in(self):
         """--list-trackers through the SDK process."""
-        [info] = childmodule.find_trackers_in(sys.executable, FAKE, [ROOT])
+        [info] = child_launch.find_trackers_in(sys.executable, FAKE, [ROOT])
         self.assertEqual(info.model, "Tobii Pro Spectrum")
         self.assertEqual(info.frequencies, fake.SPECTRUM_FREQUENCIES)
         with self.assertRaises(TrackerError) as caught:
-            childmodule.find_trackers_in(sys.executable, "tobii_research_not_here")
+            child_launch.find_trackers_in(sys.executable, "tobii_research_not_here")
         self.assertIn("jspsych-tobii-sdk-setup", str(caught.exception))
         with self.assertRaises(TrackerError) as caught:
-            childmodule.find_trackers_in(sys.executable, "os:abort")
+            child_launch.find_trackers_in(sys.executable, "os:abort")
         self.assertIn("SIGABRT", str(caught.exception))
         with self.assertRaises(TrackerError):
-            childmodule.find_trackers_in("/nonexistent/python")
+            child_launch.find_trackers_in("/nonexistent/python")
 
     def test_needs_a_python(self):
         with self.assertRaises(TrackerError):
@@ -464,7 +465,7 @@ class LifecycleTests(ChildTestCase):
 
     def test_command_isolates_the_child(self):
         """Isolated mode, and only this package's directory, loaded by path."""
-        args = childmodule.child_command("/py/bin/python", "m:f", ["/x"])
+        args = child_launch.child_command("/py/bin/python", "m:f", ["/x"])
         self.assertEqual(args[:4], ["/py/bin/python", "-I", "-u", "-c"])
         self.assertEqual(args[5], os.path.join(ROOT, "jspsych_tobii"))
         self.assertEqual(args[6:], ["--path", "/x", "--sdk", "m:f"])
@@ -739,7 +740,7 @@ class RealSDKChildTests(unittest.TestCase):
         self.assertIsNone(hello["sdkError"])
 
     def test_list_trackers(self):
-        self.assertEqual(childmodule.find_trackers_in(SDK_PYTHON), [])
+        self.assertEqual(child_launch.find_trackers_in(SDK_PYTHON), [])
 
     @defer.inlineCallbacks
     def test_fake_through_python310(self):
