@@ -80,6 +80,17 @@ class ProtocolTests(LoopbackServerMixin, unittest.TestCase):
         self.assertIs(reply["success"], True)
 
     @defer.inlineCallbacks
+    def test_invalid_utf8_gets_an_error_and_the_connection_stays(self):
+        c = yield self.client()
+        c.sendMessage(b'{"type": "time_sync", "requestId": "req_u", "x": "\xff\xfe"}')
+        yield wait(0.1)
+        errors = {m.get("requestId"): m for m in c.other}
+        self.assertEqual(errors["req_u"]["type"], "error")
+        self.assertIn("invalid JSON", errors["req_u"]["error"])
+        reply = yield c.request("time_sync", clientTime=2.0)
+        self.assertIs(reply["success"], True)
+
+    @defer.inlineCallbacks
     def test_large_message_accepted(self):
         """A 15 MiB validation_point (the client's copies of many samples) is accepted."""
         c = yield self.client()

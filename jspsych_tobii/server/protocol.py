@@ -148,6 +148,9 @@ class TobiiServerFactory(WebSocketServerFactory):
             maxMessagePayloadSize=MAX_MESSAGE_BYTES,
             maxFramePayloadSize=MAX_MESSAGE_BYTES,
             allowNullOrigin=True,
+            # JSON decoding checks UTF-8 and answers with an error reply;
+            # Autobahn's own check would close the connection instead
+            utf8validateIncoming=False,
             perMessageCompressionAccept=lambda offers: None,
         )
 
