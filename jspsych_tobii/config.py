@@ -45,6 +45,9 @@ class ServerConfig:
     @ivar replay_speed: replay speed factor (2 = twice as fast).
     @ivar replay_loop: start the replay over when it ends.
     @ivar sdk_python: run the Tobii SDK in a child process with this Python.
+    @ivar allowed_origins: comma-separated web origins (wildcards allowed,
+        e.g. C{http://localhost:*}) whose pages may connect; C{null} admits
+        pages opened from disk; C{*} (the default) admits every page.
     """
 
     host: str = "localhost"
@@ -67,6 +70,7 @@ class ServerConfig:
     replay_speed: float = 1.0
     replay_loop: bool = False
     sdk_python: Optional[str] = None
+    allowed_origins: str = "*"
 
     def __post_init__(self) -> None:
         self.port = str(self.port)
@@ -122,9 +126,22 @@ class ServerConfig:
                 raise ConfigError("--sdk-python: cannot be combined with --mock or --replay")
             # abspath, not realpath: a venv's python is a symlink that must stay one
             self.sdk_python = os.path.abspath(path)
+        origins = self.origin_patterns
+        if not origins:
+            raise ConfigError("--allowed-origins: give at least one origin, or *")
+        for origin in origins:
+            if origin not in ("*", "null") and "://" not in origin:
+                raise ConfigError(
+                    f"--allowed-origins: {origin!r} is not an origin such as http://localhost:*"
+                )
         if self.record_dir is not None and not str(self.record_dir).strip():
             raise ConfigError("--record-dir: the folder name is empty")
         return self
+
+    @property
+    def origin_patterns(self) -> list:
+        """The allowed origins, one pattern each."""
+        return [o.strip() for o in str(self.allowed_origins).split(",") if o.strip()]
 
     @property
     def endpoint(self) -> str:

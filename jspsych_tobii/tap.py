@@ -70,6 +70,13 @@ class Options(usage.Options):
             "Run the Tobii SDK in a child process with this Python (a CPython 3.10 with "
             "tobii-research: see jspsych-tobii-sdk-setup).",
         ],
+        [
+            "allowed-origins",
+            None,
+            "*",
+            "Comma-separated origins whose pages may connect (wildcards allowed, e.g. "
+            "http://localhost:*); null admits pages opened from disk.",
+        ],
         ["record-dir", None, None, "Record every tracking session to a file in this folder."],
         ["replay", None, None, "Play a recording back as the tracker (instead of a device)."],
         ["speed", None, "1", "Replay speed factor (2 = twice as fast)."],
@@ -118,6 +125,7 @@ class Options(usage.Options):
                 replay_speed=self["speed"],
                 replay_loop=bool(self["replay-loop"]),
                 sdk_python=self["sdk-python"],
+                allowed_origins=self["allowed-origins"],
             )
         except ConfigError as e:
             raise usage.UsageError(str(e)) from None
@@ -278,7 +286,7 @@ def makeService(
         config=config,
     )
     where = f"ws://{config.host}:{config.port}" if config.port.isdigit() else config.endpoint
-    factory = TobiiServerFactory(state, where=where)
+    factory = TobiiServerFactory(state, where=where, origins=config.origin_patterns)
     state.hub = GazeHub(trackers, clock, config.buffer_size, factory.prepareMessage)
     trackers.hub = state.hub
     trackers.record_event = state.record_event

@@ -212,3 +212,48 @@ class TimingChainTests(LoopbackServerMixin, unittest.TestCase):
         self.assertLess(max(errors), 1.0)
         self.assertGreater(min(latencies), -1.0, "a sample arrived before it was captured")
         self.assertLess(sorted(latencies)[len(latencies) // 2], 10.0)
+
+
+class OriginTests(unittest.TestCase):
+    """--allowed-origins: pages from other origins cannot connect."""
+
+    def serve(self, origins):
+        config = ServerConfig(port="tcp:0:interface=127.0.0.1", mock=True, allowed_origins=origins)
+        service = makeService(config, reactor)
+        service.startService()
+        self.addCleanup(service.stopService)
+        return service.getServiceNamed("websocket")._waitingForPort.result.getHost().port
+
+    def handshake(self, port, origin):
+        """The HTTP status of a WebSocket handshake with this Origin (Autobahn refuses: 400)."""
+        from twisted.internet.threads import deferToThread
+
+        def attempt():
+            with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+                s.sendall(
+                    f"GET / HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
+                    f"Connection: Upgrade\r\nOrigin: {origin}\r\n"
+                    "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                    "Sec-WebSocket-Version: 13\r\n\r\n".encode()
+                )
+                return int(s.recv(4096).split(b" ", 2)[1])
+
+        return deferToThread(attempt)
+
+    @defer.inlineCallbacks
+    def test_only_allowed_origins_connect(self):
+        port = self.serve("http://localhost:*, null")
+        self.assertEqual((yield self.handshake(port, "http://localhost:8000")), 101)
+        self.assertEqual((yield self.handshake(port, "null")), 101)
+        self.assertEqual((yield self.handshake(port, "http://evil.example")), 400)
+
+    @defer.inlineCallbacks
+    def test_default_admits_every_page(self):
+        port = self.serve("*")
+        self.assertEqual((yield self.handshake(port, "http://anywhere.example:81")), 101)
+        self.assertEqual((yield self.handshake(port, "null")), 101)
+
+    @defer.inlineCallbacks
+    def test_disk_pages_refused_unless_listed(self):
+        port = self.serve("http://localhost:*")
+        self.assertEqual((yield self.handshake(port, "null")), 400)

@@ -146,3 +146,16 @@ class ListTrackersTests(unittest.SynchronousTestCase):
         )
         with self.assertRaises(usage.UsageError):
             Options().parseOptions(["--mock-noise-deg", "-1"])
+
+
+class OriginOptionTests(unittest.SynchronousTestCase):
+    def test_allowed_origins(self):
+        options = Options()
+        options.parseOptions(["--allowed-origins", "http://localhost:*, null"])
+        self.assertEqual(options.config.origin_patterns, ["http://localhost:*", "null"])
+        default = Options()
+        default.parseOptions([])
+        self.assertEqual(default.config.origin_patterns, ["*"])
+        for bad in ("", " , ", "localhost"):
+            with self.assertRaises(usage.UsageError):
+                Options().parseOptions(["--allowed-origins", bad])

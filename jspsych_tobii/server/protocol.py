@@ -7,12 +7,13 @@ the transport's producer, for flow control) and a L{ClientSession}; on close
 it releases what the connection held and, if it was tracking, lets the
 L{ResumeRegistry} keep its stream for a reconnect.  L{TobiiServerFactory}
 carries the shared L{ServerState} and the protocol options: messages up to
-16 MiB, pages opened from disk (origin C{null}) accepted, no compression.
+16 MiB, the allowed web origins (by default every page, including pages
+opened from disk, whose origin is C{null}), no compression.
 """
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Optional, Sequence
 
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
 
@@ -139,7 +140,13 @@ class TobiiServerFactory(WebSocketServerFactory):
     protocol = TobiiServerProtocol
     log = Logger()
 
-    def __init__(self, app: ServerState, url: Optional[str] = None, where: str = ""):
+    def __init__(
+        self,
+        app: ServerState,
+        url: Optional[str] = None,
+        where: str = "",
+        origins: Sequence[str] = ("*",),
+    ):
         super().__init__(url, reactor=app.reactor)
         self.app = app
         self.where = where
@@ -147,7 +154,8 @@ class TobiiServerFactory(WebSocketServerFactory):
         self.setProtocolOptions(
             maxMessagePayloadSize=MAX_MESSAGE_BYTES,
             maxFramePayloadSize=MAX_MESSAGE_BYTES,
-            allowNullOrigin=True,
+            allowedOrigins=[o for o in origins if o != "null"],
+            allowNullOrigin="*" in origins or "null" in origins,
             # JSON decoding checks UTF-8 and answers with an error reply;
             # Autobahn's own check would close the connection instead
             utf8validateIncoming=False,
