@@ -18,6 +18,19 @@ def assert_close(case, actual, expected, tolerance, message=""):
         case.fail(f"{actual!r} is not within {tolerance} of {expected!r}. {message}")
 
 
+def serve(case, options, make_tracker=None):
+    """
+    The whole server on the real reactor, listening, for a loopback test;
+    stopped when the test ends.  Returns C{(service, port)}.
+    """
+    from twisted.internet import reactor
+
+    service = makeService(options, reactor, make_tracker=make_tracker)
+    service.startService()
+    case.addCleanup(service.stopService)
+    return service, service.getServiceNamed("websocket")._waitingForPort.result.getHost().port
+
+
 class FakeServer:
     """
     The whole server, minus the listening port, on a L{task.Clock}, with a

@@ -39,6 +39,7 @@ from jspsych_tobii.trackers.child_launch import sdk_unavailable_message
 from jspsych_tobii.trackers.child_main import SDKProcess
 
 from . import fake_tobii_research as fake
+from .support import serve
 from .tracker_contract import TrackerContractMixin
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -680,18 +681,14 @@ class ServerTests(ChildTestCase):
         start_tracking, once the process is restarted.
         """
         from jspsych_tobii.config import ServerConfig
-        from jspsych_tobii.tap import makeService
 
         from .wsclient import connect
 
         tracker = make_child(frequency=600.0)
         config = ServerConfig(port="tcp:0:interface=127.0.0.1")
-        service = makeService(config, reactor, make_tracker=lambda: tracker)
-        service.startService()
-        self.addCleanup(service.stopService)
+        service, port = serve(self, config, make_tracker=lambda: tracker)
         trackers = service.getServiceNamed("tracker")
         yield waitFor(lambda: trackers.available, what="the tracker")
-        port = service.getServiceNamed("websocket")._waitingForPort.result.getHost().port
         client = yield connect(port)
         self.addCleanup(client.dropConnection, abort=True)
         reply = yield client.request("start_tracking")

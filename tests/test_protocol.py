@@ -7,13 +7,13 @@ protocol.
 import json
 import socket
 
-from twisted.internet import defer, reactor
+from twisted.internet import defer
 from twisted.trial import unittest
 
 from jspsych_tobii.config import ServerConfig
 from jspsych_tobii.server.gate import DEFAULT_GAZE_BACKLOG
-from jspsych_tobii.tap import makeService
 
+from .support import serve
 from .wsclient import connect, wait
 
 
@@ -28,12 +28,8 @@ class LoopbackServerMixin:
             mock_rate=self.rate,
             reconnect_grace=self.grace,
         )
-        self.service = makeService(config, reactor)
-        self.service.startService()
-        self.addCleanup(self.service.stopService)
+        self.service, self.port = serve(self, config)
         self.state = self.service.state
-        listening = self.service.getServiceNamed("websocket")._waitingForPort
-        self.port = listening.result.getHost().port
 
     @defer.inlineCallbacks
     def client(self, **attributes):
@@ -219,10 +215,7 @@ class OriginTests(unittest.TestCase):
 
     def serve(self, origins):
         config = ServerConfig(port="tcp:0:interface=127.0.0.1", mock=True, allowed_origins=origins)
-        service = makeService(config, reactor)
-        service.startService()
-        self.addCleanup(service.stopService)
-        return service.getServiceNamed("websocket")._waitingForPort.result.getHost().port
+        return serve(self, config)[1]
 
     def handshake(self, port, origin):
         """The HTTP status of a WebSocket handshake with this Origin (Autobahn refuses: 400)."""

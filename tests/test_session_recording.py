@@ -7,14 +7,13 @@ markers are converted between clocks.
 import shutil
 import tempfile
 
-from twisted.internet import defer, reactor
+from twisted.internet import defer
 from twisted.trial import unittest
 
 from jspsych_tobii.config import ServerConfig
 from jspsych_tobii.recording.format import read_events, read_gaze, read_header
-from jspsych_tobii.tap import makeService
 
-from .support import FakeServer, assert_close
+from .support import FakeServer, assert_close, serve
 from .wsclient import connect, wait
 
 
@@ -31,11 +30,8 @@ class RecordingServerTests(unittest.TestCase):
             buffer_size=600,  # half a second in memory: older samples come from disk
             record_dir=self.folder,
         )
-        self.service = makeService(config, reactor)
-        self.service.startService()
-        self.addCleanup(self.service.stopService)
+        self.service, self.port = serve(self, config)
         self.state = self.service.state
-        self.port = self.service.getServiceNamed("websocket")._waitingForPort.result.getHost().port
 
     @defer.inlineCallbacks
     def test_session_recorded_and_queried_across_memory_and_disk(self):
@@ -154,10 +150,7 @@ class ReplayServerTests(unittest.TestCase):
         options.parseOptions(
             ["--replay", path, "--speed", "2", "--port", "tcp:0:interface=127.0.0.1"]
         )
-        service = makeService(options, reactor)
-        service.startService()
-        self.addCleanup(service.stopService)
-        port = service.getServiceNamed("websocket")._waitingForPort.result.getHost().port
+        service, port = serve(self, options)
         client = yield connect(port)
         self.addCleanup(client.dropConnection, abort=True)
         info = yield client.request("get_tracker_info")

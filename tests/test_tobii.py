@@ -924,15 +924,12 @@ class RealSDKTests(unittest.TestCase):
         discovery, and keeps serving.
         """
         from jspsych_tobii.config import ServerConfig
-        from jspsych_tobii.tap import makeService
 
+        from .support import serve
         from .wsclient import connect, wait
 
         config = ServerConfig(port="tcp:0:interface=127.0.0.1", retry_interval=1.0)
-        service = makeService(config, reactor)
-        service.startService()
-        self.addCleanup(service.stopService)
-        port = service.getServiceNamed("websocket")._waitingForPort.result.getHost().port
+        service, port = serve(self, config)
         client = yield connect(port)
         self.addCleanup(client.dropConnection, abort=True)
         reply = yield client.request("start_tracking")
