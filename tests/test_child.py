@@ -39,7 +39,6 @@ from jspsych_tobii.trackers.child_launch import sdk_unavailable_message
 from jspsych_tobii.trackers.child_main import SDKProcess
 
 from . import fake_tobii_research as fake
-from .support import serve
 from .tracker_contract import TrackerContractMixin
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -686,6 +685,10 @@ class ServerTests(ChildTestCase):
 
         tracker = make_child(frequency=600.0)
         config = ServerConfig(port="tcp:0:interface=127.0.0.1")
+        # imported here: the child interpreter imports this module for its
+        # fake SDK, and has no autobahn (which the server side needs)
+        from .support import serve
+
         service, port = serve(self, config, make_tracker=lambda: tracker)
         trackers = service.getServiceNamed("tracker")
         yield waitFor(lambda: trackers.available, what="the tracker")
