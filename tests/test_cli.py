@@ -36,6 +36,17 @@ def run_cli(*argv, timeout=30):
     )
 
 
+def start_cli(*argv):
+    """jspsych-tobii-server in the background, its output captured as text."""
+    return subprocess.Popen(
+        [PYTHON, "-m", "jspsych_tobii.cli", *argv],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=ENV,
+        text=True,
+    )
+
+
 def wait_listening(port, process, seconds=20):
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
@@ -128,25 +139,16 @@ class ConsoleScriptTests(unittest.TestCase):
     def test_serves_and_stops_on_sigterm(self):
         port = free_port()
         log_file = os.path.join(self.mktemp_dir(), "server.log")
-        process = subprocess.Popen(
-            [
-                PYTHON,
-                "-m",
-                "jspsych_tobii.cli",
-                "--mock",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-                "--log-file",
-                log_file,
-                "--log-level",
-                "warning",
-            ],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            env=ENV,
-            text=True,
+        process = start_cli(
+            "--mock",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--log-file",
+            log_file,
+            "--log-level",
+            "warning",
         )
         try:
             wait_listening(port, process)
@@ -168,13 +170,7 @@ class ConsoleScriptTests(unittest.TestCase):
     def test_no_silent_mock(self):
         """Without --mock and without the SDK, the server says so and uses no fake data."""
         port = free_port()
-        process = subprocess.Popen(
-            [PYTHON, "-m", "jspsych_tobii.cli", "--host", "127.0.0.1", "--port", str(port)],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            env=ENV,
-            text=True,
-        )
+        process = start_cli("--host", "127.0.0.1", "--port", str(port))
         try:
             wait_listening(port, process)
             reply = websocket_roundtrip(port, {"type": "start_tracking", "requestId": "s"})

@@ -31,12 +31,11 @@ from jspsych_tobii.interfaces import (
     TrackerNotification,
 )
 from jspsych_tobii.trackers.eyemodel import DEFAULT_DISPLAY, EyeModel
+from jspsych_tobii.trackers.paced import DELIVERY_INTERVAL, PacedStream
 
 MOCK_FREQUENCIES = (30.0, 60.0, 120.0, 250.0, 300.0, 600.0, 1200.0)
 #: How long collecting one calibration point takes, like a real tracker.
 CALIBRATION_COLLECT_SECONDS = 0.7
-#: Largest interval between deliveries of gaze batches.
-DELIVERY_INTERVAL = 0.002
 #: Samples are synthesised this far ahead (never delivered early), so numpy
 #: works on dozens of samples per call instead of two or three.  A change of
 #: gaze target discards what was made ahead.
@@ -45,7 +44,7 @@ DEVICE_CLOCK_OFFSET_US = 7_340_000_000
 
 
 @implementer(ITracker)
-class MockTracker:
+class MockTracker(PacedStream):
     """
     @param reactor: provides C{callLater} and C{seconds}.
     @param rate: samples per second.
@@ -143,14 +142,6 @@ class MockTracker:
             self._ahead = None
             self._schedule()
         return defer.succeed(None)
-
-    def stopGaze(self):
-        self._stop_timer()
-        self._receiver = None
-        return defer.succeed(None)
-
-    def setNotificationReceiver(self, receiver):
-        self._notify = receiver
 
     def getUserPosition(self):
         return self.model.user_position(self._clock_us())
@@ -257,16 +248,8 @@ class MockTracker:
         self._reactor.callLater(seconds, run)
         return d
 
-    def _schedule(self):
-        self._timer = self._reactor.callLater(
-            min(DELIVERY_INTERVAL, 1.0 / self.rate), self._deliver
-        )
-
-    def _stop_timer(self):
-        if self._timer is not None:
-            if self._timer.active():
-                self._timer.cancel()
-            self._timer = None
+    def _delivery_interval(self) -> float:
+        return min(DELIVERY_INTERVAL, 1.0 / self.rate)
 
     def _synthesise(self, count: int) -> None:
         """Make samples C{next_k ...} ahead of time, at their capture times."""

@@ -50,9 +50,8 @@ from jspsych_tobii.trackers.eyemodel import (
     HEAD_BOX_HALF_WIDTH,
     HEAD_BOX_NEAR,
 )
+from jspsych_tobii.trackers.paced import PacedStream
 
-#: Largest interval between deliveries of gaze batches (as the mock).
-DELIVERY_INTERVAL = 0.002
 #: Records examined at a time when looking for the samples that are due.
 SCAN = 4096
 MIN_SPEED, MAX_SPEED = 0.01, 1000.0
@@ -104,7 +103,7 @@ def _display_area(description: Any) -> Optional[DisplayArea]:
 
 
 @implementer(ITracker)
-class ReplayTracker:
+class ReplayTracker(PacedStream):
     """
     @param reactor: provides C{callLater} (and C{seconds} for a test clock).
     @param path: the session's C{.gaze} file (or its C{.events.jsonl}).
@@ -240,14 +239,6 @@ class ReplayTracker:
             self._schedule()
         return defer.succeed(None)
 
-    def stopGaze(self):
-        self._stop_timer()
-        self._receiver = None
-        return defer.succeed(None)
-
-    def setNotificationReceiver(self, receiver):
-        self._notify = receiver
-
     def getUserPosition(self):
         if self.info is None:
             return None
@@ -298,15 +289,6 @@ class ReplayTracker:
     def _set_anchor(self, index: int, due_us: int) -> None:
         self._anchor_us = int(due_us)
         self._anchor_t = int(self._samples["system_time_us"][index])
-
-    def _schedule(self) -> None:
-        self._timer = self._reactor.callLater(DELIVERY_INTERVAL, self._deliver)
-
-    def _stop_timer(self) -> None:
-        if self._timer is not None:
-            if self._timer.active():
-                self._timer.cancel()
-            self._timer = None
 
     def _due(self, now_us: int) -> int:
         """Index one past the last sample due at server time C{now_us}."""
