@@ -37,6 +37,9 @@ class ServerConfig:
         mean direction).
     @ivar validation_skip_ms: how much of the start of each validation
         point's window is skipped as the saccade to the target.
+    @ivar validation_window_ms: when > 0, only the last this many ms of each
+        validation point are used (Titta: 500 in MATLAB, 300 in Python);
+        0 uses everything after the skip.
     @ivar frequency: gaze output frequency to set on the tracker (Hz).
     @ivar reconnect_grace: seconds a dropped tracking client's stream is
         kept for it to reconnect.
@@ -62,6 +65,7 @@ class ServerConfig:
     mock_offset_deg: float = 0.0
     mock_noise_deg: float = 0.02
     validation_skip_ms: float = 300.0
+    validation_window_ms: float = 0.0
     frequency: Optional[float] = None
     reconnect_grace: float = 30.0
     retry_interval: float = 5.0
@@ -101,6 +105,9 @@ class ServerConfig:
         self.mock_noise_deg = _number("--mock-noise-deg", self.mock_noise_deg, 0.0, 5.0)
         self.validation_skip_ms = _number(
             "--validation-skip-ms", self.validation_skip_ms, 0.0, 10000.0
+        )
+        self.validation_window_ms = _number(
+            "--validation-window-ms", self.validation_window_ms, 0.0, 60000.0
         )
         if self.frequency is not None:
             self.frequency = _number("--frequency", self.frequency, 1.0, 10000.0)

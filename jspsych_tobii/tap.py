@@ -62,6 +62,13 @@ class Options(usage.Options):
             "300",
             "Start of each validation point's window skipped as the saccade to the target, ms.",
         ],
+        [
+            "validation-window-ms",
+            None,
+            "0",
+            "Use only the last N ms of each validation point (Titta: 500 in MATLAB, 300 in "
+            "Python); 0 uses everything after --validation-skip-ms.",
+        ],
         ["frequency", None, None, "Gaze output frequency to set on the tracker, Hz."],
         [
             "sdk-python",
@@ -118,6 +125,7 @@ class Options(usage.Options):
                 mock_offset_deg=self["mock-offset-deg"],
                 mock_noise_deg=self["mock-noise-deg"],
                 validation_skip_ms=self["validation-skip-ms"],
+                validation_window_ms=self["validation-window-ms"],
                 frequency=self["frequency"],
                 reconnect_grace=self["reconnect-grace"],
                 record_dir=self["record-dir"],

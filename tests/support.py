@@ -8,7 +8,7 @@ from twisted.internet.task import Clock
 from jspsych_tobii.config import ServerConfig
 from jspsych_tobii.server.gate import SendGate
 from jspsych_tobii.server.session import ClientSession
-from jspsych_tobii.tap import makeService
+from jspsych_tobii.tap import Options, makeService
 from jspsych_tobii.trackers.mock import MockTracker
 
 
@@ -34,16 +34,23 @@ def serve(case, options, make_tracker=None):
 class FakeServer:
     """
     The whole server, minus the listening port, on a L{task.Clock}, with a
-    mock tracker.  C{client()} gives an in-memory connection.
+    mock tracker.  C{client()} gives an in-memory connection.  With C{argv},
+    the settings come from those command-line arguments, parsed by
+    L{Options} (as C{--mock --port 0 ...}), instead of C{settings}.
     """
 
-    def __init__(self, clock=None, rate=120.0, start=True, tracker=None, **settings):
+    def __init__(self, clock=None, rate=120.0, start=True, tracker=None, argv=None, **settings):
         self.clock = clock or Clock()
-        settings.setdefault("mock", True)
-        settings.setdefault("mock_rate", rate)
-        self.config = ServerConfig(port="0", **settings)
+        if argv is not None:
+            options = Options()
+            options.parseOptions(["--mock", "--port", "0", "--mock-rate", str(rate), *argv])
+            self.config = options.config
+        else:
+            settings.setdefault("mock", True)
+            settings.setdefault("mock_rate", rate)
+            options = self.config = ServerConfig(port="0", **settings)
         self.tracker = tracker or MockTracker(self.clock, rate=rate)
-        self.service = makeService(self.config, self.clock, make_tracker=lambda: self.tracker)
+        self.service = makeService(options, self.clock, make_tracker=lambda: self.tracker)
         self.state = self.service.state
         self.trackers = self.service.getServiceNamed("tracker")
         if start:

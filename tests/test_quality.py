@@ -1,6 +1,9 @@
 """
 Tests for L{jspsych_tobii.core.quality}: every metric against fixtures whose
-expected values are worked out by hand in the comments.
+expected values are worked out by hand in the comments, or, for the
+conventions Titta users compare with, by the published definitions written
+out sample by sample here; and the validation window option from the command
+line to the reply, through the whole server on a fake clock.
 
 Geometry used throughout: a flat 400 x 300 mm display area in the plane
 z = 0, centred on the origin of the user coordinate system, and an eye
@@ -14,6 +17,8 @@ import json
 import math
 
 import numpy as np
+from twisted.internet.task import Clock
+from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase
 
 from jspsych_tobii.core import quality
@@ -24,6 +29,9 @@ from jspsych_tobii.interfaces import (
     DisplayArea,
     empty_gaze,
 )
+from jspsych_tobii.tap import Options
+from jspsych_tobii.trackers.mock import MockTracker
+from tests.support import FakeServer
 
 DISPLAY = DisplayArea(
     top_left=(-200.0, 150.0, 0.0),
@@ -218,12 +226,14 @@ class EyeMetricsTests(SynchronousTestCase, AssertionsMixin):
           - every sample is 0.1 degree off: accuracy 0.1;
           - neighbours are 0.2 degree apart: RMS-S2S 0.2;
           - the mean gaze point is the target, so every sample is 0.1 degree
-            from it: STD 0.1.
+            from it: STD sqrt(10 * 0.1^2 / (10 - 1));
+          - the offsets cancel: the offset of the mean is 0.
         """
         result = self.metrics(make_samples([at_angle(0.1), at_angle(-0.1)] * 5))
         self.assertClose(result["accuracyDeg"], 0.1)
+        self.assertClose(result["accuracyOffsetOfMeanDeg"], 0.0)
         self.assertClose(result["precisionRmsS2SDeg"], 0.2)
-        self.assertClose(result["precisionStdDeg"], 0.1)
+        self.assertClose(result["precisionStdDeg"], 0.1 * math.sqrt(10.0 / 9.0))
 
     def test_rms_s2s_skips_gaps(self):
         """
@@ -242,25 +252,26 @@ class EyeMetricsTests(SynchronousTestCase, AssertionsMixin):
     def test_std_of_three(self):
         """
         Gaze at -1, 0 and +1 degree: the mean gaze point is at 0 degree, the
-        distances from it are 1, 0, 1, so STD = sqrt(2 / 3).
+        distances from it are 1, 0, 1, so STD = sqrt(2 / (3 - 1)) = 1.
         """
         result = self.metrics(make_samples([at_angle(-1), at_angle(0), at_angle(1)]))
-        self.assertClose(result["precisionStdDeg"], math.sqrt(2.0 / 3.0))
+        self.assertClose(result["precisionStdDeg"], 1.0)
         # RMS-S2S: two steps of 1 degree each.
         self.assertClose(result["precisionRmsS2SDeg"], 1.0)
 
     def test_std_two_dimensional(self):
         """
         Gaze 0.5 degree right, up, left and down: the mean gaze point is the
-        target and each sample is 0.5 degree from it, so STD and accuracy
-        are 0.5.  Neighbouring right and up samples, in directions
+        target and each sample is 0.5 degree from it, so accuracy is 0.5
+        and STD 0.5 sqrt(4 / 3).  Neighbouring right and up samples, in directions
         d1 = (t, 0, -1) and d2 = (0, t, -1) with t = tan 0.5 deg, make
         cos(angle) = 1 / (1 + t^2), as do all four neighbour pairs.
         """
         points = [at_angle(0.5), at_angle(0, 0.5), at_angle(-0.5), at_angle(0, -0.5)]
         result = self.metrics(make_samples(points))
-        self.assertClose(result["precisionStdDeg"], 0.5)
+        self.assertClose(result["precisionStdDeg"], 0.5 * math.sqrt(4.0 / 3.0))
         self.assertClose(result["accuracyDeg"], 0.5)
+        self.assertClose(result["accuracyOffsetOfMeanDeg"], 0.0)
         t = math.tan(math.radians(0.5))
         step = math.degrees(math.acos(1.0 / (1.0 + t * t)))
         self.assertClose(result["precisionRmsS2SDeg"], step, places=6)
@@ -390,13 +401,16 @@ class EyeMetricsTests(SynchronousTestCase, AssertionsMixin):
     def test_invalid_origin(self):
         """
         Gaze valid but its origin invalid: the sample counts for the
-        normalised metrics and data loss, not for degrees.
+        normalised metrics and data loss, not for degrees, and it is lost
+        for the data loss in degrees (Titta's).
         """
         samples = make_samples([at_angle(1), at_angle(3), at_angle(1)])
         samples[1]["left_origin_valid"] = False
         result = self.metrics(samples)
         self.assertEqual(result["numSamples"], 3)
         self.assertEqual(result["dataLoss"], 0.0)
+        self.assertEqual(result["numSamplesDeg"], 2)
+        self.assertClose(result["dataLossDeg"], 1.0 / 3.0)
         self.assertClose(result["accuracyDeg"], 1.0)
         self.assertIsNone(result["precisionRmsS2SDeg"])
 
@@ -498,6 +512,266 @@ class StatisticalTests(SynchronousTestCase, AssertionsMixin):
         self.assertWithin(both["accuracyDeg"], 0.5, 0.05)
 
 
+# --------------------------------------------------------------------------
+# The conventions, each against its published definition re-implemented here
+# sample by sample in plain Python (no code shared with quality.py).
+
+
+def look(origin, target, h_deg, v_deg):
+    """
+    The point on the display plane (z = 0) that an eye at C{origin} looks at
+    when its gaze is turned C{h_deg} to the right and C{v_deg} up from the
+    direction of C{target}: the angle between the two gazes is then exactly
+    atan(sqrt(tan(h)^2 + tan(v)^2)).
+    """
+    d = np.subtract(target, origin)
+    d = d / np.linalg.norm(d)
+    right = np.cross(d, (0.0, 1.0, 0.0))
+    right = right / np.linalg.norm(right)
+    up = np.cross(right, d)
+    gaze = d + math.tan(math.radians(h_deg)) * right + math.tan(math.radians(v_deg)) * up
+    t = -origin[2] / gaze[2]
+    return tuple(np.asarray(origin) + t * gaze)
+
+
+def angle_deg(eye, a, b):
+    """The angle at C{eye} between positions C{a} and C{b}, by acos of the cosine."""
+    u = [a[k] - eye[k] for k in range(3)]
+    w = [b[k] - eye[k] for k in range(3)]
+    dot = sum(u[k] * w[k] for k in range(3))
+    cosine = dot / math.sqrt(sum(x * x for x in u) * sum(x * x for x in w))
+    return math.degrees(math.acos(max(-1.0, min(1.0, cosine))))
+
+
+def eye_rows(samples, eye):
+    """Per sample: (gaze valid, origin valid, origin, gaze point, normalised gaze)."""
+    rows = []
+    for s in samples:
+        rows.append(
+            (
+                bool(s[f"{eye}_gaze_valid"]),
+                bool(s[f"{eye}_origin_valid"]),
+                tuple(float(s[f"{eye}_origin_{a}"]) for a in "xyz"),
+                tuple(float(s[f"{eye}_point_{a}"]) for a in "xyz"),
+                (float(s[f"{eye}_x"]), float(s[f"{eye}_y"])),
+            )
+        )
+    return rows
+
+
+def this_server_definitions(samples, eye, target_mm):
+    """docs/DATA_QUALITY.md's formulas for one eye, written out."""
+    rows = eye_rows(samples, eye)
+    used = [(o, p) for g, ov, o, p, _ in rows if g and ov]
+    offsets = [angle_deg(o, p, target_mm) for o, p in used]
+    steps = []
+    for (g1, ov1, o1, p1, _), (g2, ov2, o2, p2, _) in zip(rows, rows[1:]):
+        if g1 and ov1 and g2 and ov2:
+            middle = tuple((o1[k] + o2[k]) / 2 for k in range(3))
+            steps.append(angle_deg(middle, p1, p2))
+    mean_point = tuple(sum(p[k] for _, p in used) / len(used) for k in range(3))
+    spread = [angle_deg(o, p, mean_point) for o, p in used]
+    n = len(rows)
+    return {
+        "accuracyDeg": sum(offsets) / len(offsets),
+        "precisionRmsS2SDeg": math.sqrt(sum(x * x for x in steps) / len(steps)),
+        "precisionStdDeg": math.sqrt(sum(x * x for x in spread) / (len(spread) - 1)),
+        "dataLoss": sum(1 for g, *_ in rows if not g) / n,
+        "dataLossDeg": 1 - len(used) / n,
+    }
+
+
+def titta_matlab(samples, eye, target_norm, display):
+    """
+    MATLAB Titta's getDataQuality (Niehorster, Andersson & Nystrom 2020) for
+    one eye: per sample, the angle at the eye between gaze point and target,
+    turned into an x/y offset by the on-screen direction from the target to
+    the gaze (normalised offsets scaled by the display's width and height);
+    accuracy is the length of the mean offset, RMS and STD are taken per
+    axis (STD with n - 1) and combined with hypot; a sample without a valid
+    gaze point or gaze origin is lost.
+    """
+    top_left, top_right, bottom_left = (
+        np.asarray(c) for c in (display.top_left, display.top_right, display.bottom_left)
+    )
+    width = float(np.linalg.norm(top_right - top_left))
+    height = float(np.linalg.norm(bottom_left - top_left))
+    tx, ty = target_norm
+    target = top_left + tx * (top_right - top_left) + ty * (bottom_left - top_left)
+    offsets, lost = [], []
+    for g, ov, o, p, (gx, gy) in eye_rows(samples, eye):
+        lost.append(not (g and ov))
+        if lost[-1]:
+            offsets.append((math.nan, math.nan))
+            continue
+        a = np.subtract(target, o)
+        b = np.subtract(p, o)
+        size = math.degrees(math.atan2(np.linalg.norm(np.cross(a, b)), np.dot(a, b)))
+        direction = math.atan2((gy - ty) * height, (gx - tx) * width)
+        offsets.append((size * math.cos(direction), size * math.sin(direction)))
+    offsets = np.array(offsets)
+    steps = np.diff(offsets, axis=0)
+    return {
+        "acc": math.hypot(*np.nanmean(offsets, axis=0)),
+        "rms": math.hypot(*np.sqrt(np.nanmean(steps**2, axis=0))),
+        "std": math.hypot(*np.nanstd(offsets, axis=0, ddof=1)),
+        "dataLoss": sum(lost) / len(lost),
+    }
+
+
+def titta_python(samples, eye, target_mm):
+    """
+    Titta-Python's _compute_data_quality (PyPI titta 2.2.2) for one eye:
+    the median of the per-sample offsets; "RMS" from the differences of the
+    angles between successive gaze I{directions}; "SD" the spread (n) of
+    those angles.
+    """
+    offsets, between = [], []
+    previous = None
+    for g, ov, o, p, _ in eye_rows(samples, eye):
+        gaze = np.subtract(p, o) if g and ov else np.full(3, math.nan)
+        offsets.append(angle_deg(o, p, target_mm) if g and ov else math.nan)
+        if previous is not None:
+            if np.all(np.isfinite(gaze)) and np.all(np.isfinite(previous)):
+                between.append(angle_deg((0, 0, 0), gaze, previous))
+            else:
+                between.append(math.nan)
+        previous = gaze
+    between = np.array(between)
+    return {
+        "accuracy": float(np.nanmedian(offsets)),
+        "rms": float(np.sqrt(np.nanmean(np.diff(between) ** 2))),
+        "sd": float(np.nanstd(between)),
+    }
+
+
+class TittaConventionsTests(SynchronousTestCase, AssertionsMixin):
+    """
+    One fixed synthetic validation point, each eye with its own known offset,
+    noise, head movement and lost samples; every number of each eye is
+    checked against the definition it claims, worked out independently
+    above.
+    """
+
+    TARGET = (0.7, 0.4)  # at (80, 30, 0) mm on DISPLAY
+    OFFSETS = {"left": (0.3, 0.0), "right": (-0.2, 0.25)}  # degrees: right, up
+    NOISE = 0.5  # degrees RMS from the mean direction, isotropic
+    N = 400
+
+    def setUp(self):
+        target = quality.target_position_mm(DISPLAY, *self.TARGET)
+        rng = np.random.default_rng(15)
+        samples = empty_gaze(self.N)
+        samples["system_time_us"] = np.arange(self.N) * 1667
+        for eye, base in (("left", (-32.0, 5.0, 600.0)), ("right", (31.0, 4.0, 605.0))):
+            h, v = self.OFFSETS[eye]
+            noise = rng.normal(0.0, self.NOISE / math.sqrt(2.0), size=(self.N, 2))
+            for i in range(self.N):
+                origin = (base[0] + 4.0 * math.sin(i / 40.0), base[1], base[2] - 0.02 * i)
+                point = look(origin, target, h + noise[i, 0], v + noise[i, 1])
+                row = samples[i]
+                row[f"{eye}_x"], row[f"{eye}_y"] = to_norm(point)
+                for axis, p, o in zip("xyz", point, origin, strict=True):
+                    row[f"{eye}_point_{axis}"] = p
+                    row[f"{eye}_origin_{axis}"] = o
+                row[f"{eye}_gaze_valid"] = row[f"{eye}_origin_valid"] = True
+        # a blink in both eyes, a lost right eye, eye positions lost alone
+        samples["left_gaze_valid"][100:112] = samples["left_origin_valid"][100:112] = False
+        samples["right_gaze_valid"][100:112] = samples["right_origin_valid"][100:112] = False
+        samples["right_gaze_valid"][250:270] = samples["right_origin_valid"][250:270] = False
+        samples["left_origin_valid"][[30, 31, 300]] = False
+        samples["right_origin_valid"][[5]] = False
+        self.samples = samples
+        self.target_mm = tuple(target)
+        self.summary = quality.validation_summary([(*self.TARGET, samples)], DISPLAY)
+        self.assertJSONSafe(self.summary)
+
+    def metrics(self, eye):
+        return self.summary["pointData"][0][eye]
+
+    def test_this_server(self):
+        """accuracyDeg, the precisions and both data losses as documented."""
+        for eye in ("left", "right"):
+            ours, expected = self.metrics(eye), this_server_definitions(
+                self.samples, eye, self.target_mm
+            )
+            for key, value in expected.items():
+                self.assertClose(ours[key], value, places=9)
+            self.assertClose(self.summary[eye]["averageAccuracyDeg"], expected["accuracyDeg"])
+            self.assertClose(
+                self.summary[eye]["averageDataLossDeg"], expected["dataLossDeg"], places=12
+            )
+
+    def test_titta_matlab(self):
+        """
+        accuracyOffsetOfMeanDeg and dataLossDeg are MATLAB Titta's accuracy
+        and data loss, to rounding; its RMS and STD, computed from the x/y
+        offsets rather than from gaze positions, are within 1% of ours.
+        """
+        for eye in ("left", "right"):
+            ours = self.metrics(eye)
+            titta = titta_matlab(self.samples, eye, self.TARGET, DISPLAY)
+            self.assertClose(ours["accuracyOffsetOfMeanDeg"], titta["acc"], places=9)
+            self.assertClose(
+                self.summary[eye]["averageAccuracyOffsetOfMeanDeg"], titta["acc"], places=9
+            )
+            self.assertClose(ours["dataLossDeg"], titta["dataLoss"], places=12)
+            self.assertWithin(ours["precisionRmsS2SDeg"] / titta["rms"], 1.0, 0.01)
+            self.assertWithin(ours["precisionStdDeg"] / titta["std"], 1.0, 0.01)
+
+    def test_known_truth(self):
+        """
+        The offset of the mean recovers each eye's true offset (0.3 and
+        0.32 degree) to within the noise of a mean of ~380 samples; the mean
+        of offsets adds the noise (0.5 degree) to it and comes out far
+        larger.  The STD recovers the noise.
+        """
+        for eye in ("left", "right"):
+            truth = math.hypot(*self.OFFSETS[eye])
+            ours = self.metrics(eye)
+            self.assertWithin(ours["accuracyOffsetOfMeanDeg"], truth, 0.06)
+            self.assertGreater(ours["accuracyDeg"], 1.4 * truth)
+            self.assertWithin(ours["precisionStdDeg"], self.NOISE, 0.05)
+
+    def test_titta_python_accuracy(self):
+        """Titta-Python's accuracy is the median of the per-sample offsets."""
+        for eye in ("left", "right"):
+            python = titta_python(self.samples, eye, self.target_mm)
+            offsets = [
+                angle_deg(o, p, self.target_mm)
+                for g, ov, o, p, _ in eye_rows(self.samples, eye)
+                if g and ov
+            ]
+            self.assertClose(python["accuracy"], float(np.median(offsets)), places=12)
+            self.assertLess(python["accuracy"], self.metrics(eye)["accuracyDeg"])
+
+    def test_titta_python_precision(self):
+        """
+        Titta-Python's precision values are not RMS-S2S and STD: on 5000
+        samples of white noise, ours are sqrt(2 / (4 - pi)) = 1.53 times
+        its "SD" (the STD of a Rayleigh-distributed angle: closed form) and
+        about 1.74 times its "RMS" (by simulation), as docs/DATA_QUALITY.md
+        says.
+        """
+        n, origin = 5000, (0.0, 0.0, 600.0)
+        target = quality.target_position_mm(DISPLAY, 0.5, 0.5)
+        noise = np.random.default_rng(1).normal(0.0, 0.3 / math.sqrt(2.0), size=(n, 2))
+        points = [look(origin, target, 0.4 + h, v) for h, v in noise]
+        samples = make_samples(points, left_origin=origin)
+        ours = quality.signal_metrics(samples, 0.5, 0.5, DISPLAY, "left")
+        python = titta_python(samples, "left", tuple(target))
+        self.assertWithin(
+            ours["precisionStdDeg"] / python["sd"], math.sqrt(2 / (4 - math.pi)), 0.03
+        )
+        self.assertWithin(ours["precisionRmsS2SDeg"] / python["rms"], 1.74, 0.05)
+
+    def test_binocular_is_neither_eye(self):
+        """The top level is the averaged signal: its STD is below each eye's."""
+        both = self.summary["pointData"][0]
+        for eye in ("left", "right"):
+            self.assertLess(both["precisionStdDeg"], self.metrics(eye)["precisionStdDeg"])
+
+
 class ValidationSummaryTests(SynchronousTestCase, AssertionsMixin):
     """The whole validation, in the shape the jsPsych plugin reads."""
 
@@ -507,10 +781,13 @@ class ValidationSummaryTests(SynchronousTestCase, AssertionsMixin):
         "accuracyNorm",
         "precisionNorm",
         "accuracyDeg",
+        "accuracyOffsetOfMeanDeg",
         "precisionRmsS2SDeg",
         "precisionStdDeg",
         "dataLoss",
+        "dataLossDeg",
         "numSamples",
+        "numSamplesDeg",
         "numSamplesTotal",
         "accuracy",
         "precision",
@@ -522,9 +799,11 @@ class ValidationSummaryTests(SynchronousTestCase, AssertionsMixin):
         "averageAccuracyNorm",
         "averagePrecisionNorm",
         "averageAccuracyDeg",
+        "averageAccuracyOffsetOfMeanDeg",
         "averagePrecisionRmsS2SDeg",
         "averagePrecisionStdDeg",
         "averageDataLoss",
+        "averageDataLossDeg",
     }
 
     def summary(self, points, **kwargs):
@@ -549,8 +828,10 @@ class ValidationSummaryTests(SynchronousTestCase, AssertionsMixin):
                 "numPoints",
                 "numPointsWithData",
                 "pointData",
+                "definitions",
             },
         )
+        self.assertEqual(result["definitions"], quality.VALIDATION_DEFINITIONS)
         self.assertEqual(set(result["left"]), self.AVERAGE_KEYS)
         self.assertEqual(set(result["right"]), self.AVERAGE_KEYS)
         item = result["pointData"][0]
@@ -625,9 +906,10 @@ class ValidationSummaryTests(SynchronousTestCase, AssertionsMixin):
         result = self.summary([(0.5, 0.5, None), (0.1, 0.1, binocular([None] * 3))])
         self.assertIs(result["success"], False)
         self.assertIsInstance(result["error"], str)
-        for key in self.AVERAGE_KEYS - {"averageDataLoss"}:
+        for key in self.AVERAGE_KEYS - {"averageDataLoss", "averageDataLossDeg"}:
             self.assertIsNone(result[key])
         self.assertEqual(result["averageDataLoss"], 1.0)
+        self.assertEqual(result["averageDataLossDeg"], 1.0)
         self.assertEqual(len(result["pointData"]), 2)
 
     def test_no_points(self):
@@ -718,6 +1000,31 @@ class SelectWindowTests(SynchronousTestCase):
         self.assertEqual(window.dtype, self.samples.dtype)
         self.assertTrue(np.shares_memory(window, self.samples))
         self.assertEqual(len(window), 71)
+
+    def test_last_ms(self):
+        """
+        The last 200 ms of [0, 1000] ms after a 300 ms skip: 800..1000 ms,
+        21 samples; the skip alone would keep 71.
+        """
+        window = quality.select_window(self.samples, 0, 1_000_000, 300, last_ms=200)
+        self.assertEqual(len(window), 21)
+        self.assertEqual(window["system_time_us"][0], 800_000)
+        self.assertEqual(window["system_time_us"][-1], 1_000_000)
+        self.assertEqual(quality.window_bounds_us(0, 1_000_000, 300, 200), (800_000, 1_000_000))
+
+    def test_last_ms_never_reaches_into_the_skip(self):
+        """
+        The last 900 ms of a 1000 ms span with a 300 ms skip is 300..1000:
+        the skip wins; with no skip it is 100..1000 ms.
+        """
+        self.assertEqual(quality.window_bounds_us(0, 1_000_000, 300, 900), (300_000, 1_000_000))
+        window = quality.select_window(self.samples, 0, 1_000_000, 0, last_ms=900)
+        self.assertEqual(window["system_time_us"][0], 100_000)
+        self.assertEqual(len(window), 91)
+
+    def test_last_ms_zero_is_everything_after_the_skip(self):
+        self.assertEqual(quality.window_bounds_us(0, 1_000_000, 300, 0), (300_000, 1_000_000))
+        self.assertEqual(len(quality.select_window(self.samples, 0, 1_000_000, 300, last_ms=0)), 71)
 
 
 class ClientWindowTests(SynchronousTestCase):
@@ -948,3 +1255,73 @@ class MeanEyePositionTests(SynchronousTestCase):
         samples["left_origin_valid"] = samples["right_origin_valid"] = False
         self.assertIsNone(mean_eye_position(samples))
         self.assertIsNone(mean_eye_position(None))
+
+
+class ValidationWindowServerTests(SynchronousTestCase, AssertionsMixin):
+    """
+    --validation-window-ms, from the command line to the validation_compute
+    reply, through the whole server on a fake clock.  At each point the mock
+    participant first looks at the opposite corner for 550 ms, then at the
+    target for 450 ms: only a window inside the last 450 ms is on target.
+    """
+
+    TARGETS = [(0.2, 0.2), (0.8, 0.3), (0.5, 0.8)]
+
+    def validate(self, argv):
+        tracker = MockTracker(Clock(), rate=300, offset_deg=0.0, noise_deg=0.05, blinks=False)
+        server = FakeServer(clock=tracker._reactor, tracker=tracker, rate=300, argv=argv)
+        client = server.client()
+        client.send({"type": "validation_start"})
+        client.request("start_tracking")
+        for x, y in self.TARGETS:
+            client.request("mock_look_at", point={"x": 1 - x, "y": 1 - y})
+            start = len(client.gaze)
+            server.advance(0.55)
+            client.request("mock_look_at", point={"x": x, "y": y})
+            server.advance(0.45)
+            point = {"x": x, "y": y}
+            client.send(
+                {"type": "validation_point", "point": point, "gaze_samples": client.gaze[start:]}
+            )
+        report = client.request("validation_compute")
+        self.assertIs(report["success"], True)
+        return report
+
+    def test_last_ms(self):
+        """
+        --validation-window-ms 400: 400 ms of each point (121 samples at
+        300 Hz, both ends included), all on target; the reply says so.
+        """
+        report = self.validate(["--validation-window-ms", "400"])
+        self.assertEqual((report["windowMs"], report["skipInitialMs"]), (400, 300))
+        self.assertIn("last 400 ms", report["definitions"]["window"])
+        self.assertLess(report["averageAccuracyDeg"], 0.3)
+        for item in report["pointData"]:
+            self.assertWithin(item["numSamplesTotal"], 121, 1)
+            window = item["window"]
+            self.assertClose(window["endMs"] - window["startMs"], 400.0)
+            self.assertEqual(item["sampleSource"], "server")
+
+    def test_default_is_everything_after_the_skip(self):
+        """
+        Without the option every point's samples from 300 ms on are used,
+        250 ms of them at the opposite corner: the accuracy is many degrees.
+        """
+        report = self.validate([])
+        self.assertEqual((report["windowMs"], report["skipInitialMs"]), (0, 300))
+        self.assertGreater(report["averageAccuracyDeg"], 5.0)
+        for item in report["pointData"]:
+            self.assertWithin(item["numSamplesTotal"], 210, 2)
+
+    def test_titta_matlab_window(self):
+        """Titta's MATLAB window: no skip, the last 500 ms."""
+        report = self.validate(["--validation-skip-ms", "0", "--validation-window-ms", "500"])
+        self.assertEqual((report["windowMs"], report["skipInitialMs"]), (500, 0))
+        for item in report["pointData"]:
+            self.assertWithin(item["numSamplesTotal"], 151, 1)
+
+    def test_bad_values(self):
+        for bad in ("-1", "60001", "nan", "soon"):
+            with self.assertRaises(usage.UsageError) as caught:
+                Options().parseOptions(["--validation-window-ms", bad])
+            self.assertIn("--validation-window-ms", str(caught.exception))

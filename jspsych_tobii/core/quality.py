@@ -6,11 +6,13 @@ validation.
 This module owns:
   - the geometry of targets on the display area (L{target_position_mm},
     L{display_normal}, L{default_eye_position_mm});
-  - per-sample angular offsets (L{angles_between_deg}, L{angular_offsets_deg});
+  - per-sample angular offsets (L{angles_between_deg}, L{angular_offsets_deg},
+    L{offset_vectors_deg});
   - the metrics of one validation point, per eye and for the binocular signal
     (L{signal_metrics}, L{validation_point_metrics}), and of a whole validation
     in the shape the jsPsych validation plugin reads (L{validation_summary});
-  - which samples belong to a point (L{select_window}, L{client_window_us});
+  - which samples belong to a point (L{window_bounds_us}, L{select_window},
+    L{client_window_us});
   - the summary of a tracker's calibration result (L{calibration_summary});
   - making all of that JSON-safe (L{json_safe}).
 
@@ -50,19 +52,22 @@ from jspsych_tobii.interfaces import CalibrationResult, DisplayArea
 __all__ = [
     "DEFAULT_EYE_DISTANCE_MM",
     "DEFAULT_SKIP_INITIAL_MS",
+    "VALIDATION_DEFINITIONS",
     "angles_between_deg",
     "angular_offsets_deg",
     "calibration_summary",
     "client_window_us",
     "default_eye_position_mm",
-    "mean_eye_position",
     "display_normal",
     "json_safe",
+    "mean_eye_position",
+    "offset_vectors_deg",
     "select_window",
     "signal_metrics",
     "target_position_mm",
     "validation_point_metrics",
     "validation_summary",
+    "window_bounds_us",
 ]
 
 #: Assumed distance of the eyes from the display when only normalised data
@@ -338,28 +343,69 @@ def _rms(values: np.ndarray) -> float:
     return float(np.sqrt(np.mean(np.square(values))))
 
 
-def _degree_metrics(signal: _Signal, target_mm: np.ndarray) -> dict[str, float | None]:
+def _screen_axes(display_area: DisplayArea) -> tuple[np.ndarray, np.ndarray]:
+    """The unit vectors of the display area's x (rightward) and y (downward) edges."""
+    top_left, top_right, bottom_left = _corners(display_area)
+    x_axis, y_axis = top_right - top_left, bottom_left - top_left
+    return x_axis / np.linalg.norm(x_axis), y_axis / np.linalg.norm(y_axis)
+
+
+def offset_vectors_deg(
+    origins: Any, gaze_points: Any, target_mm: Any, display_area: DisplayArea
+) -> np.ndarray:
     """
-    Accuracy and precision in degrees.  All three are angles between
-    I{positions} (gaze points, the target) as seen from the eye, not between
-    gaze directions: while the eye stays on a point the head may move, which
-    turns the gaze direction but leaves the gaze point where it is, and that
-    eye rotation is not an error of the tracker.
+    Per-sample angular offsets as 2D vectors, in degrees, shape (n, 2): each
+    sample's angular offset (L{angular_offsets_deg}) pointing in the
+    direction, on the display, from the target to the sample's gaze point
+    (x to the right, y down).  The mean of these vectors is the systematic
+    error; its length is the accuracy as MATLAB Titta computes it (the
+    offset of the mean), and their spread its STD.
     """
-    result: dict[str, float | None] = {
+    gaze_points = np.asarray(gaze_points, dtype=float)
+    target_mm = np.asarray(target_mm, dtype=float)
+    sizes = angular_offsets_deg(origins, gaze_points, target_mm)
+    x_axis, y_axis = _screen_axes(display_area)
+    on_screen = gaze_points - target_mm
+    direction = np.arctan2(on_screen @ y_axis, on_screen @ x_axis)
+    return sizes[..., None] * np.stack([np.cos(direction), np.sin(direction)], axis=-1)
+
+
+def _degree_metrics(
+    signal: _Signal, target_mm: np.ndarray, display_area: DisplayArea
+) -> dict[str, Any]:
+    """
+    Accuracy, precision and the data loss for degrees.  The accuracies and
+    precisions are angles between I{positions} (gaze points, the target) as
+    seen from the eye, not between gaze directions: while the eye stays on a
+    point the head may move, which turns the gaze direction but leaves the
+    gaze point where it is, and that eye rotation is not an error of the
+    tracker.
+    """
+    valid = signal.dir_valid
+    usable = int(np.count_nonzero(valid))
+    total = len(signal)
+    result: dict[str, Any] = {
         "accuracyDeg": None,
+        "accuracyOffsetOfMeanDeg": None,
         "precisionRmsS2SDeg": None,
         "precisionStdDeg": None,
+        "dataLossDeg": (1.0 - usable / total) if total else 1.0,
+        "numSamplesDeg": usable,
     }
-    valid = signal.dir_valid
-    if not valid.any():
+    if not usable:
         return result
     points = signal.point[valid]
     origins = signal.origin[valid]
 
-    # Accuracy: the mean over samples of the angle, at that sample's eye,
-    # between its gaze point and the target.
+    # Accuracy, mean of offsets: the mean over samples of the angle, at that
+    # sample's eye, between its gaze point and the target.
     result["accuracyDeg"] = _num(np.mean(angular_offsets_deg(origins, points, target_mm)))
+
+    # Accuracy, offset of the mean: the length of the mean of the per-sample
+    # offset vectors (MATLAB Titta's acc1D).  Noise in every direction
+    # cancels in the mean, so this is not inflated by precision.
+    vectors = offset_vectors_deg(origins, points, target_mm, display_area)
+    result["accuracyOffsetOfMeanDeg"] = _num(np.linalg.norm(vectors.mean(axis=0)))
 
     # RMS-S2S: over pairs of neighbouring samples in the array that are both
     # usable (a pair spanning an invalid sample is not used, since a blink or
@@ -372,11 +418,12 @@ def _degree_metrics(signal: _Signal, target_mm: np.ndarray) -> dict[str, float |
         steps = angles_between_deg(first - eye, second - eye)
         result["precisionRmsS2SDeg"] = _num(_rms(steps))
 
-    # STD: the RMS over samples of the angle, at that sample's eye, between
-    # its gaze point and the mean gaze point.
-    if len(points) >= 2:
+    # STD: the sample standard deviation (n - 1 in the denominator) of the
+    # angles, at each sample's eye, between its gaze point and the mean
+    # gaze point.
+    if usable >= 2:
         spread = angular_offsets_deg(origins, points, points.mean(axis=0))
-        result["precisionStdDeg"] = _num(_rms(spread))
+        result["precisionStdDeg"] = _num(math.sqrt(np.sum(np.square(spread)) / (usable - 1)))
     return result
 
 
@@ -402,14 +449,23 @@ def signal_metrics(
         {"meanGaze": {"x", "y"} or None,   # mean normalised gaze
          "accuracyNorm": |meanGaze - target| (normalised units) or None,
          "precisionNorm": RMS distance of the samples from meanGaze or None,
-         "accuracyDeg": mean angular offset from the target (deg) or None,
+         "accuracyDeg": mean of the per-sample angular offsets from the
+                        target (deg) or None,
+         "accuracyOffsetOfMeanDeg": length of the mean per-sample offset
+                                    vector (deg; MATLAB Titta's accuracy)
+                                    or None,
          "precisionRmsS2SDeg": RMS of the angles between successive gaze
                                points or None,
-         "precisionStdDeg": RMS angle between the gaze points and their
-                            mean or None,
+         "precisionStdDeg": standard deviation (n - 1) of the angles between
+                            the gaze points and their mean or None,
          "dataLoss": fraction of samples with no usable gaze (1.0 when there
                      are no samples at all),
+         "dataLossDeg": fraction of samples that cannot be placed in
+                        degrees: no usable gaze, or no usable eye position
+                        (Titta's data loss; None without display_area),
          "numSamples": samples with usable gaze,
+         "numSamplesDeg": samples usable for degrees (None without
+                          display_area),
          "numSamplesTotal": all samples}
 
     A metric needing two samples (C{precisionNorm}, C{precisionStdDeg}) or
@@ -423,10 +479,13 @@ def signal_metrics(
         "accuracyNorm": None,
         "precisionNorm": None,
         "accuracyDeg": None,
+        "accuracyOffsetOfMeanDeg": None,
         "precisionRmsS2SDeg": None,
         "precisionStdDeg": None,
         "dataLoss": (1.0 - valid_count / total) if total else 1.0,
+        "dataLossDeg": None,
         "numSamples": valid_count,
+        "numSamplesDeg": None,
         "numSamplesTotal": total,
     }
     if valid_count:
@@ -438,7 +497,7 @@ def signal_metrics(
             result["precisionNorm"] = _num(_rms(np.linalg.norm(xy - mean, axis=-1)))
     if display_area is not None:
         target_mm = target_position_mm(display_area, target_x, target_y)
-        result.update(_degree_metrics(signal, target_mm))
+        result.update(_degree_metrics(signal, target_mm, display_area))
     return json_safe(result)
 
 
@@ -492,10 +551,33 @@ _AVERAGED = (
     ("averageAccuracyNorm", "accuracyNorm"),
     ("averagePrecisionNorm", "precisionNorm"),
     ("averageAccuracyDeg", "accuracyDeg"),
+    ("averageAccuracyOffsetOfMeanDeg", "accuracyOffsetOfMeanDeg"),
     ("averagePrecisionRmsS2SDeg", "precisionRmsS2SDeg"),
     ("averagePrecisionStdDeg", "precisionStdDeg"),
     ("averageDataLoss", "dataLoss"),
+    ("averageDataLossDeg", "dataLossDeg"),
 )
+
+#: What each number of a validation reply is, in the reply itself (and so in
+#: the recording): a reader holding them beside another tool's knows which
+#: to compare.  docs/DATA_QUALITY.md has the formulas.
+VALIDATION_DEFINITIONS = {
+    "signals": "top level: the binocular signal (per sample, the mean of the valid eyes); "
+    "left, right: each eye alone, as Titta reports",
+    "accuracyDeg": "mean of offsets: the mean over samples of each sample's angle, at its "
+    "eye, between its gaze point and the target",
+    "accuracyOffsetOfMeanDeg": "offset of the mean: the length of the mean of the "
+    "per-sample offset vectors (MATLAB Titta's accuracy)",
+    "precisionRmsS2SDeg": "root mean square of the angles between successive gaze points "
+    "(pairs spanning a lost sample left out)",
+    "precisionStdDeg": "standard deviation, n - 1 denominator, of the angles between the "
+    "gaze points and their mean",
+    "dataLoss": "fraction of samples without valid gaze",
+    "dataLossDeg": "fraction of samples that cannot be placed in degrees (no valid gaze "
+    "point or no valid eye position): Titta's data loss",
+    "averages": "average...: the mean over points of the per-point value (points without "
+    "a value left out)",
+}
 
 
 def _averages(items: Sequence[dict[str, Any]]) -> dict[str, float | None]:
@@ -524,19 +606,21 @@ def validation_summary(
                     averageAccuracyNorm is a number,
          "error": only when not success, a message saying why,
          "averageAccuracyNorm", "averagePrecisionNorm",
-         "averageAccuracyDeg", "averagePrecisionRmsS2SDeg",
-         "averagePrecisionStdDeg", "averageDataLoss":
+         "averageAccuracyDeg", "averageAccuracyOffsetOfMeanDeg",
+         "averagePrecisionRmsS2SDeg", "averagePrecisionStdDeg",
+         "averageDataLoss", "averageDataLossDeg":
              means over the points of the binocular metric of the same name
              (a point whose metric is None is left out, so None only when
              no point has it; every point counts in averageDataLoss),
          "averageAccuracy", "averagePrecision": averageAccuracyDeg and
              averagePrecisionRmsS2SDeg under the names the client
              extension's types use,
-         "left": {the six averages above, for the left eye},
+         "left": {the eight averages above, for the left eye},
          "right": {the same for the right eye},
          "numPoints": number of points,
          "numPointsWithData": points with at least one usable sample,
-         "pointData": [validation_point_metrics(...) per point, in order]}
+         "pointData": [validation_point_metrics(...) per point, in order],
+         "definitions": VALIDATION_DEFINITIONS, what each value means}
 
     The client decides pass or fail as C{success and averageAccuracyNorm <=
     tolerance} (it reads None as 0), which is why C{success} is False when
@@ -555,6 +639,7 @@ def validation_summary(
     summary["numPoints"] = len(point_data)
     summary["numPointsWithData"] = sum(1 for item in point_data if item["numSamples"])
     summary["pointData"] = point_data
+    summary["definitions"] = dict(VALIDATION_DEFINITIONS)
     summary["success"] = summary["averageAccuracyNorm"] is not None
     if not summary["success"]:
         summary["error"] = (
@@ -569,21 +654,41 @@ def validation_summary(
 # Which samples belong to a point
 
 
+def window_bounds_us(
+    start_us: int,
+    end_us: int,
+    skip_initial_ms: float = DEFAULT_SKIP_INITIAL_MS,
+    last_ms: float = 0.0,
+) -> tuple[int, int]:
+    """
+    The part of a point's time span C{[start_us, end_us]} whose samples are
+    used: from C{skip_initial_ms} after its start (the saccade to the
+    target) to its end; with C{last_ms} > 0, only the last C{last_ms} of the
+    span (as Titta does: 500 ms in MATLAB, 300 ms in Python), still never
+    reaching into the skipped start.  The first bound may exceed the second:
+    then the window is empty.
+    """
+    first = int(start_us) + round(float(skip_initial_ms) * 1000.0)
+    last = int(end_us)
+    if last_ms > 0:
+        first = max(first, last - round(float(last_ms) * 1000.0))
+    return first, last
+
+
 def select_window(
     samples: np.ndarray,
     start_us: int,
     end_us: int,
     skip_initial_ms: float = DEFAULT_SKIP_INITIAL_MS,
+    last_ms: float = 0.0,
 ) -> np.ndarray:
     """
-    The samples whose C{system_time_us} lies in
-    C{[start_us + skip_initial_ms, end_us]}, both ends included, from an
-    array sorted by C{system_time_us}.  The skip drops the time the eyes
-    take to land on a new target.  Returns a view (an empty one when the
-    window is empty or the skip is longer than the window).
+    The samples whose C{system_time_us} lies in the window
+    L{window_bounds_us} gives (both ends included), from an array sorted by
+    C{system_time_us}.  Returns a view (an empty one when the window is
+    empty).
     """
-    first = int(start_us) + round(float(skip_initial_ms) * 1000.0)
-    last = int(end_us)
+    first, last = window_bounds_us(start_us, end_us, skip_initial_ms, last_ms)
     if len(samples) == 0 or first > last:
         return samples[:0]
     times = samples["system_time_us"]

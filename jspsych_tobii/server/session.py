@@ -261,7 +261,9 @@ class ClientSession:
 
     def _new_validation(self) -> ValidationRun:
         config = self.app.config
-        return ValidationRun() if config is None else ValidationRun(config.validation_skip_ms)
+        if config is None:
+            return ValidationRun()
+        return ValidationRun(config.validation_skip_ms, config.validation_window_ms)
 
     def do_validation_start(self, request: Request, received_ms: float) -> dict:
         self.validation = self._new_validation()
