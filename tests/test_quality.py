@@ -1257,6 +1257,16 @@ class MeanEyePositionTests(SynchronousTestCase):
         self.assertIsNone(mean_eye_position(None))
 
 
+class _Events:
+    """Stands in for the session recorder: keeps the events written to it."""
+
+    def __init__(self, events):
+        self.events = events
+
+    def write_event(self, kind, **fields):
+        self.events.append((kind, fields))
+
+
 class ValidationWindowServerTests(SynchronousTestCase, AssertionsMixin):
     """
     --validation-window-ms, from the command line to the validation_compute
@@ -1283,8 +1293,14 @@ class ValidationWindowServerTests(SynchronousTestCase, AssertionsMixin):
             client.send(
                 {"type": "validation_point", "point": point, "gaze_samples": client.gaze[start:]}
             )
+        recorded = []
+        server.state.recorder = _Events(recorded)
         report = client.request("validation_compute")
         self.assertIs(report["success"], True)
+        # what goes into the recording is the reply, with the same names
+        self.assertEqual([kind for kind, _ in recorded], ["validation_result"])
+        reply = {k: v for k, v in report.items() if k not in ("type", "requestId")}
+        self.assertEqual(json.loads(json.dumps(recorded[0][1]["result"])), reply)
         return report
 
     def test_last_ms(self):
@@ -1294,6 +1310,11 @@ class ValidationWindowServerTests(SynchronousTestCase, AssertionsMixin):
         """
         report = self.validate(["--validation-window-ms", "400"])
         self.assertEqual((report["windowMs"], report["skipInitialMs"]), (400, 300))
+        for eye in ("left", "right"):
+            self.assertIsInstance(report[eye]["averageAccuracyOffsetOfMeanDeg"], float)
+            for item in report["pointData"]:
+                self.assertIsInstance(item[eye]["accuracyOffsetOfMeanDeg"], float)
+                self.assertIsInstance(item[eye]["accuracyDeg"], float)
         self.assertIn("last 400 ms", report["definitions"]["window"])
         self.assertLess(report["averageAccuracyDeg"], 0.3)
         for item in report["pointData"]:
