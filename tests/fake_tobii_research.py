@@ -32,7 +32,8 @@ adapter:
     C{sdk.clock_offset_us}, to imitate a platform where they differ).
   - L{FakeDevice} has hooks to lose and restore the connection, overflow a
     stream buffer, change the display area, raise stream errors, move the
-    eyes and script calibration outcomes.
+    eyes, script calibration outcomes, and leave fields out of the records
+    of a stream (C{missing_fields}, as an SDK that renamed them would).
 
 Call C{sdk.shutdown()} in a cleanup: it stops every device thread.
 """
@@ -447,6 +448,9 @@ class FakeDevice:
         self.in_calibration = False
         self.calibration_points: Dict[Tuple[float, float], int] = {}
         self.calibrations_applied = 0
+        #: Stream name -> record keys left out of what that stream delivers
+        #: to dictionary subscribers (an SDK that renamed or dropped a field).
+        self.missing_fields: Dict[str, Tuple[str, ...]] = {}
         #: Counters: samples of each stream delivered to a callback.
         self.delivered: Dict[str, int] = {}
         self.samples_dropped = 0
@@ -582,8 +586,12 @@ class FakeDevice:
                 callbacks = tracker._subs.get(stream)
                 if not callbacks or not tracker._alive.get(stream):
                     continue
+                missing = self.missing_fields.get(stream, ())
                 for callback, as_dictionary in list(callbacks.items()):
-                    data = dict(payload) if as_dictionary else _as_object(stream, payload)
+                    if as_dictionary:
+                        data = {k: v for k, v in payload.items() if k not in missing}
+                    else:
+                        data = _as_object(stream, payload)
                     self.sdk._invoke(callback, data, stream, self)
                     called += 1
         if called:

@@ -64,6 +64,8 @@ def fake_sdk():
         device = sdk.add_device(frequency=frequency)
         device.collect_seconds = options.get("collect_seconds", 0.05)
     sdk.clock_offset_us = options.get("clock_offset_us", 0)
+    for stream, keys in (options.get("missing_fields") or {}).items():
+        sdk.device().missing_fields[stream] = tuple(keys)
     if options.get("lose_after") is not None:
         device = sdk.device()
         threading.Timer(options["lose_after"], device.lose_connection).start()
@@ -237,6 +239,36 @@ class StreamTests(ChildTestCase):
         yield sleep(0.2)
         self.assertGreater(sum(len(b) for b in batches), count + 50)
         self.assertEqual(tracker.restarts, 0)
+
+    @defer.inlineCallbacks
+    def test_unreadable_records_reported(self):
+        """
+        Records the child cannot read (a field missing) reach the server as
+        a stream_error naming the stream, and the child's log of it, with
+        its traceback, reaches the server's log.
+        """
+        events = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        tracker, info, notes = yield self.connected(
+            missing_fields={fake.EYETRACKER_GAZE_DATA: ["left_gaze_origin_validity"]}
+        )
+        batches = []
+        yield tracker.startGaze(batches.append)
+        yield waitFor(
+            lambda: [n for n in notes if n.kind == NotificationKind.STREAM_ERROR],
+            what="the stream error",
+        )
+        [note] = [n for n in notes if n.kind == NotificationKind.STREAM_ERROR]
+        self.assertEqual(note.data["stream"], "gaze")
+        self.assertEqual(note.data["error"], "KeyError: 'left_gaze_origin_validity'")
+
+        def relayed():
+            return [e for e in events if "left_gaze_origin_validity" in e.get("text", "")]
+
+        yield waitFor(relayed, what="the relayed traceback")
+        self.assertEqual(relayed()[0]["log_level"].name, "error")
+        self.assertEqual(batches, [])
 
     @defer.inlineCallbacks
     def test_child_log_relayed(self):

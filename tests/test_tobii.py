@@ -392,6 +392,10 @@ class GazeTests(TobiiTestCase):
         tracker._onNotification("connection_lost", 42)
         tracker._onStreamError(None)
         self.assertEqual(tracker.callbackErrors, 5)
+        self.assertEqual(
+            tracker.streamErrors,
+            {"gaze": 2, "user_position": 1, "notifications": 1, "stream_errors": 1},
+        )
 
 
 class NotificationTests(TobiiTestCase):
@@ -494,6 +498,167 @@ class NotificationTests(TobiiTestCase):
         device.overflow()
         yield waitFor(lambda: tracker.overflows == 1, what="the overflow")
         self.assertEqual(notes, [])
+
+
+class ClockReactor(task.Clock):
+    """A L{task.Clock} whose C{callFromThread} runs the call at once (on the test's thread)."""
+
+    def callFromThread(self, f, *args, **kwargs):
+        f(*args, **kwargs)
+
+
+def captureLog(case, namespace):
+    """Every log event of C{namespace} (at the level the package lets through), as a list."""
+    from twisted.logger import globalLogPublisher
+
+    events = []
+
+    def observe(event):
+        if event.get("log_namespace") == namespace:
+            events.append(event)
+
+    globalLogPublisher.addObserver(observe)
+    case.addCleanup(globalLogPublisher.removeObserver, observe)
+    return events
+
+
+class StreamFailureTests(TobiiTestCase):
+    """
+    A record the adapter cannot read (an SDK that renamed a field) is lost,
+    but never silently: logged with its traceback, told to the receiver of
+    notifications (the clients), counted, and logged at a bounded rate.
+    """
+
+    namespace = "jspsych_tobii.trackers.tobii"
+
+    @defer.inlineCallbacks
+    def test_a_record_missing_a_field(self):
+        sdk, device, tracker, info, notes = yield self.connected(frequency=600)
+        lines = captureLog(self, self.namespace)
+        device.missing_fields[sdk.EYETRACKER_GAZE_DATA] = ("left_pupil_diameter",)
+        batches = []
+        yield tracker.startGaze(batches.append)
+
+        def errors():
+            return [n for n in notes if n.kind == NotificationKind.STREAM_ERROR]
+
+        yield waitFor(errors, what="the stream error")
+        yield sleep(0.2)  # 120 more records fail meanwhile
+        self.assertEqual(batches, [])
+        [note] = errors()
+        self.assertEqual(note.data["source"], "callback")
+        self.assertEqual(note.data["stream"], "gaze")
+        self.assertEqual(note.data["error"], "KeyError: 'left_pupil_diameter'")
+        self.assertIn("gaze", note.message)
+        self.assertGreaterEqual(note.data["count"], 1)
+        self.assertGreater(tracker.streamErrors["gaze"], 60)
+        self.assertEqual(tracker.callbackErrors, tracker.streamErrors["gaze"])
+        # logged once, with the traceback; nothing raised into the SDK
+        [failure] = self.flushLoggedErrors(KeyError)
+        self.assertIn("_onGaze", failure.getTraceback())
+        self.assertEqual(len(lines), 1)
+        self.assertIn("gaze", lines[0]["log_format"].format(**lines[0]))
+        self.assertEqual(sdk.callback_errors, 0)
+
+        device.missing_fields.clear()
+        yield waitFor(lambda: batches, what="gaze once the records are whole again")
+
+    @defer.inlineCallbacks
+    def test_clients_are_told_and_get_status_counts(self):
+        """
+        Through the whole server: a tracking client gets a tracker_status
+        "stream_error" naming the stream, and get_status counts the loss.
+        """
+        from jspsych_tobii.config import ServerConfig
+
+        from .support import serve
+        from .wsclient import connect
+
+        sdk = self.makeSDK(frequency=600)
+        device = sdk.device()
+        device.missing_fields[sdk.EYETRACKER_GAZE_DATA] = ("right_gaze_point_on_display_area",)
+        tracker = self.makeTracker(sdk)
+        config = ServerConfig(port="tcp:0:interface=127.0.0.1")
+        service, port = serve(self, config, make_tracker=lambda: tracker)
+        trackers = service.getServiceNamed("tracker")
+        yield waitFor(lambda: trackers.available, what="the tracker")
+        client = yield connect(port)
+        self.addCleanup(client.dropConnection, abort=True)
+        status = yield client.request("get_status")
+        self.assertEqual(status["streamErrors"], {})
+        reply = yield client.request("start_tracking")
+        self.assertIs(reply["success"], True)
+
+        def told():
+            return [
+                m
+                for m in client.other
+                if m.get("type") == "tracker_status" and m.get("status") == "stream_error"
+            ]
+
+        yield waitFor(told, what="the stream_error status")
+        [message] = told()
+        self.assertEqual(message["data"]["stream"], "gaze")
+        self.assertEqual(message["data"]["error"], "KeyError: 'right_gaze_point_on_display_area'")
+        status = yield client.request("get_status")
+        self.assertGreaterEqual(status["streamErrors"]["gaze"], 1)
+        self.assertEqual(client.gaze, [])
+        self.assertEqual(len(self.flushLoggedErrors(KeyError)), 1)
+
+    def test_bounded_logging(self):
+        """
+        At 10 failures a second for 10 minutes: the traceback once, then a
+        count a minute; once quiet, one line saying so; a new failure later
+        is one line again.
+        """
+        clock = ClockReactor()
+        sdk = self.makeSDK()
+        tracker = TobiiTracker(clock, sdk=sdk)
+        self.addCleanup(tracker.disconnect)
+        notes = []
+        tracker.setNotificationReceiver(notes.append)
+        lines = captureLog(self, self.namespace)
+        record = sdk.device()._gaze(0, 0, 1000.0)
+        del record["right_pupil_validity"]
+        tracker._gazeWanted = True  # as startGaze leaves it
+        for second in range(600):
+            for _ in range(10):
+                tracker._onGaze(record)
+            clock.advance(1.0)
+        self.assertEqual(tracker.streamErrors, {"gaze": 6000})
+        self.assertEqual(len(self.flushLoggedErrors(KeyError)), 1)
+        levels = [event["log_level"].name for event in lines]
+        self.assertEqual(levels, ["error"] + ["warn"] * 10)
+        self.assertIn("599 more gaze records", lines[1]["log_format"].format(**lines[1]))
+        self.assertEqual([n.data["count"] for n in notes], [1] + [600 * k for k in range(1, 11)])
+
+        clock.advance(tracker.callbackErrorInterval * 10)  # no more failures
+        self.assertEqual([event["log_level"].name for event in lines[11:]], ["info"])
+        tracker._onGaze(record)
+        tracker._onGaze(record)
+        self.assertEqual([event["log_level"].name for event in lines[12:]], ["error"])
+        self.assertEqual(self.flushLoggedErrors(KeyError), [])  # no second traceback
+        self.assertEqual(notes[-1].data["count"], 6001)
+        self.assertEqual(tracker.streamErrors, {"gaze": 6002})
+
+    def test_a_record_of_the_wrong_shape(self):
+        """What the callback copied but the reactor cannot convert is counted the same way."""
+        clock = ClockReactor()
+        sdk = self.makeSDK()
+        tracker = TobiiTracker(clock, sdk=sdk)
+        self.addCleanup(tracker.disconnect)
+        notes = []
+        tracker.setNotificationReceiver(notes.append)
+        batches = []
+        tracker._gazeWanted = True
+        tracker._gazeReceiver = batches.append
+        record = sdk.device()._gaze(0, 0, 1000.0)
+        record["left_gaze_point_on_display_area"] = (0.5, 0.5, 0.0)
+        tracker._onGaze(record)
+        self.assertEqual(batches, [])
+        self.assertEqual(tracker.streamErrors, {"gaze": 1})
+        self.assertEqual([n.data["stream"] for n in notes], ["gaze"])
+        self.assertEqual(len(self.flushLoggedErrors(ValueError)), 1)
 
 
 class CalibrationTests(TobiiTestCase):

@@ -16,6 +16,12 @@ This module owns the boundary between the reactor and the SDK:
     tuples and hand them to the reactor through L{ThreadHandoff}; they never
     call the SDK and never raise.  Gaze rows are converted to one numpy array
     of L{GAZE_DTYPE} per hand-off, on the reactor.
+  - A record a callback cannot read (an SDK that renamed a field, say) is
+    lost, but never silently: the callback counts it and hands its first
+    failure, with the traceback, to the reactor, which logs it, tells the
+    clients (a L{NotificationKind.STREAM_ERROR} naming the stream) and then
+    logs a count every L{TobiiTracker.callbackErrorInterval} seconds for as
+    long as the failures go on.
   - Samples keep the SDK's device and system time stamps (µs).  The SDK's
     system clock is CLOCK_MONOTONIC on Linux; at connect the offset to this
     process's monotonic clock is measured and reported as
@@ -33,11 +39,12 @@ import functools
 import threading
 import time
 from dataclasses import replace
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Set, Tuple
 
 import numpy as np
 from twisted.internet import defer
 from twisted.internet.threads import deferToThreadPool
+from twisted.logger import LogLevel
 from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 from zope.interface import implementer
@@ -82,6 +89,16 @@ __all__ = ["TobiiTracker", "find_trackers", "describe", "load_sdk"]
 
 _log = Logger()
 
+#: The streams whose callbacks count their failures, by the names the log,
+#: the clients (C{data["stream"]} of a C{stream_error}) and C{get_status} use.
+GAZE_STREAM = "gaze"
+POSITION_STREAM = "user_position"
+NOTIFICATION_STREAM = "notifications"
+ERROR_STREAM = "stream_errors"
+
+#: The event a failing callback hands to the reactor (never an SDK kind).
+_CALLBACK_FAILED = "callback_failed"
+
 
 def _daemon_thread(*args: Any, **kwargs: Any) -> threading.Thread:
     # A call stuck in the SDK must never keep the process from exiting.
@@ -101,7 +118,11 @@ class TobiiTracker:
     @param frequency: a gaze output frequency to set at connect.
 
     @ivar overflows: stream buffer overflows the SDK reported (2.x).
-    @ivar callbackErrors: exceptions caught inside stream callbacks.
+    @ivar callbackErrors: records lost to exceptions inside stream callbacks
+        (or in converting what they handed over), over every stream.
+    @ivar streamErrors: the same, per stream name (L{GAZE_STREAM}, ...).
+    @ivar callbackErrorInterval: seconds between the counts logged (and
+        told to clients) while a stream's callback keeps failing.
     @ivar stopTimeout: seconds L{disconnect} waits for the worker.
     @ivar resumeCheckDelay: seconds after a restored connection before
         streams that stayed silent are subscribed again.
@@ -110,6 +131,7 @@ class TobiiTracker:
 
     stopTimeout = 1.0
     resumeCheckDelay = 0.5
+    callbackErrorInterval = 60.0
     positionMaxAge = 1.0
 
     def __init__(
@@ -130,7 +152,14 @@ class TobiiTracker:
         self._frequency = frequency
         self.info: Optional[TrackerInfo] = None
         self.overflows = 0
+        # Written by the SDK's threads and the reactor, under _errorLock.
+        self._errorLock = threading.Lock()
         self.callbackErrors = 0
+        self.streamErrors: Dict[str, int] = {}
+        self._errorWatched: Set[str] = set()  # streams with a report under way
+        # Reactor-side: what was reported of each stream's failures.
+        self._errorTracebackLogged: Set[str] = set()
+        self._errorTimers: Dict[str, Any] = {}
 
         self._pool: Optional[ThreadPool] = None
         self._connectWaiters: Optional[List[defer.Deferred]] = None
@@ -204,6 +233,10 @@ class TobiiTracker:
         if self._resumeCall is not None and self._resumeCall.active():
             self._resumeCall.cancel()
         self._resumeCall = None
+        for timer in self._errorTimers.values():
+            if timer.active():
+                timer.cancel()
+        self._errorTimers.clear()
         pool = self._pool
         if pool is None:
             self._closeDone = True
@@ -425,7 +458,7 @@ class TobiiTracker:
                     )
                 )
         except Exception:
-            self.callbackErrors += 1
+            self._callbackFailed(GAZE_STREAM)
 
     def _onUserPosition(self, d: dict) -> None:
         try:
@@ -439,19 +472,46 @@ class TobiiTracker:
                 )
             )
         except Exception:
-            self.callbackErrors += 1
+            self._callbackFailed(POSITION_STREAM)
 
     def _onNotification(self, kind: str, d: Any) -> None:
         try:
             self._eventHandoff.put((kind, dict(d)))
         except Exception:
-            self.callbackErrors += 1
+            self._callbackFailed(NOTIFICATION_STREAM)
 
     def _onStreamError(self, d: Any) -> None:
         try:
             self._eventHandoff.put((NotificationKind.STREAM_ERROR, dict(d)))
         except Exception:
-            self.callbackErrors += 1
+            self._callbackFailed(ERROR_STREAM)
+
+    def _countFailures(self, stream: str, records: int = 1) -> bool:
+        """
+        Count C{records} lost in C{stream}; any thread.  True when no report
+        of this stream is under way, and the caller must start one.
+        """
+        with self._errorLock:
+            self.callbackErrors += records
+            self.streamErrors[stream] = self.streamErrors.get(stream, 0) + records
+            if stream in self._errorWatched:
+                return False
+            self._errorWatched.add(stream)
+            return True
+
+    def _callbackFailed(self, stream: str) -> None:
+        """
+        Called in a stream callback's C{except} clause, on an SDK thread:
+        count the lost record and, when no report is under way, hand the
+        failure (with its traceback) to the reactor.  Never raises.
+        """
+        try:
+            if self._countFailures(stream):
+                failure = Failure()
+                failure.cleanFailure()  # keep the text of the stack, not its frames
+                self._eventHandoff.put((_CALLBACK_FAILED, {"stream": stream, "failure": failure}))
+        except Exception:
+            pass  # nothing may escape into the SDK; the count is kept
 
     # -- consumers: the reactor
 
@@ -465,7 +525,13 @@ class TobiiTracker:
             rows = [row for row in rows if row[1] >= since]
             if not rows:
                 return
-        batch = np.array(rows, dtype=GAZE_DTYPE)
+        try:
+            batch = np.array(rows, dtype=GAZE_DTYPE)
+        except Exception:
+            # a record of an unexpected shape: the SDK changed what it sends
+            if self._countFailures(GAZE_STREAM, len(rows)):
+                self._reportCallbackFailure(GAZE_STREAM, Failure())
+            return
         try:
             receiver(batch)
         except Exception:
@@ -494,6 +560,9 @@ class TobiiTracker:
     def _handleEvent(self, kind: str, data: dict) -> None:
         if self._closed:
             return
+        if kind == _CALLBACK_FAILED:
+            self._reportCallbackFailure(data["stream"], data["failure"])
+            return
         at = data.get("system_time_stamp")
         if kind == NotificationKind.CONNECTION_LOST:
             _log.warn("lost the connection to the eye tracker")
@@ -515,7 +584,10 @@ class TobiiTracker:
                 self.info = replace(self.info, display_area=area)
             elif self.info is not None:
                 self._call(self._readDisplayAreaOnWorker).addCallbacks(
-                    self._displayAreaRead, lambda f: None
+                    self._displayAreaRead,
+                    lambda f: _log.warn(
+                        "cannot read the changed display area: {error}", error=f.getErrorMessage()
+                    ),
                 )
             self._notify(
                 kind,
@@ -576,6 +648,71 @@ class TobiiTracker:
             f"{source}: {error}: {message}",
             {"source": source, "error": error},
             at=at,
+        )
+
+    def _reportCallbackFailure(self, stream: str, failure: Failure) -> None:
+        """
+        A report of C{stream}'s failures begins (on the reactor): log the
+        first failure ever with its traceback, a later one on a line; tell
+        the clients; then count on every L{callbackErrorInterval}.
+        """
+        error = f"{failure.type.__name__}: {failure.getErrorMessage()}"
+        with self._errorLock:
+            count = self.streamErrors.get(stream, 0)
+        if stream not in self._errorTracebackLogged:
+            self._errorTracebackLogged.add(stream)
+            _log.failure(
+                "cannot read the {stream} records the Tobii SDK delivers: they are lost "
+                "while this goes on (a changed SDK?)",
+                failure,
+                level=LogLevel.error,
+                stream=stream,
+            )
+        else:
+            _log.error(
+                "cannot read the {stream} records the Tobii SDK delivers, again: {error}",
+                stream=stream,
+                error=error,
+            )
+        self._notifyCallbackErrors(stream, count, error)
+        self._errorTimers[stream] = self._reactor.callLater(
+            self.callbackErrorInterval, self._countCallbackFailures, stream, count, error
+        )
+
+    def _countCallbackFailures(self, stream: str, reported: int, error: str) -> None:
+        """Every L{callbackErrorInterval} while C{stream} keeps failing: say how much."""
+        with self._errorLock:
+            count = self.streamErrors.get(stream, 0)
+            if count == reported:  # quiet for a whole interval: the report ends
+                self._errorWatched.discard(stream)
+        if count == reported:
+            self._errorTimers.pop(stream, None)
+            _log.info(
+                "the {stream} records of the Tobii SDK have been read without a failure "
+                "for {interval:g} s ({count} lost in all)",
+                stream=stream,
+                interval=self.callbackErrorInterval,
+                count=count,
+            )
+            return
+        _log.warn(
+            "{lost} more {stream} records of the Tobii SDK could not be read in the last "
+            "{interval:g} s ({count} lost in all)",
+            lost=count - reported,
+            stream=stream,
+            interval=self.callbackErrorInterval,
+            count=count,
+        )
+        self._notifyCallbackErrors(stream, count, error)
+        self._errorTimers[stream] = self._reactor.callLater(
+            self.callbackErrorInterval, self._countCallbackFailures, stream, count, error
+        )
+
+    def _notifyCallbackErrors(self, stream: str, count: int, error: str) -> None:
+        self._notify(
+            NotificationKind.STREAM_ERROR,
+            f"cannot read the eye tracker's {stream} data ({error}): {count} records lost",
+            {"source": "callback", "stream": stream, "error": error, "count": count},
         )
 
     def _positionFallbackDone(self, source: Optional[str]) -> None:
