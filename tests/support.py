@@ -18,6 +18,24 @@ def assert_close(case, actual, expected, tolerance, message=""):
         case.fail(f"{actual!r} is not within {tolerance} of {expected!r}. {message}")
 
 
+def capture_log(case, namespace):
+    """
+    Every log event of C{namespace} that passes the package's level filter,
+    in a list that grows until the test ends.
+    """
+    from twisted.logger import globalLogPublisher
+
+    events = []
+
+    def observe(event):
+        if event.get("log_namespace") == namespace:
+            events.append(event)
+
+    globalLogPublisher.addObserver(observe)
+    case.addCleanup(globalLogPublisher.removeObserver, observe)
+    return events
+
+
 def serve(case, options, make_tracker=None):
     """
     The whole server on the real reactor, listening, for a loopback test;

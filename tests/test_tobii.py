@@ -30,6 +30,7 @@ from jspsych_tobii.trackers import tobii_sdk
 from jspsych_tobii.trackers.tobii import TobiiTracker, describe, find_trackers
 
 from . import fake_tobii_research as fake
+from .support import capture_log
 from .tracker_contract import TrackerContractMixin
 
 try:
@@ -507,21 +508,6 @@ class ClockReactor(task.Clock):
         f(*args, **kwargs)
 
 
-def captureLog(case, namespace):
-    """Every log event of C{namespace} (at the level the package lets through), as a list."""
-    from twisted.logger import globalLogPublisher
-
-    events = []
-
-    def observe(event):
-        if event.get("log_namespace") == namespace:
-            events.append(event)
-
-    globalLogPublisher.addObserver(observe)
-    case.addCleanup(globalLogPublisher.removeObserver, observe)
-    return events
-
-
 class StreamFailureTests(TobiiTestCase):
     """
     A record the adapter cannot read (an SDK that renamed a field) is lost,
@@ -534,7 +520,7 @@ class StreamFailureTests(TobiiTestCase):
     @defer.inlineCallbacks
     def test_a_record_missing_a_field(self):
         sdk, device, tracker, info, notes = yield self.connected(frequency=600)
-        lines = captureLog(self, self.namespace)
+        lines = capture_log(self, self.namespace)
         device.missing_fields[sdk.EYETRACKER_GAZE_DATA] = ("left_pupil_diameter",)
         batches = []
         yield tracker.startGaze(batches.append)
@@ -617,7 +603,7 @@ class StreamFailureTests(TobiiTestCase):
         self.addCleanup(tracker.disconnect)
         notes = []
         tracker.setNotificationReceiver(notes.append)
-        lines = captureLog(self, self.namespace)
+        lines = capture_log(self, self.namespace)
         record = sdk.device()._gaze(0, 0, 1000.0)
         del record["right_pupil_validity"]
         tracker._gazeWanted = True  # as startGaze leaves it

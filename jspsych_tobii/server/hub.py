@@ -11,13 +11,16 @@ so nothing from an earlier session is ever answered.
 A batch's path: the tracker's receiver (L{_on_gaze}) stamps sequence numbers
 and arrival time, appends to the buffer, encodes each sample once, frames it
 once with Autobahn's C{prepareMessage}, and hands the same prepared frame to
-every subscriber's L{SendGate}.
+every subscriber's L{SendGate}.  Observers (the recorder) see each batch
+first; one that fails costs no client its batch: its first failure in a
+tracking session is logged with the traceback, the others are counted and
+summed up when the session ends.
 """
 
 from __future__ import annotations
 
 import collections
-from typing import Any, Callable, List, Optional, Set
+from typing import Any, Callable, Dict, List, Optional, Set
 
 import numpy as np
 from twisted.internet import defer
@@ -57,6 +60,8 @@ class GazeHub:
         self._holds: Set[object] = set()
         self.gates: Set[SendGate] = set()  # every open connection
         self.observers: List[Callable[[np.ndarray], Any]] = []
+        #: batches each observer failed on in the current tracking session
+        self.observer_failures: Dict[Any, int] = {}
         #: objects told when a tracking session starts and ends (the recorder):
         #: C{session_started(number, started_us, tracker_info_dict)} and
         #: C{session_ended(reason)}
@@ -119,7 +124,7 @@ class GazeHub:
         if not want and self._interrupted:
             # the tracker went away and no one waits for it any more
             self._interrupted = False
-            self._tell("session_ended", reason="tracker lost")
+            self._session_ended(reason="tracker lost")
         if want and self._tracker is None:
             tracker = self._trackers.require()
             if not self._interrupted:
@@ -127,7 +132,7 @@ class GazeHub:
             try:
                 yield tracker.startGaze(self._on_gaze)
             except Exception as e:
-                self._tell("session_ended", reason=f"could not start: {e}")
+                self._session_ended(reason=f"could not start: {e}")
                 raise
             self._interrupted = False
             self._tracker = tracker
@@ -139,7 +144,7 @@ class GazeHub:
                 count=self._seq,
                 n=self.session,
             )
-            self._tell("session_ended", reason="no client tracking")
+            self._session_ended(reason="no client tracking")
             yield tracker.stopGaze()
 
     def _tell(self, event: str, *args: Any, **kwargs: Any) -> None:
@@ -148,6 +153,10 @@ class GazeHub:
                 getattr(listener, event)(*args, **kwargs)
             except Exception:
                 self.log.failure("{listener} failed on {event}", listener=listener, event=event)
+
+    def _session_ended(self, reason: str) -> None:
+        self._tell("session_ended", reason=reason)
+        self._report_observer_failures()
 
     def tracker_lost(self) -> None:
         """
@@ -192,7 +201,10 @@ class GazeHub:
         batch["server_time_us"] = self.clock.now_us()
         self.buffer.extend(batch)
         for observer in self.observers:
-            observer(batch)
+            try:
+                observer(batch)
+            except Exception:
+                self._observer_failed(observer)
         if not self._subscribers:
             return
         prepare = self._prepare
@@ -201,6 +213,28 @@ class GazeHub:
             send = gate.send_gaze
             for frame in prepared:
                 send(frame)
+
+    def _observer_failed(self, observer: Any) -> None:
+        failures = self.observer_failures.get(observer, 0) + 1
+        self.observer_failures[observer] = failures
+        if failures == 1:
+            self.log.failure(
+                "{observer} failed on a gaze batch of tracking session {n}; the clients "
+                "still get it, and later failures of this session are only counted",
+                observer=observer,
+                n=self.session,
+            )
+
+    def _report_observer_failures(self) -> None:
+        for observer, failures in self.observer_failures.items():
+            if failures > 1:
+                self.log.error(
+                    "{observer} failed on {failures} gaze batches of tracking session {n}",
+                    observer=observer,
+                    failures=failures,
+                    n=self.session,
+                )
+        self.observer_failures.clear()
 
     # -- queries
 

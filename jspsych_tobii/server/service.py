@@ -3,18 +3,21 @@
 L{TrackerService}: the tracker's lifecycle inside the server.
 
 On start it connects the tracker; when there is none it keeps the server up
-(as a systemd service should), logs, and retries discovery periodically,
-while tracker-dependent requests are answered with "no eye tracker
-connected".  It routes tracker notifications to every client, aligns the
+(as a systemd service should) and retries discovery forever, ever less often
+(L{DEFAULT_RETRY_INTERVAL} doubling up to L{MAX_RETRY_INTERVAL}), while
+tracker-dependent requests are answered with "no eye tracker connected".
+It logs changes of state only: the first failure, a different failure, the
+connection; a repeated failure is a debug line.  It routes tracker notifications to every client, aligns the
 server clock with the tracker's system clock, and on stop releases the gaze
 stream and disconnects the tracker before the reactor stops.
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Dict, Optional
 
 from twisted.application import service
+from twisted.application.internet import backoffPolicy
 from twisted.internet import defer
 
 from jspsych_tobii.core.timesync import ServerClock
@@ -27,14 +30,22 @@ from jspsych_tobii.interfaces import (
 )
 from jspsych_tobii.logs import Logger
 
-#: Seconds between discovery attempts while no tracker is found.
+#: Seconds before the first new discovery attempt while no tracker is found;
+#: the wait doubles after each failed attempt, up to L{MAX_RETRY_INTERVAL}.
 DEFAULT_RETRY_INTERVAL = 5.0
+MAX_RETRY_INTERVAL = 60.0
 
 
 class TrackerService(service.Service):
     """
     @param make_tracker: builds the L{ITracker} to use (called once).
     @param clock: the server clock, aligned to the tracker's on connect.
+    @param retry_interval: seconds before the first retry of a failed
+        connect; each further failure doubles it, up to C{max_retry_interval}.
+
+    @ivar stream_errors: records lost in each stream of the tracker because
+        they could not be read (as the tracker's C{stream_error}
+        notifications count them), by stream name.
     """
 
     name = "tracker"
@@ -46,11 +57,21 @@ class TrackerService(service.Service):
         make_tracker: Callable[[], ITracker],
         clock: ServerClock,
         retry_interval: float = DEFAULT_RETRY_INTERVAL,
+        max_retry_interval: float = MAX_RETRY_INTERVAL,
     ):
         self._reactor = reactor
         self._make_tracker = make_tracker
         self.clock = clock
         self.retry_interval = retry_interval
+        self._retry_delay = backoffPolicy(
+            initialDelay=retry_interval,
+            maxDelay=max(retry_interval, max_retry_interval),
+            factor=2.0,
+            jitter=lambda: 0.0,
+        )
+        self._failures = 0  # failed connects in a row
+        self._no_tracker = False  # last_error says there is none (NoTrackerError)
+        self.stream_errors: Dict[str, int] = {}
         self.hub: Any = None  # set by makeService
         self.record_event: Callable[..., None] = lambda kind, **fields: None
         self._candidate: Optional[ITracker] = None
@@ -65,6 +86,8 @@ class TrackerService(service.Service):
         """The connected tracker, or L{NoTrackerError}."""
         if self.tracker is None or not self.available:
             if self.last_error and self.tracker is None:
+                if self._no_tracker:  # it says so itself
+                    raise NoTrackerError(self.last_error)
                 raise NoTrackerError(f"no eye tracker connected ({self.last_error})")
             raise NoTrackerError()
         return self.tracker
@@ -94,13 +117,16 @@ class TrackerService(service.Service):
         self.tracker = self._candidate
         self.available = True
         self.last_error = None
+        self._no_tracker = False
         self.log.info(
-            "eye tracker connected: {model} {serial} at {address} ({frequency:g} Hz)",
+            "eye tracker connected: {model} {serial} at {address} ({frequency:g} Hz){after}",
             model=info.model,
             serial=info.serial_number,
             address=info.address,
             frequency=info.frequency,
+            after=f" after {self._failures + 1} attempts" if self._failures else "",
         )
+        self._failures = 0
         if self.hub is not None:
             self.hub.broadcast(
                 {"type": "tracker_status", "status": "connected", "tracker": info.to_dict()}
@@ -108,17 +134,32 @@ class TrackerService(service.Service):
 
     def _not_connected(self, failure):
         self._connecting = None
-        self.last_error = failure.getErrorMessage()
-        if not failure.check(TrackerError):
+        error = failure.getErrorMessage()
+        changed = self._failures == 0 or error != self.last_error
+        self.last_error = error
+        self._no_tracker = failure.check(NoTrackerError) is not None
+        if changed and not failure.check(TrackerError):
             self.log.failure("unexpected error connecting the eye tracker", failure)
         if not self.running:
             return
-        self.log.warn(
-            "{error}; retrying in {interval:g} s",
-            error=self.last_error,
-            interval=self.retry_interval,
-        )
-        self._retry = self._reactor.callLater(self.retry_interval, self._connect)
+        delay = self._retry_delay(self._failures)
+        self._failures += 1
+        if changed:
+            self.log.warn(
+                "{error}; looking again in {delay:g} s, then ever less often (every "
+                "{longest:g} s at most), logging only when this changes",
+                error=error,
+                delay=delay,
+                longest=self._retry_delay(100),
+            )
+        else:
+            self.log.debug(
+                "{error} (attempt {attempt}); looking again in {delay:g} s",
+                error=error,
+                attempt=self._failures,
+                delay=delay,
+            )
+        self._retry = self._reactor.callLater(delay, self._connect)
 
     def _on_notification(self, note: TrackerNotification) -> None:
         if note.kind == NotificationKind.CONNECTION_LOST:
@@ -133,6 +174,9 @@ class TrackerService(service.Service):
                 self.hub.restart().addErrback(
                     lambda f: self.log.failure("could not resume the gaze stream", f)
                 )
+        elif note.kind == NotificationKind.STREAM_ERROR and note.data.get("source") == "callback":
+            # the tracker has logged it (rate-limited); keep its count for get_status
+            self.stream_errors[str(note.data.get("stream"))] = int(note.data.get("count") or 0)
         elif note.kind == NotificationKind.DISPLAY_AREA_CHANGED and self.tracker is not None:
             self.log.info("display area changed: {message}", message=note.message)
         else:

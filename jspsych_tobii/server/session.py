@@ -194,6 +194,7 @@ class ClientSession:
             "success": True,
             "trackerConnected": trackers.tracker is not None and trackers.available,
             "trackerError": trackers.last_error,
+            "streamErrors": dict(trackers.stream_errors),
             "tracking": self.tracking,
             "streaming": hub.running,
             "session": hub.session,
