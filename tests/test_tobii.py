@@ -607,7 +607,7 @@ class StreamFailureTests(TobiiTestCase):
         record = sdk.device()._gaze(0, 0, 1000.0)
         del record["right_pupil_validity"]
         tracker._gazeWanted = True  # as startGaze leaves it
-        for second in range(600):
+        for _ in range(600):
             for _ in range(10):
                 tracker._onGaze(record)
             clock.advance(1.0)

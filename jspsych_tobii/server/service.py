@@ -7,9 +7,10 @@ On start it connects the tracker; when there is none it keeps the server up
 (L{DEFAULT_RETRY_INTERVAL} doubling up to L{MAX_RETRY_INTERVAL}), while
 tracker-dependent requests are answered with "no eye tracker connected".
 It logs changes of state only: the first failure, a different failure, the
-connection; a repeated failure is a debug line.  It routes tracker notifications to every client, aligns the
-server clock with the tracker's system clock, and on stop releases the gaze
-stream and disconnects the tracker before the reactor stops.
+connection; a repeated failure is a debug line.  It routes tracker
+notifications to every client, aligns the server clock with the tracker's
+system clock, and on stop releases the gaze stream and disconnects the
+tracker before the reactor stops.
 """
 
 from __future__ import annotations
