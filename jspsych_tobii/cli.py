@@ -5,11 +5,13 @@ C{jspsych-tobii-server}: run the server in the foreground without twistd.
 It parses the same L{Options} as the twistd plugin, builds the same service
 with L{makeService}, and runs the reactor until Ctrl-C or SIGTERM, after
 which the service stops cleanly.  Bad options and start-up failures (a port
-already in use, say) print one line and exit non-zero.
+already in use, say) print one line and exit non-zero.  Output cut short by
+its reader (C{jspsych-tobii-server --help | head -1}) ends quietly.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import List, Optional
 
@@ -17,6 +19,22 @@ from twisted.python import usage
 
 
 def main(argv: Optional[List[str]] = None) -> int:
+    try:
+        try:
+            return _main(argv)
+        finally:  # --help, --version and --list-trackers exit with their text still buffered
+            sys.stdout.flush()
+    except BrokenPipeError:
+        # The reader of our output went away: say nothing more, and point
+        # stdout at /dev/null so that the interpreter's own flush at exit
+        # does not print a traceback either.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        return 1
+
+
+def _main(argv: Optional[List[str]]) -> int:
     from jspsych_tobii.tap import Options
 
     options = Options()

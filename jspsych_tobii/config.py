@@ -2,7 +2,10 @@
 """
 L{ServerConfig}: the one set of settings that every door (twistd, the
 console script, L{jspsych_tobii.TobiiServer}) fills in, with the checks that
-turn a bad value into a one-line L{ConfigError} instead of a traceback.
+turn a bad value into a one-line L{ConfigError} instead of a traceback.  A
+setting that the others would make the server ignore (C{--speed} without
+C{--replay}, C{--tracker} with C{--mock}, ...) is refused the same way:
+no option parses and then does nothing.
 """
 
 from __future__ import annotations
@@ -10,8 +13,8 @@ from __future__ import annotations
 import math
 import os
 import re
-from dataclasses import dataclass, fields
-from typing import Optional
+from dataclasses import MISSING, dataclass, fields
+from typing import Iterable, Optional
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 MAX_MOCK_RATE = 2000.0
@@ -143,7 +146,47 @@ class ServerConfig:
                 )
         if self.record_dir is not None and not str(self.record_dir).strip():
             raise ConfigError("--record-dir: the folder name is empty")
+        self.refuse_ignored()
         return self
+
+    def refuse_ignored(self, given: Optional[Iterable[str]] = None) -> None:
+        """
+        Refuse a setting the rest of this configuration would ignore.
+
+        @param given: the names of the fields the user set (the command line
+            knows); by default, every field that differs from its default.
+        @raise ConfigError: naming the option and what it needs.
+        """
+        given = set(self.changed_fields() if given is None else given)
+        source = "--mock" if self.mock else "--replay" if self.replay is not None else None
+        rate = "use --mock-rate" if self.mock else "a replay keeps its recorded rate"
+        rules = (
+            ("tracker", source, f"--tracker: cannot be combined with {source}"),
+            ("frequency", source, f"--frequency: cannot be combined with {source} ({rate})"),
+            ("replay_speed", self.replay is None, "--speed: applies to --replay only"),
+            ("replay_loop", self.replay is None, "--replay-loop: applies to --replay only"),
+            ("mock_rate", not self.mock, "--mock-rate: applies to --mock only"),
+            ("mock_seed", not self.mock, "--mock-seed: applies to --mock only"),
+            ("mock_offset_deg", not self.mock, "--mock-offset-deg: applies to --mock only"),
+            ("mock_noise_deg", not self.mock, "--mock-noise-deg: applies to --mock only"),
+            (
+                "host",
+                not self.port.isdigit(),
+                "--host: applies only when --port is a number; give the interface in the "
+                "endpoint instead (tcp:8080:interface=HOST)",
+            ),
+        )
+        for name, ignored, message in rules:
+            if ignored and name in given:
+                raise ConfigError(message)
+
+    def changed_fields(self) -> list:
+        """The names of the fields whose value is not their default."""
+        return [
+            f.name
+            for f in fields(self)
+            if f.default is not MISSING and getattr(self, f.name) != f.default
+        ]
 
     @property
     def origin_patterns(self) -> list:

@@ -28,14 +28,51 @@ from jspsych_tobii.server.state import ServerState
 _log = Logger()
 
 
+#: Each option that fills a L{ServerConfig} field, and the field.
+CONFIG_OPTIONS = {
+    "host": "host",
+    "port": "port",
+    "tracker": "tracker",
+    "buffer-size": "buffer_size",
+    "log-level": "log_level",
+    "log-file": "log_file",
+    "mock": "mock",
+    "mock-rate": "mock_rate",
+    "mock-seed": "mock_seed",
+    "mock-offset-deg": "mock_offset_deg",
+    "mock-noise-deg": "mock_noise_deg",
+    "validation-skip-ms": "validation_skip_ms",
+    "validation-window-ms": "validation_window_ms",
+    "frequency": "frequency",
+    "reconnect-grace": "reconnect_grace",
+    "record-dir": "record_dir",
+    "replay": "replay",
+    "speed": "replay_speed",
+    "replay-loop": "replay_loop",
+    "sdk-python": "sdk_python",
+    "allowed-origins": "allowed_origins",
+}
+
+
 class Options(usage.Options):
-    synopsis = "[options]"
+    """
+    The command line.  Options that matter only with another one (C{--speed}
+    with C{--replay}, the C{--mock-*} options with C{--mock}, C{--host} with
+    a numeric C{--port}) default to None here, so that L{postOptions} can tell
+    the options given from the defaults and refuse those given in vain.
+    """
+
     longdesc = (
         "Serve a Tobii eye tracker to jsPsych experiments over WebSocket "
         "(default ws://localhost:8080).  Use --mock to run without a tracker."
     )
     optParameters = [
-        ["host", None, "localhost", "Interface to listen on when --port is a number."],
+        [
+            "host",
+            None,
+            None,
+            "Interface to listen on when --port is a number (default: localhost).",
+        ],
         [
             "port",
             "p",
@@ -47,15 +84,21 @@ class Options(usage.Options):
         ["buffer-size", None, "10000", "Gaze samples kept in memory."],
         ["log-level", None, "INFO", "DEBUG, INFO, WARNING or ERROR."],
         ["log-file", None, None, "Also write the log to this file."],
-        ["mock-rate", None, "120", "Sample rate of the mock tracker, Hz."],
-        ["mock-seed", None, "0", "Random seed of the mock tracker."],
+        ["mock-rate", None, None, "Sample rate of the mock tracker, Hz (default: 120)."],
+        ["mock-seed", None, None, "Random seed of the mock tracker (default: 0)."],
         [
             "mock-offset-deg",
             None,
-            "0",
-            "Systematic gaze error of the mock tracker, degrees (a known truth for validation).",
+            None,
+            "Systematic gaze error of the mock tracker, degrees (a known truth for "
+            "validation; default: 0).",
         ],
-        ["mock-noise-deg", None, "0.02", "Angular noise of the mock tracker, degrees RMS."],
+        [
+            "mock-noise-deg",
+            None,
+            None,
+            "Angular noise of the mock tracker, degrees RMS (default: 0.02).",
+        ],
         [
             "validation-skip-ms",
             None,
@@ -86,7 +129,7 @@ class Options(usage.Options):
         ],
         ["record-dir", None, None, "Record every tracking session to a file in this folder."],
         ["replay", None, None, "Play a recording back as the tracker (instead of a device)."],
-        ["speed", None, "1", "Replay speed factor (2 = twice as fast)."],
+        ["speed", None, None, "Replay speed factor (2 = twice as fast; default: 1)."],
         [
             "reconnect-grace",
             None,
@@ -110,35 +153,32 @@ class Options(usage.Options):
         """Print each eye tracker found (address, model, serial, firmware, frequencies), exit."""
         self.list_only = True
 
+    def getSynopsis(self) -> str:
+        if self.parent is None:  # the console script; under twistd, twistd's own line
+            return "Usage: jspsych-tobii-server [options]"
+        return super().getSynopsis()
+
     def postOptions(self):
+        given = {}
+        for option, field in CONFIG_OPTIONS.items():
+            value = self[option]
+            if value is not None and value != 0:  # flags are 0 unless given
+                given[field] = value
+        for flag in ("mock", "replay_loop"):
+            if flag in given:
+                given[flag] = True
+        if "mock_seed" in given:
+            given["mock_seed"] = _seed(given["mock_seed"])
         try:
-            self.config = ServerConfig(
-                host=self["host"],
-                port=self["port"],
-                tracker=self["tracker"],
-                buffer_size=self["buffer-size"],
-                log_level=self["log-level"],
-                log_file=self["log-file"],
-                mock=bool(self["mock"]),
-                mock_rate=self["mock-rate"],
-                mock_seed=_seed(self["mock-seed"]),
-                mock_offset_deg=self["mock-offset-deg"],
-                mock_noise_deg=self["mock-noise-deg"],
-                validation_skip_ms=self["validation-skip-ms"],
-                validation_window_ms=self["validation-window-ms"],
-                frequency=self["frequency"],
-                reconnect_grace=self["reconnect-grace"],
-                record_dir=self["record-dir"],
-                replay=self["replay"],
-                replay_speed=self["speed"],
-                replay_loop=bool(self["replay-loop"]),
-                sdk_python=self["sdk-python"],
-                allowed_origins=self["allowed-origins"],
-            )
+            self.config = ServerConfig(**given)
+            self.config.refuse_ignored(given)
         except ConfigError as e:
             raise usage.UsageError(str(e)) from None
+        list_only = getattr(self, "list_only", False)
+        if list_only and (self.config.mock or self.config.replay):
+            raise usage.UsageError("--list-trackers: cannot be combined with --mock or --replay")
         _check_files(self.config)
-        if getattr(self, "list_only", False):
+        if list_only:
             raise SystemExit(list_trackers(sdk_python=self.config.sdk_python))
 
 

@@ -120,6 +120,38 @@ class ConsoleScriptTests(unittest.TestCase):
         ):
             self.assertIn(option, result.stdout)
 
+    def test_help_starts_with_usage(self):
+        result = run_cli("--help")
+        self.assertEqual(result.stdout.splitlines()[0], "Usage: jspsych-tobii-server [options]")
+
+    def test_help_into_a_closed_pipe(self):
+        """jspsych-tobii-server --help | head -1: the reader has gone; no traceback."""
+        for argv in (("--help",), ("--version",)):
+            read, write = os.pipe()
+            os.close(read)  # whatever the command writes meets a closed pipe
+            try:
+                result = subprocess.run(
+                    [PYTHON, "-m", "jspsych_tobii.cli", *argv],
+                    stdout=write,
+                    stderr=subprocess.PIPE,
+                    text=True,
+                    timeout=30,
+                    env=ENV,
+                )
+            finally:
+                os.close(write)
+            self.assertEqual(result.stderr, "", argv)
+            self.assertEqual(result.returncode, 1, argv)
+
+    def test_ignored_option_refused(self):
+        result = run_cli("--speed", "2", "--port", "0")
+        self.assertEqual(result.returncode, 2)
+        self.assertNotIn("Traceback", result.stderr)
+        self.assertEqual(
+            result.stderr.splitlines()[0],
+            "jspsych-tobii-server: --speed: applies to --replay only",
+        )
+
     def test_bad_value_one_line_no_traceback(self):
         result = run_cli("--mock", "--port", "notaport")
         self.assertEqual(result.returncode, 2)

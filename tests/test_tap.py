@@ -53,9 +53,8 @@ class OptionsTests(unittest.SynchronousTestCase):
             "debug",
             "--log-file",
             "x.log",
-            "--mock",
-            "--mock-rate",
-            "1200",
+            "--frequency",
+            "600",
             "--reconnect-grace",
             "5",
         )
@@ -64,9 +63,19 @@ class OptionsTests(unittest.SynchronousTestCase):
         self.assertEqual(config.buffer_size, 500)
         self.assertEqual(config.log_level, "DEBUG")
         self.assertEqual(config.log_file, "x.log")
-        self.assertTrue(config.mock)
-        self.assertEqual(config.mock_rate, 1200.0)
+        self.assertFalse(config.mock)
+        self.assertEqual(config.frequency, 600.0)
         self.assertEqual(config.reconnect_grace, 5.0)
+        mock = self.parse("--mock", "--mock-rate", "1200", "--mock-seed", "7")
+        self.assertTrue(mock.mock)
+        self.assertEqual((mock.mock_rate, mock.mock_seed), (1200.0, 7))
+
+    def test_every_option_fills_the_config(self):
+        """An option missing from CONFIG_OPTIONS would parse and then do nothing."""
+        from jspsych_tobii.tap import CONFIG_OPTIONS
+
+        names = {p[0] for p in Options.optParameters} | {f[0] for f in Options.optFlags}
+        self.assertEqual(set(CONFIG_OPTIONS), names - {"version"})
 
     def test_endpoint_strings(self):
         for port in ("tcp:8080:interface=0.0.0.0", "systemd:domain=INET:name=web", "unix:/tmp/s"):
@@ -93,6 +102,80 @@ class OptionsTests(unittest.SynchronousTestCase):
                 self.parse(*argv)
             self.assertIn(fragment, str(caught.exception), argv)
             self.assertNotIn("\n", str(caught.exception))
+
+
+class IgnoredOptionsTests(unittest.SynchronousTestCase):
+    """An option the others would make the server ignore is refused, in one line."""
+
+    def setUp(self):
+        import os
+
+        from jspsych_tobii.recording.format import write_recording
+
+        from .test_recording import T0_US, scratch, synthetic_samples, tracker_description
+
+        folder = scratch(self)
+        os.makedirs(folder)
+        self.recording = os.path.join(folder, "s1.gaze")
+        write_recording(
+            self.recording, synthetic_samples(10), started_us=T0_US, tracker=tracker_description()
+        )
+
+    def refused(self, *argv):
+        with self.assertRaises(usage.UsageError) as caught:
+            Options().parseOptions(list(argv))
+        message = str(caught.exception)
+        self.assertNotIn("\n", message)
+        return message
+
+    def test_refused(self):
+        replay = ("--replay", self.recording)
+        for argv, start in [
+            (("--mock", "--tracker", "tobii-prp://X"), "--tracker: cannot be combined with --mock"),
+            (("--mock", "--frequency", "600"), "--frequency: cannot be combined with --mock"),
+            (replay + ("--frequency", "600"), "--frequency: cannot be combined with --replay"),
+            (("--mock", "--speed", "2"), "--speed: applies to --replay only"),
+            (("--speed", "2"), "--speed: applies to --replay only"),
+            (("--replay-loop",), "--replay-loop: applies to --replay only"),
+            (("--mock", "--replay-loop"), "--replay-loop: applies to --replay only"),
+            (("--mock-rate", "600"), "--mock-rate: applies to --mock only"),
+            (replay + ("--mock-seed", "3"), "--mock-seed: applies to --mock only"),
+            (("--mock-offset-deg", "1"), "--mock-offset-deg: applies to --mock only"),
+            (("--mock-noise-deg", "0.1"), "--mock-noise-deg: applies to --mock only"),
+            (("--host", "0.0.0.0", "--port", "tcp:8080"), "--host: applies only when --port"),
+            (("--mock", "--list-trackers"), "--list-trackers: cannot be combined with --mock"),
+        ]:
+            self.assertTrue(self.refused(*argv).startswith(start), argv)
+
+    def test_given_defaults_are_refused_too(self):
+        """What the user gave counts, even when it equals the default."""
+        self.assertIn("--speed", self.refused("--speed", "1"))
+        self.assertIn("--mock-rate", self.refused("--mock-rate", "120"))
+        self.assertIn("--host", self.refused("--host", "localhost", "--port", "unix:/tmp/s"))
+
+    def test_defaults_are_not_given(self):
+        for argv in [
+            (),
+            ("--mock",),
+            ("--replay", self.recording),
+            ("--port", "systemd:domain=INET:name=web"),
+            ("--tracker", "tobii-prp://X", "--frequency", "600"),
+        ]:
+            options = Options()
+            options.parseOptions(list(argv))
+            self.assertEqual(options.config.replay_speed, 1.0)
+            self.assertEqual(options.config.host, "localhost")
+
+    def test_programmatic(self):
+        """TobiiServer's door: a setting that differs from its default counts as given."""
+        from jspsych_tobii.config import ConfigError, ServerConfig
+
+        with self.assertRaises(ConfigError) as caught:
+            ServerConfig(mock=True, tracker="tobii-prp://X")
+        self.assertIn("--tracker", str(caught.exception))
+        with self.assertRaises(ConfigError):
+            ServerConfig(replay_speed=2.0)
+        ServerConfig(mock=True, mock_rate=120.0, replay_speed=1.0)
 
 
 class MakeServiceTests(unittest.SynchronousTestCase):
