@@ -254,7 +254,33 @@ class ExportTests(ExportTestsMixin, unittest.SynchronousTestCase):
         self.assertCleanError((self.gaze, "-o", out), "cannot write")
 
     def test_refuses_to_overwrite_recording(self):
-        self.assertCleanError((self.gaze, "-o", events_path_for(self.gaze)), "overwrite")
+        # the command refuses the name for its suffix already; export() itself checks too
+        self.assertCleanError((self.gaze, "-o", events_path_for(self.gaze)), ".jsonl", code=2)
+        with self.assertRaises(export.ExportError) as caught:
+            export.export(self.gaze, events_path_for(self.gaze), "csv")
+        self.assertIn("overwrite", str(caught.exception))
+        self.assertEqual(export.read_events(events_path_for(self.gaze)), self.events)
+
+    def test_output_suffix_must_match_format(self):
+        """-o out.xlsx is refused, not filled with CSV; so is a .csv name for TSV."""
+        recording = sorted(os.listdir(self.dir))
+        for args in (
+            ("-o", "out.xlsx"),
+            ("--format", "tsv", "-o", "out.csv"),
+            ("--format", "csv", "-o", "out.tsv"),
+        ):
+            out = os.path.join(self.dir, args[-1])
+            code, stdout, stderr = self.run_main(self.gaze, *args[:-1], out)
+            self.assertEqual(code, 2, args)
+            self.assertEqual(len(stderr.splitlines()), 1, stderr)
+            self.assertIn(f"-o {out}", stderr)
+            self.assertIn("--format", stderr)
+            self.assertEqual(sorted(os.listdir(self.dir)), recording, "nothing written")
+        for args in (("--format", "tsv", "-o", "out.TXT"), ("-o", "bare")):
+            out = os.path.join(self.dir, args[-1])
+            code, _, stderr = self.run_main(self.gaze, "--quiet", *args[:-1], out)
+            self.assertEqual((code, stderr), (0, ""), args)
+            self.assertEqual(len(self.read_table(out, "\t" if "tsv" in args else ",")), 501)
 
     def test_bad_options(self):
         got, _, stderr = self.run_main(self.gaze, "--format", "xlsx")

@@ -44,6 +44,8 @@ PROG = "jspsych-tobii-export"
 #: Samples formatted and written at a time.
 CHUNK = 20_000
 FORMATS = {"csv": ",", "tsv": "\t"}
+#: The suffixes an output file of each format may have (or none at all).
+OUTPUT_SUFFIXES = {"csv": (".csv", ".txt"), "tsv": (".tsv", ".tab", ".txt")}
 
 __all__ = ["main", "export", "sample_columns", "events_output_path", "ExportError"]
 
@@ -397,6 +399,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if not out:
         stem = gaze_path_for(args.file)[: -len(".gaze")]
         out = f"{stem}.{fmt}"
+    suffix = os.path.splitext(out)[1]
+    allowed = OUTPUT_SUFFIXES.get(fmt, ())
+    if suffix and allowed and suffix.lower() not in allowed:
+        chosen = "--format" if args.format else "the format (by default)"
+        print(
+            f"{PROG}: error: -o {out}: a {suffix} name does not match {chosen} {fmt}; "
+            f"name it {' or '.join(allowed)}, or choose another --format",
+            file=sys.stderr,
+        )
+        return 2
 
     def warn(message: str) -> None:
         print(f"{PROG}: warning: {message}", file=sys.stderr)
