@@ -193,7 +193,7 @@ def server_turns(seconds):
         gc.collect()
         started = time.perf_counter()
         pieces = reply_pieces(
-            {"type": "get_data_response"}, "samples", session_range(recorder, buffer, None, None)
+            {"type": "get_data"}, "samples", session_range(recorder, buffer, None, None)
         )
         turns = [time.perf_counter() - started]
         while True:

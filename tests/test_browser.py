@@ -130,6 +130,12 @@ class BrowserTests(LoopbackServerMixin, unittest.TestCase):
         self.assertIsInstance(validation["averagePrecisionRmsS2SDeg"], float)
         self.assertIsInstance(validation["averageDataLoss"], (int, float))
         self.assertIsNotNone(result["position"]["position"])
+        # a client that waits for replies by type (as written against the
+        # original server) gets each one
+        by_type = result["byType"]
+        self.assertIsInstance(by_type["time_sync"]["serverTime"], float)
+        self.assertIsNotNone(by_type["get_user_position"]["position"])
+        self.assertIsNotNone(by_type["get_current_gaze"]["gaze"])
         self.assertEqual(result["unknown"]["type"], "error")
         self.assertIn("no_such_type", result["unknown"]["error"])
         self.assertEqual(result["badPoint"]["type"], "error")

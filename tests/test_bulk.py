@@ -21,7 +21,7 @@ def records(n, start=0):
     return batch
 
 
-HEAD = {"type": "get_data_response", "requestId": "r"}
+HEAD = {"type": "get_data", "requestId": "r"}
 
 
 class ReplyPiecesTests(unittest.SynchronousTestCase):
@@ -31,7 +31,7 @@ class ReplyPiecesTests(unittest.SynchronousTestCase):
         reply = json.loads(b"".join(pieces))
         self.assertEqual(reply["samples"], sample_dicts(records(1000)))
         self.assertEqual((reply["count"], reply["success"]), (1000, True))
-        self.assertEqual((reply["type"], reply["requestId"]), ("get_data_response", "r"))
+        self.assertEqual((reply["type"], reply["requestId"]), ("get_data", "r"))
 
     def test_lazy(self):
         """Nothing is encoded before it is asked for."""

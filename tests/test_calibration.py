@@ -29,7 +29,7 @@ class CalibrationFlowTests(unittest.SynchronousTestCase):
     def test_plugin_flow(self):
         replies, result = self.calibrate(self.client)
         self.assertTrue(all(r["success"] is True for r in replies))
-        self.assertEqual(result["type"], "calibration_compute_response")
+        self.assertEqual(result["type"], "calibration_compute")
         self.assertIs(result["success"], True)
         self.assertEqual(len(result["pointData"]), len(POINTS))
         again = self.client.request("get_calibration_data")

@@ -132,9 +132,7 @@ class ReplyTests(unittest.SynchronousTestCase):
     def test_reply_echoes_request_id(self):
         request = parse({"type": "time_sync", "requestId": "req_5"})
         message = reply(request, serverTime=1.0)
-        self.assertEqual(
-            message, {"type": "time_sync_response", "serverTime": 1.0, "requestId": "req_5"}
-        )
+        self.assertEqual(message, {"type": "time_sync", "serverTime": 1.0, "requestId": "req_5"})
 
     def test_reply_without_request_id(self):
         self.assertNotIn("requestId", reply(parse({"type": "validation_start"}), success=True))

@@ -7,6 +7,7 @@ import json
 
 from twisted.trial import unittest
 
+from jspsych_tobii.core import messages
 from jspsych_tobii.interfaces import TrackerError
 
 from .support import FakeServer
@@ -20,9 +21,54 @@ class RequestTests(unittest.SynchronousTestCase):
     def test_time_sync(self):
         self.server.clock.advance(12.5)
         reply = self.client.request("time_sync", clientTime=99.5)
-        self.assertEqual(reply["type"], "time_sync_response")
+        self.assertEqual(reply["type"], "time_sync")
         self.assertEqual(reply["serverTime"], 12500.0)
         self.assertEqual(reply["clientTime"], 99.5)
+
+    def test_reply_type_is_the_request_type(self):
+        """
+        Every request type is answered with a message of its own type (as
+        the original server did), so a client matching replies by type finds
+        them; only errors are typed "error".
+        """
+        point = {"x": 0.5, "y": 0.5}
+        flow = [
+            ("time_sync", {"clientTime": 1.0}),
+            ("start_tracking", {}),
+            ("get_current_gaze", {}),
+            ("get_data", {}),
+            ("get_user_position", {}),
+            ("get_device_clock_offset", {}),
+            ("get_tracker_info", {}),
+            ("get_status", {}),
+            ("calibration_start", {}),
+            ("calibration_point", {"point": point}),
+            ("calibration_discard_point", {"point": point}),
+            ("calibration_point", {"point": point}),
+            ("calibration_compute", {}),
+            ("get_calibration_data", {}),
+            ("calibration_start", {}),
+            ("calibration_stop", {}),
+            ("validation_start", {}),
+            ("mock_look_at", {"point": point}),
+            ("validation_point", {"point": point, "gaze_samples": None}),
+            ("validation_compute", {}),
+            ("marker", {"label": "stimulus_on"}),
+            ("get_markers", {}),
+            ("stop_tracking", {}),
+        ]
+        self.assertEqual({kind for kind, _ in flow}, set(messages.SCHEMAS))
+        for kind, fields in flow:
+            if "gaze_samples" in fields:  # the client's copies of the last second
+                fields = dict(fields, gaze_samples=self.client.gaze[-120:])
+            reply = self.client.request(kind, advance=1.0, **fields)
+            self.assertEqual(reply["type"], kind, reply)
+            self.assertIsNot(reply.get("success"), False, reply)
+        # a client that sends no requestId and waits for the type gets it
+        self.client.messages.clear()
+        self.client.send({"type": "get_status"})
+        self.assertEqual([m["type"] for m in self.client.messages], ["get_status"])
+        self.assertNotIn("requestId", self.client.messages[0])
 
     def test_every_error_echoes_request_id(self):
         for message in (

@@ -232,8 +232,12 @@ def _salvage_request_id(payload: bytes | str) -> Any:
 
 
 def reply(request: Request, **fields: Any) -> dict:
-    """A reply to C{request}: its type plus C{_response}, and its C{requestId}."""
-    message = {"type": f"{request.type}_response"}
+    """
+    A reply to C{request}: the request's own C{type} (as the original server
+    answered, so clients that match replies by type work) and its
+    C{requestId}.
+    """
+    message = {"type": request.type}
     message.update(fields)
     if request.request_id is not None:
         message["requestId"] = request.request_id
