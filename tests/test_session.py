@@ -182,26 +182,81 @@ class RequestTests(unittest.SynchronousTestCase):
 
 
 class NoTrackerTests(unittest.SynchronousTestCase):
-    def test_no_tracker_connected(self):
-        server = FakeServer(start=False)
-        server.tracker.failNext("connect", TrackerError("no eye tracker connected"))
-        server.trackers.startService()
-        client = server.client()
-        for kind in (
-            "start_tracking",
-            "get_user_position",
-            "get_device_clock_offset",
-            "calibration_start",
+    """
+    No tracker connected: what the client reads still answers (C{success:
+    true}, C{null} for what only a tracker knows, C{trackerConnected:
+    false} and why); what needs the tracker to act is an error.
+    """
+
+    def setUp(self):
+        self.server = FakeServer(start=False)
+        self.server.tracker.failNext("connect", TrackerError("no eye tracker connected"))
+        self.server.trackers.startService()
+        self.client = self.server.client()
+
+    def answered(self, kind, **fields):
+        reply = self.client.request(kind, advance=0.01, **fields)
+        self.assertEqual(reply["type"], kind, reply)
+        self.assertIs(reply["success"], True, reply)
+        return reply
+
+    def assert_not_connected(self, reply):
+        self.assertIs(reply["trackerConnected"], False)
+        self.assertIn("no eye tracker connected", reply["trackerError"])
+
+    def test_polled_and_read_only_requests_answer(self):
+        # the user-position plugin polls this every 100 ms
+        reply = self.answered("get_user_position")
+        self.assertIsNone(reply["position"])
+        self.assert_not_connected(reply)
+        reply = self.answered("get_current_gaze")
+        self.assertIsNone(reply["gaze"])
+        self.assert_not_connected(reply)
+        # B and C are one clock whatever tracker connects: the offset stands
+        reply = self.answered("get_device_clock_offset")
+        self.assertEqual((reply["offset"], reply["sample_count"]), (0.0, 0))
+        self.assert_not_connected(reply)
+        reply = self.answered("get_tracker_info")
+        self.assertIsNone(reply["tracker"])
+        self.assert_not_connected(reply)
+        reply = self.answered("get_status")
+        self.assertIs(reply["trackerConnected"], False)
+        self.assertIn("no eye tracker connected", reply["trackerError"])
+        self.assertIs(reply["tracking"], False)
+        reply = self.answered("get_data")
+        self.assertEqual((reply["samples"], reply["count"]), ([], 0))
+        self.assertEqual(self.answered("get_markers")["markers"], [])
+        self.assertEqual(self.answered("marker", label="no tracker")["label"], "no tracker")
+        self.assertIs(self.answered("stop_tracking")["tracking"], False)
+        self.assertIsInstance(self.answered("time_sync", clientTime=0)["serverTime"], float)
+        self.answered("validation_start")
+
+    def test_requests_that_need_the_tracker_are_errors(self):
+        for kind, fields in (
+            ("start_tracking", {}),
+            ("calibration_start", {}),
+            ("calibration_point", {"point": {"x": 0.5, "y": 0.5}}),
+            ("calibration_compute", {}),
+            ("mock_look_at", {"point": {"x": 0.5, "y": 0.5}}),
         ):
-            reply = client.request(kind)
+            reply = self.client.request(kind, advance=1.0, **fields)
             self.assertEqual(reply["type"], "error", kind)
+            self.assertEqual(reply["requestType"], kind)
             self.assertIn("no eye tracker connected", reply["error"])
-        # time sync still works, and the service retries
-        self.assertIs(client.request("time_sync", clientTime=0)["success"], True)
-        server.clock.advance(server.config.retry_interval)
-        self.assertIs(client.request("start_tracking")["success"], True)
-        statuses = [m for m in client.messages if m.get("type") == "tracker_status"]
+        # no calibration was ever computed: said as before, not an error type
+        reply = self.client.request("get_calibration_data")
+        self.assertEqual((reply["type"], reply["success"]), ("get_calibration_data", False))
+
+    def test_the_service_retries(self):
+        self.server.clock.advance(self.server.config.retry_interval)
+        self.assertIs(self.client.request("start_tracking")["success"], True)
+        statuses = [m for m in self.client.messages if m.get("type") == "tracker_status"]
         self.assertEqual(statuses[-1]["status"], "connected")
+        reply = self.answered("get_user_position")
+        self.assertIsNotNone(reply["position"])
+        self.assertIs(reply["trackerConnected"], True)
+        self.assertNotIn("trackerError", reply)
+        self.assertEqual(self.answered("get_tracker_info")["tracker"]["model"], "Mock Tracker")
 
 
 class SeveralClientsTests(unittest.SynchronousTestCase):
@@ -251,7 +306,11 @@ class SeveralClientsTests(unittest.SynchronousTestCase):
         self.server.tracker.notify("connection_lost", "cable")
         self.server.tracker.stopGaze()  # a real device stops delivering
         self.assertEqual(self.a.request("start_tracking")["alreadyTracking"], True)
-        self.assertIn("no eye tracker", self.b.request("get_user_position")["error"])
+        position = self.b.request("get_user_position")
+        self.assertEqual((position["position"], position["trackerConnected"]), (None, False))
+        info = self.b.request("get_tracker_info")
+        self.assertEqual(info["tracker"]["model"], "Mock Tracker", "the lost tracker is described")
+        self.assertIs(info["trackerConnected"], False)
         before = len(self.a.gaze)
         self.server.tracker.notify("connection_restored")
         self.server.advance(0.5)

@@ -44,6 +44,12 @@ class CalibrationCoordinator:
 
     def _check_owner(self, who: object) -> None:
         if self.owner is None:
+            try:
+                # the plugin's calibration_start is fire-and-forget: name the
+                # cause it never read rather than blame the client
+                self._trackers.require()
+            except TrackerError as e:
+                raise CalibrationError(str(e)) from None
             raise CalibrationError(
                 "calibration has not been started on this connection (send calibration_start)"
             )

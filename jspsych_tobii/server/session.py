@@ -22,7 +22,7 @@ from jspsych_tobii.core.gaze import sample_dicts
 from jspsych_tobii.core.messages import Request, RequestError
 from jspsych_tobii.core.timesync import ClientClockModel
 from jspsych_tobii.core.validation import ValidationRun
-from jspsych_tobii.interfaces import TrackerError
+from jspsych_tobii.interfaces import NoTrackerError, TrackerError
 from jspsych_tobii.logs import Logger
 from jspsych_tobii.recording.writer import session_range
 from jspsych_tobii.server.bulk import StreamedReply, reply_pieces
@@ -122,7 +122,6 @@ class ClientSession:
         return {"clientTime": client_ms, "serverTime": server_ms, "success": True}
 
     def do_get_device_clock_offset(self, request: Request, received_ms: float) -> dict:
-        self.app.trackers.require()
         # B is the tracker's system clock shifted into server time; C is
         # that system clock: B - C is the shift the server set from the tracker.
         hub = self.app.hub
@@ -132,6 +131,7 @@ class ClientSession:
             "method": "shared_clock",
             "sample_count": hub.samples_in_session if hub.running else 0,
             "session": hub.session,
+            **self._tracker_state(),
         }
         latest = hub.latest()
         if latest is not None:
@@ -161,7 +161,7 @@ class ClientSession:
     def do_get_current_gaze(self, request: Request, received_ms: float) -> dict:
         latest = self.app.hub.latest()
         gaze = None if latest is None else sample_dicts(latest.reshape(1))[0]
-        return {"success": True, "gaze": gaze}
+        return {"success": True, "gaze": gaze, **self._tracker_state()}
 
     def do_get_data(self, request: Request, received_ms: float):
         start, end = request.params["start_time"], request.params["end_time"]
@@ -179,13 +179,34 @@ class ClientSession:
         return d
 
     def do_get_user_position(self, request: Request, received_ms: float) -> dict:
-        tracker = self.app.trackers.require()
-        position = tracker.getUserPosition()
-        return {"success": True, "position": None if position is None else position.to_dict()}
+        state = self._tracker_state()
+        position = (
+            self.app.trackers.tracker.getUserPosition() if state["trackerConnected"] else None
+        )
+        return {
+            "success": True,
+            "position": None if position is None else position.to_dict(),
+            **state,
+        }
 
     def do_get_tracker_info(self, request: Request, received_ms: float) -> dict:
-        tracker = self.app.trackers.require()
-        return {"success": True, "tracker": tracker.info.to_dict()}
+        # the tracker in use, still described while its connection is lost
+        tracker = self.app.trackers.tracker
+        info = None if tracker is None or tracker.info is None else tracker.info.to_dict()
+        return {"success": True, "tracker": info, **self._tracker_state()}
+
+    def _tracker_state(self) -> dict:
+        """
+        C{trackerConnected}, and while no tracker is connected,
+        C{trackerError} saying why: part of every read-only reply about the
+        tracker, which answers C{success: true} with C{null} values then,
+        as a client polling it expects.
+        """
+        try:
+            self.app.trackers.require()
+        except NoTrackerError as e:
+            return {"trackerConnected": False, "trackerError": str(e)}
+        return {"trackerConnected": True}
 
     def do_get_status(self, request: Request, received_ms: float) -> dict:
         hub = self.app.hub
