@@ -5,6 +5,7 @@ contract against the mock tracker, on a fake clock, in memory.
 
 import json
 
+from twisted.logger import LogLevel, formatEvent, globalLogPublisher
 from twisted.trial import unittest
 
 from jspsych_tobii.core import messages
@@ -179,6 +180,62 @@ class RequestTests(unittest.SynchronousTestCase):
         self.assertIn("internal server error", reply["error"])
         self.assertEqual(len(self.flushLoggedErrors(KeyError)), 1)
         self.assertIs(self.client.request("time_sync", clientTime=1)["success"], True)
+
+
+class GetDataCompletenessTests(unittest.SynchronousTestCase):
+    """Without --record-dir, get_data says when a range reaches past the memory buffer."""
+
+    def setUp(self):
+        self.server = FakeServer(rate=120, buffer_size=60)  # half a second in memory
+        self.client = self.server.client()
+        self.warnings = []
+
+        def observe(event):
+            if event.get("log_level") == LogLevel.warn and "get_data" in event["log_format"]:
+                self.warnings.append(formatEvent(event))
+
+        globalLogPublisher.addObserver(observe)
+        self.addCleanup(globalLogPublisher.removeObserver, observe)
+
+    def get_data(self, client=None, **fields):
+        return (client or self.client).request("get_data", advance=0.01, **fields)
+
+    def test_truncated_answer_says_so(self):
+        self.client.request("start_tracking")
+        self.server.advance(0.4)
+        whole = self.get_data()
+        self.assertEqual((whole["truncated"], whole["samples"][0]["seq"]), (False, 0))
+        self.assertNotIn("availableFrom", whole)
+        self.server.advance(1.0)  # the first samples of the session leave memory
+        reply = self.get_data()
+        self.assertIs(reply["success"], True)
+        self.assertEqual(reply["count"], 60)
+        self.assertGreater(reply["samples"][0]["seq"], 0)
+        self.assertIs(reply["truncated"], True)
+        self.assertEqual(reply["availableFrom"], reply["samples"][0]["timestamp"])
+        # a range within memory is whole (the stream moves on 10 ms per request);
+        # one before it is not
+        available = reply["availableFrom"]
+        self.assertIs(self.get_data(start_time=available + 100)["truncated"], False)
+        early = self.get_data(start_time=0.0, end_time=available - 100)
+        self.assertEqual((early["count"], early["truncated"]), (0, True))
+        self.assertGreater(early["availableFrom"], available, "memory moved on meanwhile")
+
+    def test_logged_once_per_tracking_session(self):
+        other = self.server.client("10.0.0.9")
+        self.client.request("start_tracking")
+        self.server.advance(1.0)
+        for client in (self.client, other, self.client):
+            self.assertIs(self.get_data(client, start_time=0.0)["truncated"], True)
+        self.assertEqual(len(self.warnings), 1, self.warnings)
+        self.assertIn("tracking session 1", self.warnings[0])
+        self.assertIn("--record-dir", self.warnings[0])
+        self.client.request("stop_tracking")
+        self.client.request("start_tracking")
+        self.server.advance(1.0)
+        self.assertIs(self.get_data(start_time=0.0)["truncated"], True)
+        self.assertEqual(len(self.warnings), 2)
+        self.assertIn("tracking session 2", self.warnings[1])
 
 
 class NoTrackerTests(unittest.SynchronousTestCase):

@@ -49,6 +49,7 @@ class RecordingServerTests(unittest.TestCase):
         seqs = [s["seq"] for s in everything["samples"]]
         self.assertGreater(len(seqs), 2000)
         self.assertEqual(seqs, list(range(len(seqs))))
+        self.assertIs(everything["truncated"], False)
         self.assertLess(
             self.state.hub.buffer.oldest_time_us() / 1000.0, everything["samples"][-1]["timestamp"]
         )
@@ -58,6 +59,14 @@ class RecordingServerTests(unittest.TestCase):
             "get_data", start_time=first["timestamp"], end_time=last["timestamp"]
         )
         self.assertEqual(part["samples"], everything["samples"][100:-49])
+        self.assertIs(part["truncated"], False)
+        # a recording that failed (as the writer thread marks a full disk)
+        # no longer makes a range older than memory whole
+        self.state.recorder.last.error = "cannot write samples: No space left on device"
+        broken = yield client.request("get_data", start_time=first["timestamp"])
+        self.assertIs(broken["truncated"], True)
+        self.assertGreater(broken["availableFrom"], first["timestamp"])
+        self.state.recorder.last.error = None
         # the pushed samples equal the stored ones
         pushed = {g["seq"]: g for g in client.gaze}
         for sample in everything["samples"][::97]:

@@ -175,8 +175,52 @@ class ClientSession:
             d = recorder.flushed()
         else:
             d = defer.succeed(None)
-        d.addCallback(lambda _: StreamedReply(session_range(recorder, buffer, start_us, end_us)))
+        d.addCallback(
+            lambda _: StreamedReply(
+                session_range(recorder, buffer, start_us, end_us),
+                fields=self._completeness(start_us),
+            )
+        )
         return d
+
+    def _completeness(self, start_us: Optional[int]) -> dict:
+        """
+        C{truncated}: whether samples of the current session in a range from
+        C{start_us} are gone (they left the in-memory buffer and no whole
+        recording holds them), and if so C{availableFrom}: the sample-clock
+        time (ms) from which the answer is complete.  Logged once per
+        tracking session.
+        """
+        hub, recorder = self.app.hub, self.app.recorder
+        buffer = hub.buffer
+        oldest = buffer.oldest_time_us()
+        if oldest is None or buffer.appended <= len(buffer):
+            return {"truncated": False}  # nothing of this session has left memory
+        if start_us is not None and start_us >= oldest:
+            return {"truncated": False}
+        files = None if recorder is None else recorder.last
+        if files is not None and files.session == hub.session:
+            if files.error is None and not files.dropped:
+                return {"truncated": False}  # the recording holds the rest
+            why = f"its recording failed ({files.error or 'samples were dropped'})"
+        else:
+            why = "the server records nothing (start it with --record-dir to keep whole sessions)"
+        if self.app.truncation_logged != hub.session:
+            self.app.truncation_logged = hub.session
+            newest = buffer.latest()
+            held_s = (int(newest["system_time_us"]) - oldest) / 1e6
+            self.log.warn(
+                "get_data from {peer} asked for samples of tracking session {n} older than the "
+                "{count} held in memory ({held:.1f} s, --buffer-size), and {why}: answers "
+                "before {available:.3f} ms are truncated (said once per session)",
+                peer=self.peer,
+                n=hub.session,
+                count=len(buffer),
+                held=held_s,
+                why=why,
+                available=oldest / 1000.0,
+            )
+        return {"truncated": True, "availableFrom": oldest / 1000.0}
 
     def do_get_user_position(self, request: Request, received_ms: float) -> dict:
         state = self._tracker_state()

@@ -21,6 +21,8 @@ class ServerState:
     version: str
     config: Any = None  # ServerConfig
     recorder: Any = None  # SessionRecorder, with --record-dir
+    #: the last tracking session for which a truncated get_data was logged
+    truncation_logged: int = 0
 
     def record_event(self, kind: str, **fields: Any) -> None:
         """Add an event to the session's recording, when recording."""
