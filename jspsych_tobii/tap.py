@@ -246,7 +246,12 @@ def tracker_factory(
 
             _log.warn("using the MOCK tracker (--mock): gaze is synthetic, no eye tracker is used")
             return MockTracker(
-                reactor, rate=config.mock_rate, seed=config.mock_seed, clock_us=clock.now_us
+                reactor,
+                rate=config.mock_rate,
+                seed=config.mock_seed,
+                clock_us=clock.now_us,
+                offset_deg=config.mock_offset_deg,
+                noise_deg=config.mock_noise_deg,
             )
 
         return make_mock
