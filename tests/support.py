@@ -55,24 +55,45 @@ class FakeServer:
     mock tracker.  C{client()} gives an in-memory connection.  With C{argv},
     the settings come from those command-line arguments, parsed by
     L{Options} (as C{--mock --port 0 ...}), instead of C{settings}.
+
+    @param command_line: the whole command line instead (C{--port 0} is
+        added): the server, and its tracker, are what it says, as
+        C{jspsych-tobii-server} would build them.
     """
 
-    def __init__(self, clock=None, rate=120.0, start=True, tracker=None, argv=None, **settings):
+    def __init__(
+        self,
+        clock=None,
+        rate=120.0,
+        start=True,
+        tracker=None,
+        argv=None,
+        command_line=None,
+        **settings,
+    ):
         self.clock = clock or Clock()
-        if argv is not None:
+        if command_line is not None:
             options = Options()
-            options.parseOptions(["--mock", "--port", "0", "--mock-rate", str(rate), *argv])
+            options.parseOptions(["--port", "0", *command_line])
             self.config = options.config
+            self.service = makeService(options, self.clock)
+            self.tracker = None
         else:
-            settings.setdefault("mock", True)
-            settings.setdefault("mock_rate", rate)
-            options = self.config = ServerConfig(port="0", **settings)
-        self.tracker = tracker or MockTracker(self.clock, rate=rate)
-        self.service = makeService(options, self.clock, make_tracker=lambda: self.tracker)
+            if argv is not None:
+                options = Options()
+                options.parseOptions(["--mock", "--port", "0", "--mock-rate", str(rate), *argv])
+                self.config = options.config
+            else:
+                settings.setdefault("mock", True)
+                settings.setdefault("mock_rate", rate)
+                options = self.config = ServerConfig(port="0", **settings)
+            self.tracker = tracker or MockTracker(self.clock, rate=rate)
+            self.service = makeService(options, self.clock, make_tracker=lambda: self.tracker)
         self.state = self.service.state
         self.trackers = self.service.getServiceNamed("tracker")
         if start:
             self.trackers.startService()
+            self.tracker = self.tracker or self.trackers.tracker
 
     def client(self, peer="127.0.0.1"):
         return FakeClient(self, peer)
@@ -139,6 +160,13 @@ class FakeClient:
             if message.get("requestId") == request_id:
                 return message
         return None
+
+    def drop(self):
+        """The connection drops, as the protocol handles it: a tracking one may resume."""
+        tracking = self.session.tracking
+        self.close()
+        if tracking:
+            self.server.state.resumes.dropped(self.gate.peer)
 
     def close(self):
         self.session.close()

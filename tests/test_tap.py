@@ -11,6 +11,8 @@ from twisted.trial import unittest
 from jspsych_tobii.tap import Options, makeService
 from jspsych_tobii.trackers.mock import MockTracker
 
+from .support import FakeServer, assert_close
+
 
 class PluginTests(unittest.SynchronousTestCase):
     def test_discoverable(self):
@@ -242,3 +244,166 @@ class OriginOptionTests(unittest.SynchronousTestCase):
         for bad in ("", " , ", "localhost"):
             with self.assertRaises(usage.UsageError):
                 Options().parseOptions(["--allowed-origins", bad])
+
+
+# -- every option of the README's table, from the parsed flag to its effect
+# in the running service
+
+POINTS = [(0.1, 0.1), (0.9, 0.1), (0.5, 0.5), (0.1, 0.9), (0.9, 0.9)]
+
+
+def validate(server, seconds=1.0):
+    """The validation plugin's flow, the mock participant told where each target is."""
+    client = server.client()
+    client.send({"type": "validation_start"})
+    client.request("start_tracking")
+    for x, y in POINTS:
+        client.request("mock_look_at", point={"x": x, "y": y})
+        start = len(client.gaze)
+        server.advance(seconds)
+        client.send(
+            {
+                "type": "validation_point",
+                "point": {"x": x, "y": y},
+                "gaze_samples": client.gaze[start:],
+            }
+        )
+    client.request("mock_look_at")
+    return client.request("validation_compute")
+
+
+class FlagEffectTests(unittest.SynchronousTestCase):
+    """The service built from options, on a fake clock, with in-memory clients."""
+
+    def test_mock(self):
+        server = FakeServer(command_line=["--mock"])
+        info = server.client().request("get_tracker_info")["tracker"]
+        self.assertEqual((info["model"], info["address"]), ("Mock Tracker", "mock://tracker"))
+
+    def test_mock_offset_deg(self):
+        """--mock-offset-deg 2: a validation through the protocol measures 2 degrees."""
+        report = validate(FakeServer(command_line=["--mock", "--mock-offset-deg", "2"]))
+        assert_close(self, report["averageAccuracyDeg"], 2.0, 0.1)
+        baseline = validate(FakeServer(command_line=["--mock"]))
+        self.assertLess(baseline["averageAccuracyDeg"], 0.1)
+
+    def test_mock_noise_deg(self):
+        report = validate(FakeServer(command_line=["--mock", "--mock-noise-deg", "0.3"]))
+        for eye in ("left", "right"):
+            assert_close(self, report[eye]["averagePrecisionStdDeg"], 0.3, 0.05)
+        baseline = validate(FakeServer(command_line=["--mock"]))
+        self.assertLess(baseline["left"]["averagePrecisionStdDeg"], 0.05)
+
+    def test_mock_rate(self):
+        server = FakeServer(command_line=["--mock", "--mock-rate", "250"])
+        client = server.client()
+        self.assertEqual(client.request("get_tracker_info")["tracker"]["frequency"], 250.0)
+        client.request("start_tracking")
+        server.advance(1.0)
+        self.assertEqual(len(client.gaze), 251)  # at 0, 4, ..., 1000 ms
+        steps = {
+            round(b["timestamp"] - a["timestamp"], 3) for a, b in zip(client.gaze, client.gaze[1:])
+        }
+        self.assertEqual(steps, {4.0})
+
+    def test_mock_seed(self):
+        def gaze(*argv):
+            server = FakeServer(command_line=["--mock", *argv])
+            client = server.client()
+            client.request("start_tracking")
+            server.advance(0.5)
+            return [(g["leftX"], g["leftY"]) for g in client.gaze]
+
+        seven = gaze("--mock-seed", "7")
+        self.assertEqual(len(seven), 60)
+        self.assertEqual(gaze("--mock-seed", "7"), seven)
+        self.assertNotEqual(gaze("--mock-seed", "8"), seven)
+        self.assertNotEqual(gaze(), seven)
+
+    def test_validation_skip_ms(self):
+        """Each 1 s point at 120 Hz: 84 samples after the default 300 ms, 60 after 500."""
+        default = validate(FakeServer(command_line=["--mock"]))
+        report = validate(FakeServer(command_line=["--mock", "--validation-skip-ms", "500"]))
+        self.assertEqual((default["skipInitialMs"], report["skipInitialMs"]), (300.0, 500.0))
+        for item in default["pointData"]:
+            assert_close(self, item["numSamplesTotal"], 84, 1)
+        for item in report["pointData"]:
+            assert_close(self, item["numSamplesTotal"], 60, 1)
+
+    def test_buffer_size(self):
+        server = FakeServer(command_line=["--mock", "--buffer-size", "50"])
+        client = server.client()
+        client.request("start_tracking")
+        server.advance(1.0)
+        self.assertEqual(client.request("get_status")["bufferedSamples"], 50)
+        reply = client.request("get_data", advance=0.01)
+        self.assertEqual((reply["count"], reply["truncated"]), (50, True))
+
+    def test_reconnect_grace(self):
+        """A tracking client's dropped stream is kept --reconnect-grace seconds."""
+        for grace in (5.0, 0.0):
+            server = FakeServer(command_line=["--mock", "--reconnect-grace", f"{grace:g}"])
+            client = server.client()
+            client.request("start_tracking")
+            client.drop()
+            server.advance(grace - 0.1 if grace else 0.1)
+            self.assertIs(server.state.hub.running, bool(grace), grace)
+            server.advance(0.2)
+            self.assertIs(server.state.hub.running, False, grace)
+
+    def test_replay_speed_and_loop(self):
+        """--replay plays a recording, --speed 2 in half the time, --replay-loop again and again."""
+        path = recording(self, seconds=0.5, rate=600)  # 300 samples
+        for argv, played in (
+            ([], 0.5),
+            (["--speed", "2"], 0.25),
+            (["--speed", "2", "--replay-loop"], None),
+        ):
+            server = FakeServer(command_line=["--replay", path, *argv])
+            client = server.client()
+            client.request("start_tracking")
+            server.advance(0.75)
+            count = len(client.gaze)
+            if played is None:  # 0.75 s at twice the speed: three passes
+                assert_close(self, count, 900, 3)
+            else:
+                self.assertEqual(count, 300, argv)
+                span = (client.gaze[-1]["timestamp"] - client.gaze[0]["timestamp"]) / 1000
+                assert_close(self, span, played, 0.01, argv)
+
+    def test_log_level(self):
+        """--log-level WARNING shows the mock's warning, ERROR hides it."""
+        from twisted.logger import globalLogPublisher
+
+        from jspsych_tobii import logs
+
+        seen = []
+        globalLogPublisher.addObserver(seen.append)
+        self.addCleanup(globalLogPublisher.removeObserver, seen.append)
+        self.addCleanup(logs.set_level, "INFO")
+
+        def warned(level):
+            del seen[:]
+            FakeServer(command_line=["--mock", "--log-level", level])
+            return any("MOCK" in e.get("log_format", "") for e in seen)
+
+        self.assertTrue(warned("warning"))
+        self.assertFalse(warned("ERROR"))
+
+
+def recording(case, seconds, rate):
+    """A session file of C{seconds} of synthetic gaze at C{rate}, removed after the test."""
+    import shutil
+    import tempfile
+
+    import numpy as np
+
+    from jspsych_tobii.recording.format import write_recording
+    from jspsych_tobii.trackers.eyemodel import EyeModel
+
+    folder = tempfile.mkdtemp(prefix="jspsych-tobii-tap-")
+    case.addCleanup(shutil.rmtree, folder, True)
+    path = f"{folder}/s1.gaze"
+    period = int(round(1e6 / rate))
+    write_recording(path, EyeModel(seed=1).samples(np.arange(int(seconds * rate)) * period))
+    return path
