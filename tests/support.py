@@ -49,6 +49,23 @@ def serve(case, options, make_tracker=None):
     return service, service.getServiceNamed("websocket")._waitingForPort.result.getHost().port
 
 
+def handshake_status(port, origin):
+    """
+    The HTTP status of a WebSocket handshake on 127.0.0.1:C{port} from a page
+    of C{origin} (blocking: run it in a thread).  Autobahn refuses with 400.
+    """
+    import socket
+
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        s.sendall(
+            f"GET / HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
+            f"Connection: Upgrade\r\nOrigin: {origin}\r\n"
+            "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+            "Sec-WebSocket-Version: 13\r\n\r\n".encode()
+        )
+        return int(s.recv(4096).split(b" ", 2)[1])
+
+
 class FakeServer:
     """
     The whole server, minus the listening port, on a L{task.Clock}, with a

@@ -198,6 +198,11 @@ class ConsoleScriptTests(unittest.TestCase):
         self.assertNotIn("Traceback", err + out)
         # WARNING level: the per-connection INFO lines are filtered out
         self.assertNotIn("connected", out)
+        # --log-file: the same log, at the same level, in the file
+        with open(log_file, encoding="utf-8") as f:
+            logged = f.read()
+        self.assertIn("using the MOCK tracker", logged)
+        self.assertNotIn("serving the jsPsych client", logged)
 
     def test_no_silent_mock(self):
         """Without --mock and without the SDK, the server says so and uses no fake data."""
@@ -225,6 +230,7 @@ TWISTD_ENV = dict(ENV, PYTHONPATH=ROOT)
 class TwistdTests(unittest.TestCase):
     def test_twistd_serves(self):
         port = free_port()
+        log_file = os.path.join(self.mktemp_dir(), "server.log")
         process = subprocess.Popen(
             [
                 PYTHON,
@@ -236,6 +242,8 @@ class TwistdTests(unittest.TestCase):
                 "127.0.0.1",
                 "--port",
                 str(port),
+                "--log-file",
+                log_file,
             ],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -250,6 +258,11 @@ class TwistdTests(unittest.TestCase):
         finally:
             process.send_signal(signal.SIGTERM)
             process.communicate(timeout=10)
+        # twistd writes its own log; --log-file adds this server's to a file
+        with open(log_file, encoding="utf-8") as f:
+            logged = f.read()
+        self.assertIn("using the MOCK tracker", logged)
+        self.assertIn("serving the jsPsych client", logged)
 
     def test_twistd_bad_option(self):
         result = subprocess.run(

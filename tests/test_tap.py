@@ -2,7 +2,14 @@
 Tests for L{jspsych_tobii.tap} and the twistd plugin.
 """
 
+import io
+import json
+import os
+import shlex
+import sys
+
 from twisted.application.service import IServiceCollection, IServiceMaker
+from twisted.internet import defer
 from twisted.internet.task import Clock
 from twisted.plugin import getPlugins
 from twisted.python import usage
@@ -11,7 +18,10 @@ from twisted.trial import unittest
 from jspsych_tobii.tap import Options, makeService
 from jspsych_tobii.trackers.mock import MockTracker
 
-from .support import FakeServer, assert_close
+from . import fake_tobii_research as fake
+from .support import FakeServer, assert_close, handshake_status, serve
+from .test_cli import make_temp_dir
+from .wsclient import connect, wait
 
 
 class PluginTests(unittest.SynchronousTestCase):
@@ -407,3 +417,174 @@ def recording(case, seconds, rate):
     period = int(round(1e6 / rate))
     write_recording(path, EyeModel(seed=1).samples(np.arange(int(seconds * rate)) * period))
     return path
+
+
+class FlagEffectLoopbackTests(unittest.TestCase):
+    """The service built from options on the real reactor: sockets, files, threads, processes."""
+
+    timeout = 60
+
+    def served(self, *argv):
+        options = Options()
+        options.parseOptions([*argv, "--port", "tcp:0:interface=127.0.0.1"])
+        return serve(self, options)
+
+    @defer.inlineCallbacks
+    def client(self, port):
+        client = yield connect(port)
+        self.addCleanup(client.dropConnection, abort=True)
+        return client
+
+    def fake_sdk(self, devices=2):
+        """The fake tobii_research, importable as the SDK for this test."""
+        sdk = fake.make_sdk("2.x")
+        for _ in range(devices):
+            sdk.add_device(frequency=600.0)
+        previous = sys.modules.get("tobii_research")
+        sys.modules["tobii_research"] = sdk
+
+        def restore():
+            if previous is None:
+                sys.modules.pop("tobii_research", None)
+            else:
+                sys.modules["tobii_research"] = previous
+
+        self.addCleanup(sdk.shutdown)
+        self.addCleanup(restore)
+        return sdk
+
+    def sdk_python(self, devices=2):
+        """
+        An interpreter for --sdk-python: this Python, running the fake SDK
+        with C{devices} trackers in the child (as a Python 3.10 with
+        tobii-research would run the real one).
+        """
+        from .test_child import FAKE, FAKE_ENV, ROOT
+
+        folder = make_temp_dir(self)
+        path = os.path.join(folder, "python")
+        self.python_runs = os.path.join(folder, "runs")
+        with open(path, "w") as f:
+            f.write(
+                f"#!/bin/sh\necho run >> {shlex.quote(self.python_runs)}\n"
+                f'exec {shlex.quote(sys.executable)} "$@" '
+                f"--path {shlex.quote(ROOT)} --sdk {FAKE}\n"
+            )
+        os.chmod(path, 0o755)
+        previous = os.environ.get(FAKE_ENV)
+        os.environ[FAKE_ENV] = json.dumps({"devices": devices, "frequency": 600.0})
+
+        def restore():
+            if previous is None:
+                os.environ.pop(FAKE_ENV, None)
+            else:
+                os.environ[FAKE_ENV] = previous
+
+        self.addCleanup(restore)
+        return path
+
+    @defer.inlineCallbacks
+    def connected_tracker_info(self, service, port):
+        from .test_child import waitFor
+
+        trackers = service.getServiceNamed("tracker")
+        yield waitFor(lambda: trackers.available, timeout=20, what="the tracker")
+        client = yield self.client(port)
+        reply = yield client.request("get_tracker_info")
+        return reply["tracker"]
+
+    @defer.inlineCallbacks
+    def test_tracker_and_frequency_reach_the_sdk(self):
+        """--tracker opens that tracker (not the first found), --frequency sets its rate."""
+        sdk = self.fake_sdk()
+        first, second = sdk._devices.values()
+        service, port = self.served("--tracker", second.address, "--frequency", "1200")
+        info = yield self.connected_tracker_info(service, port)
+        self.assertEqual((info["address"], info["frequency"]), (second.address, 1200.0))
+        self.assertEqual((first.frequency, second.frequency), (600.0, 1200.0))
+
+    @defer.inlineCallbacks
+    def test_sdk_python_tracker_and_frequency(self):
+        """--sdk-python runs the SDK in that Python; --tracker and --frequency reach it there."""
+        python = self.sdk_python()
+        address = "tobii-prp://TPSP1-010109245102"  # the child's second fake tracker
+        service, port = self.served(
+            "--sdk-python", python, "--tracker", address, "--frequency", "1200"
+        )
+        info = yield self.connected_tracker_info(service, port)
+        self.assertEqual((info["address"], info["frequency"]), (address, 1200.0))
+        self.assertIsNotNone(service.getServiceNamed("tracker").tracker.pid)
+        with open(self.python_runs) as f:
+            self.assertEqual(f.read(), "run\n", "the SDK did not run in the --sdk-python")
+
+    def test_list_trackers(self):
+        """--list-trackers prints every tracker found, in this Python or the --sdk-python one."""
+        sdk = self.fake_sdk()
+        for argv in (["--list-trackers"], ["--list-trackers", "--sdk-python", self.sdk_python()]):
+            out = io.StringIO()
+            self.patch(sys, "stdout", out)
+            with self.assertRaises(SystemExit) as exit:
+                Options().parseOptions(argv)
+            self.assertEqual(exit.exception.code, 0)
+            lines = out.getvalue().splitlines()
+            self.assertEqual(len(lines), 2, lines)
+            for line, device in zip(lines, sdk._devices.values()):
+                self.assertTrue(line.startswith(device.address + " "), line)
+                self.assertIn("Tobii Pro Spectrum", line)
+
+    @defer.inlineCallbacks
+    def test_record_dir(self):
+        from jspsych_tobii.recording.format import read_gaze
+
+        folder = make_temp_dir(self)
+        service, port = self.served("--mock", "--mock-rate", "600", "--record-dir", folder)
+        client = yield self.client(port)
+        yield client.request("start_tracking")
+        yield wait(0.3)
+        yield client.request("stop_tracking")
+        yield service.getServiceNamed("recorder").stopService()
+        [gaze] = [name for name in os.listdir(folder) if name.endswith(".gaze")]
+        recorded = read_gaze(os.path.join(folder, gaze))["seq"].tolist()
+        self.assertGreater(len(recorded), 100)
+        self.assertEqual(recorded, [g["seq"] for g in client.gaze])
+
+    @defer.inlineCallbacks
+    def test_allowed_origins(self):
+        from twisted.internet.threads import deferToThread
+
+        service, port = self.served("--mock", "--allowed-origins", "http://localhost:*")
+        for origin, status in (
+            ("http://localhost:8000", 101),
+            ("http://evil.example", 400),
+            ("null", 400),
+        ):
+            self.assertEqual((yield deferToThread(handshake_status, port, origin)), status)
+
+    @defer.inlineCallbacks
+    def test_host_and_port(self):
+        """--host with a port number, and a port that is an endpoint (a UNIX socket)."""
+        from autobahn.twisted.websocket import WebSocketClientFactory
+        from twisted.internet import endpoints, reactor
+
+        from .wsclient import ExtensionClient
+
+        options = Options()
+        options.parseOptions(["--mock", "--host", "127.0.0.1", "--port", "0"])
+        service, port = serve(self, options)
+        listening = service.getServiceNamed("websocket")._waitingForPort.result.getHost()
+        self.assertEqual(listening.host, "127.0.0.1")
+        client = yield self.client(port)
+        self.assertIs((yield client.request("get_status"))["success"], True)
+
+        path = os.path.join(make_temp_dir(self), "tobii.sock")
+        options = Options()
+        options.parseOptions(["--mock", "--port", f"unix:{path}"])
+        service = makeService(options, reactor)
+        service.startService()
+        self.addCleanup(service.stopService)
+        factory = WebSocketClientFactory("ws://localhost/")
+        factory.protocol = ExtensionClient
+        client = yield endpoints.UNIXClientEndpoint(reactor, path).connect(factory)
+        self.addCleanup(client.dropConnection, abort=True)
+        yield client.opened
+        self.assertIs((yield client.request("get_status"))["success"], True)
