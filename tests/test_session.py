@@ -148,6 +148,21 @@ class RequestTests(unittest.SynchronousTestCase):
         self.assertGreaterEqual(count, 120)
         self.assertEqual(everything["samples"], self.client.gaze[:count])
 
+    def test_connection_closed_during_a_streamed_reply(self):
+        seen = []
+        globalLogPublisher.addObserver(seen.append)
+        self.addCleanup(globalLogPublisher.removeObserver, seen.append)
+        self.client.request("start_tracking")
+        self.server.advance(1.0)
+        self.client.send({"type": "get_data", "requestId": "big"})
+        self.client.close()
+        self.server.advance(0.1)
+        self.assertIsNone(self.client.reply("big"))
+        said = [formatEvent(e) for e in seen if "reply was sent" in e.get("log_format", "")]
+        self.assertEqual(
+            said, ["127.0.0.1: the connection closed before its get_data reply was sent"]
+        )
+
     def test_device_clock_offset(self):
         self.client.request("start_tracking")
         self.server.advance(0.5)

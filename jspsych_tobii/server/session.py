@@ -83,11 +83,22 @@ class ClientSession:
             return
         if isinstance(fields, StreamedReply):
             head = messages.reply(request, **fields.fields)
-            self.gate.send_stream(reply_pieces(head, fields.key, fields.chunks)).addErrback(
-                lambda f: None  # the connection closed meanwhile
-            )
+            pieces = reply_pieces(head, fields.key, fields.chunks)
+            self.gate.send_stream(pieces).addErrback(self._unsent, request)
             return
         self.gate.send_message(messages.reply(request, **fields))
+
+    def _unsent(self, failure: Failure, request: Request) -> None:
+        if failure.check(ConnectionError):
+            self.log.info(
+                "{peer}: the connection closed before its {type} reply was sent",
+                peer=self.peer,
+                type=request.type,
+            )
+        else:
+            self.log.failure(
+                "{peer}: sending the {type} reply", failure, peer=self.peer, type=request.type
+            )
 
     def _failed(self, failure: Failure, request: Request) -> None:
         error = failure.value
