@@ -85,8 +85,16 @@ class ExportTests(ExportTestsMixin, unittest.SynchronousTestCase):
         header, rows = rows[0], rows[1:]
         self.assertEqual(len(rows), 500)
         self.assertEqual(
-            header[:6],
-            ["sample", "time_ms", "elapsed_ms", "device_time_ms", "server_time_ms", "gaze_x"],
+            header[:7],
+            [
+                "sample",
+                "time_ms",
+                "unix_time",
+                "elapsed_ms",
+                "device_time_ms",
+                "server_time_ms",
+                "gaze_x",
+            ],
         )
         for column in (
             "gaze_y",
@@ -100,8 +108,8 @@ class ExportTests(ExportTestsMixin, unittest.SynchronousTestCase):
             "right_pupil_valid",
         ):
             self.assertIn(column, header)
-        # every record field has a column (plus elapsed and binocular gaze)
-        self.assertEqual(len(header), len(self.samples.dtype.names) + 3)
+        # every record field has a column (plus unix time, elapsed and binocular gaze)
+        self.assertEqual(len(header), len(self.samples.dtype.names) + 4)
         col = {name: i for i, name in enumerate(header)}
         first = rows[0]
         s = self.samples[0]
@@ -137,12 +145,13 @@ class ExportTests(ExportTestsMixin, unittest.SynchronousTestCase):
         self.assertEqual(code, 0)
         rows = self.read_table(os.path.join(self.dir, "out.events.csv"))
         fields = ["session", "label", "averageAccuracyNorm", "success", "pointData"]
-        self.assertEqual(rows[0], ["time_ms", "elapsed_ms", "kind"] + fields)
+        self.assertEqual(rows[0], ["time_ms", "unix_time", "elapsed_ms", "kind"] + fields)
         self.assertEqual(len(rows), 4)
-        self.assertEqual(rows[2][:3], [f"{T0_US / 1000 + 12.5:.3f}", "12.500", "marker"])
-        self.assertEqual(rows[2][4], 'a, "b"\tc')
-        self.assertEqual(rows[3][6], "true")
-        self.assertEqual(json.loads(rows[3][7]), [{"point": {"x": 0.5, "y": 0.5}}])
+        self.assertEqual(rows[2][0], f"{T0_US / 1000 + 12.5:.3f}")
+        self.assertEqual(rows[2][2:4], ["12.500", "marker"])
+        self.assertEqual(rows[2][5], 'a, "b"\tc')
+        self.assertEqual(rows[3][7], "true")
+        self.assertEqual(json.loads(rows[3][8]), [{"point": {"x": 0.5, "y": 0.5}}])
 
     def test_tsv(self):
         out = os.path.join(self.dir, "out.tsv")
@@ -152,7 +161,7 @@ class ExportTests(ExportTestsMixin, unittest.SynchronousTestCase):
         self.assertEqual(rows[0][0:2], ["sample", "time_ms"])
         self.assertEqual(len(rows), 501)
         events = self.read_table(os.path.join(self.dir, "out.events.tsv"), "\t")
-        self.assertEqual(events[2][4], 'a, "b"\tc')
+        self.assertEqual(events[2][5], 'a, "b"\tc')
 
     def test_csv_and_tsv_agree(self):
         csv_out = os.path.join(self.dir, "a.csv")

@@ -30,6 +30,8 @@ from typing import IO, Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from jspsych_tobii.recording import columns
+from jspsych_tobii.recording.columns import TimeBase, format_unix_seconds
 from jspsych_tobii.recording.format import (
     RecordingFormatError,
     count_records,
@@ -45,7 +47,13 @@ PROG = "jspsych-tobii-export"
 CHUNK = 20_000
 FORMATS = {"csv": ",", "tsv": "\t"}
 #: The suffixes an output file of each format may have (or none at all).
-OUTPUT_SUFFIXES = {"csv": (".csv", ".txt"), "tsv": (".tsv", ".tab", ".txt")}
+OUTPUT_SUFFIXES = {
+    "csv": (".csv", ".txt"),
+    "tsv": (".tsv", ".tab", ".txt"),
+    "parquet": (".parquet",),
+}
+#: Every output format: the text tables above, Parquet and a BIDS dataset.
+ALL_FORMATS = ("bids", "csv", "parquet", "tsv")
 
 __all__ = ["main", "export", "sample_columns", "events_output_path", "ExportError"]
 
@@ -88,9 +96,9 @@ def _column_for(name: str, kind: np.dtype) -> Tuple[str, str, Optional[str]]:
 def sample_columns(dtype: np.dtype) -> List[str]:
     """The sample table's column names for records of C{dtype}, in order."""
     names = [_column_for(n, dtype[n])[0] for n in dtype.names]
-    extra = ["elapsed_ms"] if "system_time_us" in dtype.names else []
+    extra = ["unix_time", "elapsed_ms"] if "system_time_us" in dtype.names else []
     binocular = ["gaze_x", "gaze_y"] if _has_binocular(dtype) else []
-    # sample, time_ms, elapsed_ms, the other times, binocular gaze, per-eye fields
+    # sample, time_ms, unix_time, elapsed_ms, the other times, binocular gaze, per-eye fields
     head = [c for c in ("sample", "time_ms") if c in names]
     times = [c for c in names if c.endswith("_ms") and c not in head]
     rest = [c for c in names if c not in head and c not in times]
@@ -110,25 +118,14 @@ def _format_us_ms(values: np.ndarray) -> List[str]:
     return [f"{v / 1000.0:.3f}" for v in values.tolist()]
 
 
-def _binocular(chunk: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
-    """Gaze averaged over the valid eyes, NaN when neither is (as the client sees it)."""
-    out = []
-    lv = chunk["left_gaze_valid"] & np.isfinite(chunk["left_x"]) & np.isfinite(chunk["left_y"])
-    rv = chunk["right_gaze_valid"] & np.isfinite(chunk["right_x"]) & np.isfinite(chunk["right_y"])
-    for axis in ("x", "y"):
-        left = np.where(lv, chunk[f"left_{axis}"], np.nan)
-        right = np.where(rv, chunk[f"right_{axis}"], np.nan)
-        out.append(np.where(lv & rv, (left + right) * 0.5, np.where(lv, left, right)))
-    return out[0], out[1]
-
-
 class _SampleTable:
     """Formats chunks of records as lines of text."""
 
-    def __init__(self, dtype: np.dtype, sep: str, started_us: Optional[int]):
+    def __init__(self, dtype: np.dtype, sep: str, timebase: TimeBase):
         self.dtype = dtype
         self.sep = sep
-        self.started_us = started_us
+        self.started_us = timebase.started_us
+        self.timebase = timebase
         self.columns = sample_columns(dtype)
         self._formatters: Dict[str, Callable[[np.ndarray], List[str]]] = {}
         for name in dtype.names:
@@ -152,12 +149,15 @@ class _SampleTable:
         cells = []
         binocular = None
         for column in self.columns:
-            if column == "elapsed_ms":
+            if column == "unix_time":
+                unix_us = self.timebase.unix_us(chunk["system_time_us"])
+                cells.append([""] * len(chunk) if unix_us is None else format_unix_seconds(unix_us))
+            elif column == "elapsed_ms":
                 origin = self.started_us or 0
                 cells.append(_format_us_ms(chunk["system_time_us"] - origin))
             elif column in ("gaze_x", "gaze_y"):
                 if binocular is None:
-                    binocular = _binocular(chunk)
+                    binocular = columns.binocular(chunk)
                 values = binocular[0] if column == "gaze_x" else binocular[1]
                 cells.append(_format_floats(values, "%.6f"))
             else:
@@ -180,7 +180,7 @@ def _event_cell(value: Any) -> str:
 
 
 def _write_events(
-    out: IO[str], events: Sequence[Dict[str, Any]], sep: str, started_us: Optional[int]
+    out: IO[str], events: Sequence[Dict[str, Any]], sep: str, timebase: TimeBase
 ) -> None:
     keys: List[str] = []
     seen = {"t_server_ms", "kind"}
@@ -189,17 +189,20 @@ def _write_events(
             if key not in seen:
                 seen.add(key)
                 keys.append(key)
+    started_us = timebase.started_us
     writer = csv.writer(out, delimiter=sep, lineterminator="\n")
-    writer.writerow(["time_ms", "elapsed_ms", "kind"] + keys)
+    writer.writerow(["time_ms", "unix_time", "elapsed_ms", "kind"] + keys)
     for event in events:
         t = event.get("t_server_ms")
         if isinstance(t, (int, float)) and not isinstance(t, bool):
             time_cell = f"{t:.3f}"
             elapsed = "" if started_us is None else f"{t - started_us / 1000.0:.3f}"
+            unix_ms = timebase.unix_ms(t)
+            unix = "" if unix_ms is None else f"{unix_ms / 1000.0:.6f}"
         else:
-            time_cell = elapsed = ""
+            time_cell = elapsed = unix = ""
         writer.writerow(
-            [time_cell, elapsed, _event_cell(event.get("kind"))]
+            [time_cell, unix, elapsed, _event_cell(event.get("kind"))]
             + [_event_cell(event.get(key)) for key in keys]
         )
 
@@ -248,7 +251,7 @@ class Progress:
 def events_output_path(out: str, fmt: str) -> str:
     """C{s1.csv} -> C{s1.events.csv}; C{s1} -> C{s1.events.csv}."""
     base, ext = os.path.splitext(out)
-    if ext.lower() not in (".csv", ".tsv", ".txt"):
+    if ext.lower() not in (".csv", ".tsv", ".txt", ".parquet"):
         base = out
     return f"{base}.events.{fmt}"
 
@@ -259,16 +262,18 @@ def export(
     fmt: str = "csv",
     warn: Callable[[str], Any] = lambda message: None,
     progress: Optional[Progress] = None,
+    bids: Optional[Any] = None,
 ) -> Tuple[int, int, str]:
     """
     Export a recording to C{out} and its events beside it.
 
+    @param fmt: C{csv}, C{tsv}, C{parquet} or C{bids} (then C{out} is the
+        dataset folder and C{bids} the L{BidsNames<jspsych_tobii.recording.bids.BidsNames>}).
     @return: (samples, events, events file written).
     @raise ExportError: bad input or an output that cannot be written.
     """
-    if fmt not in FORMATS:
-        raise ExportError(f"unknown format {fmt!r}; use csv or tsv")
-    sep = FORMATS[fmt]
+    if fmt not in ALL_FORMATS:
+        raise ExportError(f"unknown format {fmt!r}; use {', '.join(ALL_FORMATS)}")
     gaze_path = gaze_path_for(path)
     events_path = events_path_for(path)
     try:
@@ -300,17 +305,32 @@ def export(
     else:
         warn(f"{events_path} is missing; the events table will be empty")
         events = []
-    started_us = header.get("started_us")
-    if not isinstance(started_us, int):
-        started_us = int(samples["system_time_us"][0]) if len(samples) else None
+    timebase = TimeBase.from_header(header, samples)
+    if timebase.started_unix_us is None:
+        warn(f"{gaze_path}: the header has no wall-clock start; the unix_time column is empty")
 
+    if fmt == "bids":
+        from jspsych_tobii.recording import bids as bids_export
+
+        if bids is None:
+            raise ExportError("--format bids needs --subject")
+        written = bids_export.write_dataset(
+            out, bids, header, samples, events, timebase, warn=warn, progress=progress
+        )
+        return len(samples), len(events), written.events_path
     events_out = events_output_path(out, fmt)
     if os.path.abspath(events_out) == os.path.abspath(out):  # pragma: no cover - defensive
         raise ExportError(f"{out}: cannot tell the samples file from the events file")
     for target in (out, events_out):
         if os.path.abspath(target) in (os.path.abspath(gaze_path), os.path.abspath(events_path)):
             raise ExportError(f"{target}: would overwrite the recording itself")
-    table = _SampleTable(samples.dtype, sep, started_us)
+    if fmt == "parquet":
+        from jspsych_tobii.recording import parquet
+
+        parquet.write_session(out, events_out, header, samples, events, timebase, progress)
+        return len(samples), len(events), events_out
+    sep = FORMATS[fmt]
+    table = _SampleTable(samples.dtype, sep, timebase)
     parts = [out + ".part", events_out + ".part"]
     try:
         with open(parts[0], "w", encoding="utf-8", newline="") as f:
@@ -321,7 +341,7 @@ def export(
                 if progress is not None:
                     progress.update(min(total, start + CHUNK))
         with open(parts[1], "w", encoding="utf-8", newline="") as f:
-            _write_events(f, events, sep, started_us)
+            _write_events(f, events, sep, timebase)
         os.replace(parts[0], out)
         os.replace(parts[1], events_out)
     except OSError as e:
@@ -349,15 +369,16 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=PROG,
         description=(
-            "Export a jspsych-tobii session recording to CSV or TSV: one row per gaze "
-            "sample, and a second file with the session's events."
+            "Export a jspsych-tobii session recording to CSV, TSV or Parquet (one row per "
+            "gaze sample, and a second file with the session's events), or into a BIDS "
+            "dataset (eye-tracking physio files)."
         ),
     )
     parser.add_argument("file", metavar="FILE", help="the session's .gaze (or .events.jsonl) file")
     parser.add_argument(
         "--format",
         "-f",
-        choices=sorted(FORMATS),
+        choices=ALL_FORMATS,
         help="output format (default: from the -o suffix, else csv)",
     )
     parser.add_argument(
@@ -366,8 +387,19 @@ def _parser() -> argparse.ArgumentParser:
         metavar="OUT",
         help=(
             "samples file to write (default: FILE with the format's suffix); the events "
-            "go to OUT with .events.csv/.events.tsv in place of its suffix"
+            "go to OUT with .events.csv/.events.tsv/.events.parquet in place of its suffix; "
+            "with --format bids, the dataset folder (required)"
         ),
+    )
+    bids = parser.add_argument_group("BIDS (--format bids)")
+    bids.add_argument("--subject", metavar="LABEL", help="participant label (sub-LABEL), required")
+    bids.add_argument("--session", metavar="LABEL", help="session label (ses-LABEL)")
+    bids.add_argument("--task", metavar="LABEL", help="task label (task-LABEL; default: jspsych)")
+    bids.add_argument("--run", metavar="N", help="run index (run-N)")
+    bids.add_argument(
+        "--screen-resolution",
+        metavar="WxH",
+        help="the display's resolution in pixels, e.g. 1920x1080 (BIDS requires it)",
     )
     show = parser.add_mutually_exclusive_group()
     show.add_argument(
@@ -395,7 +427,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     out = args.output
     if fmt is None:
         ext = os.path.splitext(out)[1].lower().lstrip(".") if out else ""
-        fmt = ext if ext in FORMATS else "csv"
+        fmt = ext if ext in FORMATS or ext == "parquet" else "csv"
+    names = None
+    try:
+        names = _bids_names(args, fmt, out)
+    except ExportError as e:
+        print(f"{PROG}: error: {e}", file=sys.stderr)
+        return 2
     if not out:
         stem = gaze_path_for(args.file)[: -len(".gaze")]
         out = f"{stem}.{fmt}"
@@ -419,7 +457,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         total, _ = _peek_count(args.file)
         progress = Progress(sys.stderr, total, bool(show))
-        samples, events, events_out = export(args.file, out, fmt, warn, progress)
+        samples, events, events_out = export(args.file, out, fmt, warn, progress, names)
     except ExportError as e:
         print(f"{PROG}: error: {e}", file=sys.stderr)
         return 1
@@ -429,9 +467,42 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except Exception as e:  # a bug: still one line, with what it was
         print(f"{PROG}: error: unexpected {type(e).__name__}: {e}", file=sys.stderr)
         return 1
-    if not args.quiet:
+    if args.quiet:
+        return 0
+    if fmt == "bids":
+        folder = os.path.dirname(events_out)
+        print(
+            f"wrote {samples:,} samples and {events:,} events to the BIDS dataset {out} ({folder})"
+        )
+    else:
         print(f"wrote {samples:,} samples to {out} and {events:,} events to {events_out}")
     return 0
+
+
+BIDS_OPTIONS = ("subject", "session", "task", "run", "screen_resolution")
+
+
+def _bids_names(args: argparse.Namespace, fmt: str, out: Optional[str]):
+    """The BIDS entities from the options (None for other formats), checked."""
+    given = [name for name in BIDS_OPTIONS if getattr(args, name) is not None]
+    if fmt != "bids":
+        if given:
+            option = "--" + given[0].replace("_", "-")
+            raise ExportError(f"{option} is for --format bids only")
+        return None
+    if not out:
+        raise ExportError("--format bids needs -o DATASET_DIR (the BIDS dataset's folder)")
+    if args.subject is None:
+        raise ExportError("--format bids needs --subject LABEL")
+    from jspsych_tobii.recording.bids import BidsNames
+
+    return BidsNames.checked(
+        subject=args.subject,
+        session=args.session,
+        task=args.task,
+        run=args.run,
+        screen_resolution=args.screen_resolution,
+    )
 
 
 def _peek_count(path: str) -> Tuple[int, int]:
