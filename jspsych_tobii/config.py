@@ -51,6 +51,7 @@ class ServerConfig:
     @ivar replay_speed: replay speed factor (2 = twice as fast).
     @ivar replay_loop: start the replay over when it ends.
     @ivar sdk_python: run the Tobii SDK in a child process with this Python.
+    @ivar lsl: publish gaze and events as Lab Streaming Layer streams.
     @ivar allowed_origins: comma-separated web origins (wildcards allowed,
         e.g. C{http://localhost:*}) whose pages may connect; C{null} admits
         pages opened from disk; C{*} (the default) admits every page.
@@ -78,6 +79,7 @@ class ServerConfig:
     replay_loop: bool = False
     sdk_python: Optional[str] = None
     allowed_origins: str = "*"
+    lsl: bool = False
 
     def __post_init__(self) -> None:
         self.port = str(self.port)

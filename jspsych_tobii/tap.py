@@ -51,6 +51,7 @@ CONFIG_OPTIONS = {
     "replay-loop": "replay_loop",
     "sdk-python": "sdk_python",
     "allowed-origins": "allowed_origins",
+    "lsl": "lsl",
 }
 
 
@@ -140,6 +141,11 @@ class Options(usage.Options):
     optFlags = [
         ["mock", None, "Use the built-in mock tracker (synthetic data, no hardware)."],
         ["replay-loop", None, "Start the replay over when it ends."],
+        [
+            "lsl",
+            None,
+            "Publish gaze and events as Lab Streaming Layer streams (for LabRecorder).",
+        ],
         ["version", None, "Print the version and exit."],
     ]
 
@@ -164,7 +170,7 @@ class Options(usage.Options):
             value = self[option]
             if value is not None and value != 0:  # flags are 0 unless given
                 given[field] = value
-        for flag in ("mock", "replay_loop"):
+        for flag in ("mock", "replay_loop", "lsl"):
             if flag in given:
                 given[flag] = True
         if "mock_seed" in given:
@@ -177,7 +183,16 @@ class Options(usage.Options):
         list_only = getattr(self, "list_only", False)
         if list_only and (self.config.mock or self.config.replay):
             raise usage.UsageError("--list-trackers: cannot be combined with --mock or --replay")
+        if list_only and self.config.lsl:
+            raise usage.UsageError("--lsl: does nothing with --list-trackers")
         _check_files(self.config)
+        if self.config.lsl:
+            from jspsych_tobii.server.lsl import LslUnavailable, load_pylsl
+
+            try:
+                load_pylsl()
+            except LslUnavailable as e:
+                raise usage.UsageError(str(e)) from None
         if list_only:
             raise SystemExit(list_trackers(sdk_python=self.config.sdk_python))
 
@@ -328,6 +343,7 @@ def makeService(
         clock,
         retry_interval=config.retry_interval,
     )
+    lsl = _lsl_publisher(clock, trackers, clock_us is monotonic_us) if config.lsl else None
     state = ServerState(
         reactor=reactor,
         clock=clock,
@@ -337,6 +353,7 @@ def makeService(
         resumes=None,
         version=__version__,
         config=config,
+        event_sinks=[lsl] if lsl is not None else [],
     )
     where = f"ws://{config.host}:{config.port}" if config.port.isdigit() else config.endpoint
     factory = TobiiServerFactory(state, where=where, origins=config.origin_patterns)
@@ -362,6 +379,12 @@ def makeService(
         state.hub.observers.append(recorder.write_batch)
         state.hub.session_listeners.append(recorder)
         RecorderService(recorder).setServiceParent(top)
+    if lsl is not None:
+        from jspsych_tobii.server.lsl import LslService
+
+        state.hub.observers.append(lsl.write_batch)
+        state.hub.session_listeners.append(lsl)
+        LslService(lsl).setServiceParent(top)
     trackers.setServiceParent(top)
     state.resumes.setServiceParent(top)
     port = strports.service(config.endpoint, factory, reactor=reactor)
@@ -370,6 +393,27 @@ def makeService(
     top.state = state  # for tests and embedding
     top.config = config
     return top
+
+
+def _lsl_publisher(clock: ServerClock, trackers: TrackerService, monotonic: bool):
+    """The LSL publisher for C{--lsl}, or a one-line L{ConfigError} without pylsl."""
+    from jspsych_tobii.server.lsl import LslPublisher, LslUnavailable, clocks_agree, load_pylsl
+
+    try:
+        pylsl = load_pylsl()
+    except LslUnavailable as e:
+        raise ConfigError(str(e)) from None
+
+    def tracker_info():
+        return trackers.tracker.info if trackers.tracker is not None else None
+
+    return LslPublisher(
+        pylsl,
+        clock,
+        tracker_info,
+        same_clock=clocks_agree(monotonic),
+        server_version=__version__,
+    )
 
 
 #: Gaze origins of the last this many seconds place the eye for calibration degrees.

@@ -1,0 +1,307 @@
+"""
+Tests for L{jspsych_tobii.server.lsl} (C{--lsl}): a pylsl inlet in the test
+pulls from the server's outlets over this machine's loopback (see
+L{tests.lsl_support}, imported first: it confines liblsl to this machine).
+"""
+
+from __future__ import annotations
+
+from tests import lsl_support  # noqa: F401  (before anything creates an LSL stream)
+
+import io
+import json
+import sys
+import time
+from unittest import mock
+
+import numpy as np
+import pylsl
+from twisted.internet import defer, threads
+from twisted.logger import globalLogPublisher
+from twisted.python import usage
+from twisted.trial import unittest
+
+from jspsych_tobii import cli
+from jspsych_tobii.config import ConfigError, ServerConfig
+from jspsych_tobii.interfaces import GAZE_DTYPE
+from jspsych_tobii.server.lsl import GAZE_CHANNELS, ClockMapping, gaze_chunk, source_ids
+from jspsych_tobii.tap import Options, makeService
+
+from .support import FakeServer, serve
+from .test_recording import synthetic_samples, tracker_description
+from .wsclient import connect, wait
+
+GAZE_ID, MARKER_ID = source_ids(tracker_description())
+#: How long a test waits for LSL to find a stream or deliver samples.
+LSL_TIMEOUT = 10.0
+
+
+def open_inlet(case, source_id):
+    """
+    Resolve a stream of this machine by source_id and open an inlet on it
+    (blocking); closed when the test ends, before the server's cleanup.
+    """
+    found = pylsl.resolve_byprop("source_id", source_id, minimum=1, timeout=LSL_TIMEOUT)
+    if not found:
+        raise AssertionError(f"no LSL stream with source_id {source_id!r}")
+    inlet = pylsl.StreamInlet(found[0], max_buflen=60, recover=True)
+    inlet.open_stream(timeout=LSL_TIMEOUT)
+    case.addCleanup(inlet.close_stream)
+    return inlet
+
+
+def pull(inlet, until, timeout=LSL_TIMEOUT):
+    """Pull chunks until C{until(samples)} holds or the timeout passes (blocking)."""
+    samples, stamps = [], []
+    deadline = time.monotonic() + timeout
+    while not until(samples) and time.monotonic() < deadline:
+        data, times = inlet.pull_chunk(timeout=0.2)
+        samples.extend(data)
+        stamps.extend(times)
+    return samples, stamps
+
+
+def last_sample(count):
+    """Until the sample numbered C{count - 1} (a session's last) has arrived."""
+    return lambda samples: bool(samples) and samples[-1][-1] == count - 1
+
+
+def captured(case):
+    """Collect the log events of the test (the publisher logs its clock mapping)."""
+    events = []
+    globalLogPublisher.addObserver(events.append)
+    case.addCleanup(globalLogPublisher.removeObserver, events.append)
+    return events
+
+
+class ChannelTests(unittest.SynchronousTestCase):
+    def test_gaze_chunk(self):
+        """Channels in order: averaged and per-eye positions, pupils, validities, seq."""
+        batch = synthetic_samples(4)
+        batch["right_gaze_valid"][1] = False
+        batch["right_x"][1] = np.nan
+        chunk = gaze_chunk(batch)
+        self.assertEqual(chunk.shape, (4, len(GAZE_CHANNELS)))
+        labels = [c[0] for c in GAZE_CHANNELS]
+        self.assertEqual(chunk[0, 0], (batch["left_x"][0] + batch["right_x"][0]) / 2)
+        self.assertEqual(chunk[1, 0], batch["left_x"][1])  # the valid eye only
+        self.assertEqual(chunk[2, labels.index("right_pupil")], batch["right_pupil"][2])
+        self.assertEqual(chunk[1, labels.index("right_gaze_valid")], 0.0)
+        self.assertEqual(list(chunk[:, labels.index("seq")]), [0, 1, 2, 3])
+
+    def test_measured_offset(self):
+        """The tightest bracket of the server clock around LSL's clock sets the offset."""
+        readings = iter([1_000_000, 1_000_400, 2_000_000, 2_000_010, 3_000_000, 3_000_200])
+        lsl = iter([51.0002, 52.000_005, 53.0001])
+        mapping = ClockMapping.measure(lambda: next(readings), lambda: next(lsl), rounds=3)
+        self.assertFalse(mapping.exact)
+        self.assertAlmostEqual(mapping.offset_s, 50.0, places=9)
+        self.assertAlmostEqual(mapping.uncertainty_s, 5e-6, places=12)
+        self.assertEqual(list(mapping.seconds(np.array([2_500_000]))), [52.5])
+
+
+class WithoutPylslTests(unittest.SynchronousTestCase):
+    message = '--lsl needs pylsl, the Lab Streaming Layer library: pip install "jspsych-tobii[lsl]"'
+
+    def setUp(self):
+        patcher = mock.patch.dict(sys.modules, {"pylsl": None})
+        patcher.start()
+        self.addCleanup(patcher.stop)
+
+    def test_options(self):
+        """--lsl without pylsl fails at start-up with one line naming the extra."""
+        with self.assertRaises(usage.UsageError) as caught:
+            Options().parseOptions(["--mock", "--lsl"])
+        self.assertEqual(str(caught.exception), self.message)
+
+    def test_cli(self):
+        err = io.StringIO()
+        self.patch(sys, "stderr", err)
+        self.assertEqual(cli.main(["--mock", "--lsl"]), 2)
+        self.assertEqual(err.getvalue().splitlines()[0], f"jspsych-tobii-server: {self.message}")
+
+    def test_embedding(self):
+        """TobiiServer and makeService with a ServerConfig get the same message."""
+        with self.assertRaises(ConfigError) as caught:
+            makeService(ServerConfig(mock=True, lsl=True, port="0"))
+        self.assertEqual(str(caught.exception), self.message)
+
+    def test_without_flag(self):
+        """Without --lsl nothing needs pylsl."""
+        Options().parseOptions(["--mock"])
+
+
+class MeasuredClockTests(unittest.SynchronousTestCase):
+    """
+    On a test clock the server clock is not LSL's: the offset is measured at
+    session start, logged, and every stamp is the capture time plus it.
+    """
+
+    def setUp(self):
+        self.log = captured(self)
+        self.server = FakeServer(rate=1200.0, lsl=True)
+        self.addCleanup(self.server.service.getServiceNamed("lsl").stopService)
+        self.client = self.server.client()
+
+    def test_samples_markers_and_metadata(self):
+        server, client = self.server, self.client
+        self.assertTrue(client.request("start_tracking", advance=0.01)["success"])
+        gaze = open_inlet(self, GAZE_ID)  # the outlets opened with the first session
+        markers = open_inlet(self, MARKER_ID)
+        client.request("stop_tracking", advance=0.01)
+        # a second session: the inlets were there before it started
+        self.assertTrue(client.request("start_tracking", advance=0.002)["success"])
+        publisher = server.state.event_sinks[0]
+        mapping = publisher.mapping
+        self.assertFalse(mapping.exact)
+        logged = [e for e in self.log if "measured offset" in e.get("log_format", "")]
+        self.assertEqual(logged[-1]["offset"], mapping.offset_s)
+        # the mapping is LSL's clock: the session started "now" on both clocks
+        session_start = server.state.hub.session_started_us / 1e6 + mapping.offset_s
+        self.assertLess(abs(session_start - pylsl.local_clock()), 5.0)
+
+        client.request("time_sync", clientTime=1000.0)
+        reply = client.request("marker", label="stimulus_on", timestamp=1000.0, data={"n": 1})
+        server.advance(1.0)
+        client.request("stop_tracking", advance=0.01)
+        truth = server.state.hub.buffer.query(None, None)
+        count = len(truth)
+        self.assertGreaterEqual(count, 1200)
+
+        samples, stamps = pull(gaze, last_sample(count))
+        samples, stamps = np.array(samples), np.array(stamps)
+        seq = samples[:, [c[0] for c in GAZE_CHANNELS].index("seq")]
+        session2 = np.flatnonzero(seq == 0)[-1]  # the second session's first sample
+        seq, stamps, samples = seq[session2:], stamps[session2:], samples[session2:]
+        self.assertEqual(list(seq), list(range(count)))
+        np.testing.assert_allclose(
+            stamps, truth["system_time_us"] / 1e6 + mapping.offset_s, rtol=0, atol=1e-6
+        )
+        np.testing.assert_allclose(samples, gaze_chunk(truth), rtol=0, atol=1e-12)
+
+        events, event_stamps = pull(markers, lambda s: any("session_ended" in e[0] for e in s[2:]))
+        kinds = [json.loads(e[0])["kind"] for e in events]
+        self.assertIn("marker", kinds)
+        marker = json.loads(events[kinds.index("marker")][0])
+        self.assertEqual((marker["label"], marker["data"]), ("stimulus_on", {"n": 1}))
+        self.assertAlmostEqual(
+            event_stamps[kinds.index("marker")],
+            reply["trackerTime"] / 1000.0 + mapping.offset_s,
+            delta=1e-6,
+        )
+
+        info = gaze.info()
+        self.assertEqual(info.source_id(), GAZE_ID)
+        self.assertEqual(info.type(), "Gaze")
+        self.assertEqual(info.nominal_srate(), 1200.0)
+        self.assertEqual(info.channel_count(), len(GAZE_CHANNELS))
+        channel = info.desc().child("channels").child("channel")
+        described = []
+        for _ in GAZE_CHANNELS:
+            described.append(
+                tuple(channel.child_value(k) for k in ("label", "eye", "type", "unit"))
+            )
+            channel = channel.next_sibling()
+        self.assertEqual(described, list(GAZE_CHANNELS))
+        acquisition = info.desc().child("acquisition")
+        self.assertEqual(acquisition.child_value("serial_number"), "MOCK-0001")
+        self.assertEqual(markers.info().type(), "Markers")
+
+
+class RealClockTests(unittest.TestCase):
+    """
+    The whole server on the real reactor, at 1200 Hz, driven by a WebSocket
+    client as a jsPsych page drives it.
+    """
+
+    timeout = 60
+
+    @defer.inlineCallbacks
+    def test_every_sample_and_marker_arrives(self):
+        """
+        Every sample of a 1200 Hz session arrives once, in order, stamped with
+        its capture time (to 0.1 ms; on Linux exactly); markers and the
+        calibration and validation results arrive with their tracker time.
+        """
+        log = captured(self)
+        config = ServerConfig(
+            port="tcp:0:interface=127.0.0.1", mock=True, mock_rate=1200.0, lsl=True
+        )
+        service, port = serve(self, config)
+        client = yield connect(port)
+        self.addCleanup(client.dropConnection, abort=True)
+        yield client.request("start_tracking")
+        gaze = yield threads.deferToThread(open_inlet, self, GAZE_ID)
+        markers = yield threads.deferToThread(open_inlet, self, MARKER_ID)
+        yield client.request("stop_tracking")
+        yield wait(0.05)
+        client.gaze.clear()
+
+        yield client.request("start_tracking")
+        yield client.sync_time(rounds=5, interval=0.02)
+        reply = yield client.request("marker", label="trial 1", timestamp=client.now())
+        yield client.request("calibration_start")
+        yield client.request("calibration_point", point={"x": 0.5, "y": 0.5})
+        calibration = yield client.request("calibration_compute")
+        yield client.request("calibration_stop")
+        yield wait(1.0)
+        copies = [{k: g[k] for k in ("x", "y", "timestamp")} for g in client.gaze[-900:]]
+        yield client.request("validation_start")
+        yield client.request(
+            "validation_point",
+            point={"x": 0.5, "y": 0.5},
+            timestamp=copies[0]["timestamp"],
+            gaze_samples=copies,
+        )
+        validation = yield client.request("validation_compute")
+        self.assertTrue(validation["success"], validation)
+        yield client.request("stop_tracking")
+        yield wait(0.1)
+        state = service.state
+        truth = state.hub.buffer.query(None, None)
+        count = len(truth)
+        self.assertGreater(count, 1200)
+
+        samples, stamps = yield threads.deferToThread(pull, gaze, last_sample(count))
+        received_at = pylsl.local_clock()
+        samples, stamps = np.array(samples), np.array(stamps)
+        seq = samples[:, -1]
+        start = np.flatnonzero(seq == 0)[-1]
+        seq, stamps = seq[start:], stamps[start:]
+        self.assertEqual(list(seq), list(range(count)))  # once each, in order
+        capture = truth["system_time_us"] / 1e6
+        self.assertLess(
+            float(np.max(np.abs(stamps - capture - state.event_sinks[0].mapping.offset_s))), 1e-4
+        )
+        if sys.platform.startswith("linux"):
+            self.assertTrue(state.event_sinks[0].mapping.exact)
+            np.testing.assert_array_equal(stamps, capture)
+            self.assertTrue(any("are the capture times" in e.get("log_format", "") for e in log))
+        # on LSL's clock: captured in the last few seconds before it was pulled
+        self.assertLess(received_at - stamps[-1], 5.0)
+        self.assertGreater(received_at, stamps[-1])
+        # the WebSocket client saw the same capture times
+        by_seq = {g["seq"]: g["timestamp"] for g in client.gaze}
+        for s, t in zip(seq[::100], stamps[::100]):
+            self.assertAlmostEqual(by_seq[int(s)] / 1000.0, t, delta=1e-4)
+
+        events, event_stamps = yield threads.deferToThread(
+            pull, markers, lambda s: any("session_ended" in e[0] for e in s[2:])
+        )
+        decoded = [json.loads(e[0]) for e in events]
+        kinds = [e["kind"] for e in decoded]
+        for kind in (
+            "session_started",
+            "marker",
+            "calibration_result",
+            "validation_result",
+            "session_ended",
+        ):
+            self.assertIn(kind, kinds)
+        i = kinds.index("marker")
+        self.assertEqual(decoded[i]["label"], "trial 1")
+        self.assertAlmostEqual(event_stamps[i], reply["trackerTime"] / 1000.0, delta=1e-4)
+        result = decoded[kinds.index("calibration_result")]["result"]
+        self.assertEqual(result["success"], calibration["success"])
+        result = decoded[kinds.index("validation_result")]["result"]
+        self.assertEqual(result["averageAccuracyNorm"], validation["averageAccuracyNorm"])
