@@ -305,3 +305,39 @@ class RealClockTests(unittest.TestCase):
         self.assertEqual(result["success"], calibration["success"])
         result = decoded[kinds.index("validation_result")]["result"]
         self.assertEqual(result["averageAccuracyNorm"], validation["averageAccuracyNorm"])
+
+
+class RestartTests(unittest.SynchronousTestCase):
+    def start(self):
+        server = FakeServer(rate=1200.0, lsl=True)
+        self.addCleanup(server.service.getServiceNamed("lsl").stopService)
+        client = server.client()
+        self.assertTrue(client.request("start_tracking", advance=0.01)["success"])
+        return server
+
+    def test_source_ids(self):
+        """The streams are named by the tracker's model and serial number, nothing else."""
+        tracker = tracker_description()
+        self.assertEqual(source_ids(tracker), source_ids(dict(tracker, address="elsewhere")))
+        other = source_ids(dict(tracker, serialNumber="MOCK-0002"))
+        self.assertNotEqual(other[0], source_ids(tracker)[0])
+        self.assertEqual(source_ids(tracker)[0], "jspsych-tobii:Mock Tracker:MOCK-0001:gaze")
+
+    def test_restart_is_the_same_source(self):
+        """After the server restarts, an inlet of the old outlet gets the new one's samples."""
+        first = self.start()
+        gaze = open_inlet(self, GAZE_ID)
+        first.advance(0.1)
+        before, _ = pull(gaze, lambda s: len(s) >= 100)
+        self.assertGreaterEqual(len(before), 100)
+        first.service.getServiceNamed("lsl").stopService()  # the server stops
+
+        second = self.start()  # and starts again, with the same tracker
+        after = []
+        deadline = time.monotonic() + LSL_TIMEOUT
+        while not after and time.monotonic() < deadline:  # liblsl recovers by source_id
+            second.advance(0.05)
+            data, _ = gaze.pull_chunk(timeout=0.05)
+            after.extend(data)
+        self.assertTrue(after, "the inlet did not recover the restarted stream")
+        self.assertEqual(gaze.info().source_id(), GAZE_ID)
