@@ -343,7 +343,7 @@ def makeService(
         clock,
         retry_interval=config.retry_interval,
     )
-    lsl = _lsl_publisher(clock, trackers, clock_us is monotonic_us) if config.lsl else None
+    lsl = _lsl_publisher(reactor, clock, trackers, clock_us is monotonic_us) if config.lsl else None
     state = ServerState(
         reactor=reactor,
         clock=clock,
@@ -395,7 +395,7 @@ def makeService(
     return top
 
 
-def _lsl_publisher(clock: ServerClock, trackers: TrackerService, monotonic: bool):
+def _lsl_publisher(reactor: Any, clock: ServerClock, trackers: TrackerService, monotonic: bool):
     """The LSL publisher for C{--lsl}, or a one-line L{ConfigError} without pylsl."""
     from jspsych_tobii.server.lsl import LslPublisher, LslUnavailable, clocks_agree, load_pylsl
 
@@ -409,6 +409,7 @@ def _lsl_publisher(clock: ServerClock, trackers: TrackerService, monotonic: bool
 
     return LslPublisher(
         pylsl,
+        reactor,
         clock,
         tracker_info,
         same_clock=clocks_agree(monotonic),

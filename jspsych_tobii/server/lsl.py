@@ -27,15 +27,16 @@ The outlets open when a tracking session starts (or at the first event once
 the tracker is known) and stay open between sessions, so an inlet keeps its
 streams from one session to the next; they close when the server stops.
 
-Pushing is a copy into liblsl's send queue, on the reactor thread, once per
-batch: liblsl's own threads do the network I/O, so nothing here waits.
+Pushing is a copy into liblsl's send queue, on the reactor thread: the gaze
+batches of up to L{FLUSH_INTERVAL} (10 ms) are pushed as one chunk, and
+liblsl's own threads do the network I/O, so nothing here waits.
 """
 
 from __future__ import annotations
 
 import json
 import sys
-from typing import Any, Callable, Dict, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 from twisted.application import service
@@ -77,6 +78,9 @@ GAZE_CHANNELS: Tuple[Tuple[str, str, str, str], ...] = (
 
 #: Rounds of reading both clocks when measuring their offset.
 OFFSET_ROUNDS = 25
+#: Gaze batches are gathered for at most this long (s) and pushed as one chunk:
+#: each push wakes liblsl's sending thread, so fewer, larger pushes cost less CPU.
+FLUSH_INTERVAL = 0.01
 
 
 class LslUnavailable(Exception):
@@ -161,6 +165,7 @@ class LslPublisher:
     L{ServerState.record_event<jspsych_tobii.server.state.ServerState.record_event>}).
 
     @param pylsl: the pylsl module (L{load_pylsl}).
+    @param reactor: schedules the pushes of gathered gaze (C{callLater}).
     @param clock: the server clock.
     @param tracker_info: returns the connected tracker's C{TrackerInfo}, or None.
     @param same_clock: the server clock's source is LSL's clock (CLOCK_MONOTONIC
@@ -173,12 +178,18 @@ class LslPublisher:
     def __init__(
         self,
         pylsl: Any,
+        reactor: Any,
         clock: ServerClock,
         tracker_info: Callable[[], Any],
         same_clock: bool,
         server_version: str = "",
+        flush_interval: float = FLUSH_INTERVAL,
     ):
         self._pylsl = pylsl
+        self._reactor = reactor
+        self.flush_interval = flush_interval
+        self._pending: List[Tuple[np.ndarray, np.ndarray]] = []
+        self._flush_call: Any = None
         self._clock = clock
         self._tracker_info = tracker_info
         self._same_clock = same_clock
@@ -259,7 +270,8 @@ class LslPublisher:
         )
 
     def close(self) -> None:
-        """Withdraw the outlets (inlets see the streams end)."""
+        """Push what is gathered, then withdraw the outlets (inlets see the streams end)."""
+        self.flush()
         # dropping the last reference destroys the outlet (pylsl's __del__)
         self.gaze_outlet = self.marker_outlet = None
         self._identity = None
@@ -298,19 +310,41 @@ class LslPublisher:
         self.write_event("session_started", t_server_ms=None, session=session)
 
     def session_ended(self, reason: str = "stopped", **fields: Any) -> None:
+        self.flush()
         self.write_event("session_ended", reason=reason, **fields)
 
     # -- the hub's observer
 
     def write_batch(self, batch: np.ndarray) -> None:
-        """Push a batch of gaze samples, each stamped with its capture time. Never raises."""
-        outlet = self.gaze_outlet
-        if outlet is None or not len(batch):
+        """
+        Gather a batch of gaze samples, each stamped with its capture time,
+        for the next push (at most L{flush_interval} later).  Never raises.
+        """
+        if self.gaze_outlet is None or not len(batch):
             return
         try:
             stamps = self._mapping().seconds(batch["system_time_us"])
-            outlet.push_chunk(gaze_chunk(batch), stamps.tolist())
-            self.pushed += len(batch)
+            self._pending.append((gaze_chunk(batch), stamps))
+            if self._flush_call is None:
+                self._flush_call = self._reactor.callLater(self.flush_interval, self.flush)
+        except Exception:
+            self._failed("gaze samples")
+
+    def flush(self) -> None:
+        """Push the gathered gaze samples as one chunk (copied into liblsl); never raises."""
+        if self._flush_call is not None:
+            if self._flush_call.active():
+                self._flush_call.cancel()
+            self._flush_call = None
+        pending, self._pending = self._pending, []
+        outlet = self.gaze_outlet
+        if not pending or outlet is None:
+            return
+        try:
+            data = np.concatenate([chunk for chunk, _ in pending])
+            stamps = np.concatenate([times for _, times in pending])
+            outlet.push_chunk(data, stamps.tolist())
+            self.pushed += len(data)
         except Exception:
             self._failed("gaze samples")
 
