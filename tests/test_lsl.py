@@ -6,8 +6,10 @@ L{tests.lsl_support}, imported first: it confines liblsl to this machine).
 
 from __future__ import annotations
 
-from tests import lsl_support  # noqa: F401  (before anything creates an LSL stream)
+# isort: off
+from . import lsl_support  # noqa: F401  (first: it configures liblsl before pylsl loads)
 
+# isort: on
 import io
 import json
 import sys
@@ -23,7 +25,6 @@ from twisted.trial import unittest
 
 from jspsych_tobii import cli
 from jspsych_tobii.config import ConfigError, ServerConfig
-from jspsych_tobii.interfaces import GAZE_DTYPE
 from jspsych_tobii.server.lsl import GAZE_CHANNELS, ClockMapping, gaze_chunk, source_ids
 from jspsych_tobii.tap import Options, makeService
 
