@@ -10,29 +10,78 @@ from __future__ import annotations
 from . import lsl_support  # noqa: F401  (first: it configures liblsl before pylsl loads)
 
 # isort: on
+import dataclasses
 import io
 import json
+import os
 import sys
 import time
+import uuid
 from unittest import mock
 
 import numpy as np
 import pylsl
-from twisted.internet import defer, threads
+from twisted.internet import defer, reactor, threads
 from twisted.logger import globalLogPublisher
 from twisted.python import usage
 from twisted.trial import unittest
 
 from jspsych_tobii import cli
 from jspsych_tobii.config import ConfigError, ServerConfig
+from jspsych_tobii.core.timesync import monotonic_us
 from jspsych_tobii.server.lsl import GAZE_CHANNELS, ClockMapping, gaze_chunk, source_ids
 from jspsych_tobii.tap import Options, makeService
+from jspsych_tobii.trackers.mock import MockTracker
 
 from .support import FakeServer, serve
 from .test_recording import synthetic_samples, tracker_description
 from .wsclient import connect, wait
 
-GAZE_ID, MARKER_ID = source_ids(tracker_description())
+
+class NamedMock(MockTracker):
+    """
+    The mock tracker with a serial number of its own: LSL streams are seen by
+    every process of this machine, and tests running side by side (trial -j,
+    another checkout's suite) must not resolve each other's streams.
+    """
+
+    def __init__(self, *args, serial, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.serial = serial
+
+    def connect(self):
+        d = super().connect()
+
+        def renamed(info):
+            self.info = dataclasses.replace(info, serial_number=self.serial)
+            return self.info
+
+        return d.addCallback(renamed)
+
+
+def new_serial():
+    return f"TEST-{os.getpid()}-{uuid.uuid4().hex[:12]}"
+
+
+def stream_ids(serial):
+    """The (gaze, markers) source ids of a NamedMock."""
+    return source_ids({"model": "Mock Tracker", "serialNumber": serial})
+
+
+def fake_server(case, rate=1200.0):
+    """A FakeServer with --lsl and a NamedMock; its outlets are closed when the test ends."""
+    from twisted.internet.task import Clock
+
+    clock = Clock()
+    serial = new_serial()
+    server = FakeServer(
+        clock, rate=rate, lsl=True, tracker=NamedMock(clock, rate=rate, serial=serial)
+    )
+    case.addCleanup(server.service.getServiceNamed("lsl").stopService)
+    server.gaze_id, server.marker_id = stream_ids(serial)
+    return server
+
+
 #: How long a test waits for LSL to find a stream or deliver samples.
 LSL_TIMEOUT = 10.0
 
@@ -140,15 +189,14 @@ class MeasuredClockTests(unittest.SynchronousTestCase):
 
     def setUp(self):
         self.log = captured(self)
-        self.server = FakeServer(rate=1200.0, lsl=True)
-        self.addCleanup(self.server.service.getServiceNamed("lsl").stopService)
+        self.server = fake_server(self)
         self.client = self.server.client()
 
     def test_samples_markers_and_metadata(self):
         server, client = self.server, self.client
         self.assertTrue(client.request("start_tracking", advance=0.01)["success"])
-        gaze = open_inlet(self, GAZE_ID)  # the outlets opened with the first session
-        markers = open_inlet(self, MARKER_ID)
+        gaze = open_inlet(self, server.gaze_id)  # the outlets opened with the first session
+        markers = open_inlet(self, server.marker_id)
         client.request("stop_tracking", advance=0.01)
         # a second session: the inlets were there before it started
         self.assertTrue(client.request("start_tracking", advance=0.002)["success"])
@@ -192,7 +240,7 @@ class MeasuredClockTests(unittest.SynchronousTestCase):
         )
 
         info = gaze.info()
-        self.assertEqual(info.source_id(), GAZE_ID)
+        self.assertEqual(info.source_id(), server.gaze_id)
         self.assertEqual(info.type(), "Gaze")
         self.assertEqual(info.nominal_srate(), 1200.0)
         self.assertEqual(info.channel_count(), len(GAZE_CHANNELS))
@@ -205,7 +253,7 @@ class MeasuredClockTests(unittest.SynchronousTestCase):
             channel = channel.next_sibling()
         self.assertEqual(described, list(GAZE_CHANNELS))
         acquisition = info.desc().child("acquisition")
-        self.assertEqual(acquisition.child_value("serial_number"), "MOCK-0001")
+        self.assertEqual(acquisition.child_value("serial_number"), server.tracker.serial)
         self.assertEqual(markers.info().type(), "Markers")
 
 
@@ -228,12 +276,20 @@ class RealClockTests(unittest.TestCase):
         config = ServerConfig(
             port="tcp:0:interface=127.0.0.1", mock=True, mock_rate=1200.0, lsl=True
         )
-        service, port = serve(self, config)
+        serial = new_serial()
+        gaze_id, marker_id = stream_ids(serial)
+        service, port = serve(
+            self,
+            config,
+            make_tracker=lambda: NamedMock(
+                reactor, rate=1200.0, serial=serial, clock_us=monotonic_us
+            ),
+        )
         client = yield connect(port)
         self.addCleanup(client.dropConnection, abort=True)
         yield client.request("start_tracking")
-        gaze = yield threads.deferToThread(open_inlet, self, GAZE_ID)
-        markers = yield threads.deferToThread(open_inlet, self, MARKER_ID)
+        gaze = yield threads.deferToThread(open_inlet, self, gaze_id)
+        markers = yield threads.deferToThread(open_inlet, self, marker_id)
         yield client.request("stop_tracking")
         yield wait(0.05)
         client.gaze.clear()
@@ -309,8 +365,13 @@ class RealClockTests(unittest.TestCase):
 
 
 class RestartTests(unittest.SynchronousTestCase):
-    def start(self):
-        server = FakeServer(rate=1200.0, lsl=True)
+    def start(self, serial):
+        from twisted.internet.task import Clock
+
+        clock = Clock()
+        server = FakeServer(
+            clock, rate=1200.0, lsl=True, tracker=NamedMock(clock, rate=1200.0, serial=serial)
+        )
         self.addCleanup(server.service.getServiceNamed("lsl").stopService)
         client = server.client()
         self.assertTrue(client.request("start_tracking", advance=0.01)["success"])
@@ -326,14 +387,15 @@ class RestartTests(unittest.SynchronousTestCase):
 
     def test_restart_is_the_same_source(self):
         """After the server restarts, an inlet of the old outlet gets the new one's samples."""
-        first = self.start()
-        gaze = open_inlet(self, GAZE_ID)
+        serial = new_serial()
+        first = self.start(serial)
+        gaze = open_inlet(self, stream_ids(serial)[0])
         first.advance(0.1)
         before, _ = pull(gaze, lambda s: len(s) >= 100)
         self.assertGreaterEqual(len(before), 100)
         first.service.getServiceNamed("lsl").stopService()  # the server stops
 
-        second = self.start()  # and starts again, with the same tracker
+        second = self.start(serial)  # and starts again, with the same tracker
         after = []
         deadline = time.monotonic() + LSL_TIMEOUT
         while not after and time.monotonic() < deadline:  # liblsl recovers by source_id
@@ -341,4 +403,4 @@ class RestartTests(unittest.SynchronousTestCase):
             data, _ = gaze.pull_chunk(timeout=0.05)
             after.extend(data)
         self.assertTrue(after, "the inlet did not recover the restarted stream")
-        self.assertEqual(gaze.info().source_id(), GAZE_ID)
+        self.assertEqual(gaze.info().source_id(), stream_ids(serial)[0])
