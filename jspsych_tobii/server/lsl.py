@@ -23,9 +23,10 @@ CLOCK_MONOTONIC, which is LSL's clock: the stamp is the capture time itself.
 Elsewhere (and with a test clock) the offset between the server clock and
 LSL's clock is measured when each tracking session starts, and logged.
 
-The outlets open when a tracking session starts (or at the first event once
-the tracker is known) and stay open between sessions, so an inlet keeps its
-streams from one session to the next; they close when the server stops.
+The outlets open at the first event once the tracker is known (a page
+connecting, a tracking session starting) and stay open between sessions, so
+an inlet keeps its streams from one session to the next; they close when the
+server stops.
 
 Pushing is a copy into liblsl's send queue, on the reactor thread: the gaze
 batches of up to L{FLUSH_INTERVAL} (10 ms) are pushed as one chunk, and
@@ -280,7 +281,10 @@ class LslPublisher:
 
     def _map_clocks(self) -> None:
         if self._same_clock:
-            self.mapping = ClockMapping(-self._clock.offset_us / 1e6, exact=True)
+            offset = -self._clock.offset_us / 1e6
+            if self.mapping is not None and self.mapping.offset_s == offset:
+                return  # the same as before: nothing new to say
+            self.mapping = ClockMapping(offset, exact=True)
             self.log.info(
                 "LSL: time stamps are the capture times (the tracker's system clock is "
                 "CLOCK_MONOTONIC, LSL's clock)"
