@@ -400,3 +400,26 @@ class RestartTests(unittest.SynchronousTestCase):
             after.extend(data)
         self.assertTrue(after, "the inlet did not recover the restarted stream")
         self.assertEqual(gaze.info().source_id(), stream_ids(serial)[0])
+
+
+class FlagTests(unittest.SynchronousTestCase):
+    def test_flag_wires_the_publisher(self):
+        """--lsl on the command line puts the publisher on the hub and the event path."""
+        from twisted.internet.task import Clock
+
+        options = Options()
+        options.parseOptions(["--mock", "--lsl", "--port", "0"])
+        self.assertTrue(options.config.lsl)
+        service = makeService(options, Clock())
+        publisher = service.getServiceNamed("lsl").publisher
+        self.assertEqual(service.state.event_sinks, [publisher])
+        self.assertIn(publisher.write_batch, service.state.hub.observers)
+        self.assertIn(publisher, service.state.hub.session_listeners)
+        options = Options()
+        options.parseOptions(["--mock", "--port", "0"])
+        self.assertEqual(makeService(options, Clock()).state.event_sinks, [])
+
+    def test_not_with_list_trackers(self):
+        with self.assertRaises(usage.UsageError) as caught:
+            Options().parseOptions(["--list-trackers", "--lsl"])
+        self.assertEqual(str(caught.exception), "--lsl: does nothing with --list-trackers")
