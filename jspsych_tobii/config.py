@@ -13,8 +13,10 @@ from __future__ import annotations
 import math
 import os
 import re
-from dataclasses import MISSING, dataclass, fields
+from dataclasses import MISSING, dataclass, field, fields
 from typing import Iterable, Optional
+
+from jspsych_tobii.core.access import OriginPolicy, check_token
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 MAX_MOCK_RATE = 2000.0
@@ -54,7 +56,17 @@ class ServerConfig:
     @ivar lsl: publish gaze and events as Lab Streaming Layer streams.
     @ivar allowed_origins: comma-separated web origins (wildcards allowed,
         e.g. C{http://localhost:*}) whose pages may connect; C{null} admits
-        pages opened from disk; C{*} (the default) admits every page.
+        pages opened from disk; C{local} (the default) stands for the pages
+        of this machine and from disk; C{*} admits every page.
+    @ivar token: a shared secret every connection must present in its URL
+        (C{ws://host:port/?token=...}); None admits connections without one.
+    @ivar token_file: read the token from this file instead (first line).
+    @ivar ping_interval: seconds between keepalive pings to each client (0:
+        no pings).
+    @ivar ping_timeout: seconds a client has to answer a ping before it is
+        dropped (0: never dropped for that).
+    @ivar secret: the token in force (from C{token} or C{token_file}), after
+        L{validate}.
     """
 
     host: str = "localhost"
@@ -78,7 +90,11 @@ class ServerConfig:
     replay_speed: float = 1.0
     replay_loop: bool = False
     sdk_python: Optional[str] = None
-    allowed_origins: str = "*"
+    allowed_origins: str = "local"
+    token: Optional[str] = field(default=None, repr=False)
+    token_file: Optional[str] = None
+    ping_interval: float = 10.0
+    ping_timeout: float = 10.0
     lsl: bool = False
 
     def __post_init__(self) -> None:
@@ -138,14 +154,13 @@ class ServerConfig:
                 raise ConfigError("--sdk-python: cannot be combined with --mock or --replay")
             # abspath, not realpath: a venv's python is a symlink that must stay one
             self.sdk_python = os.path.abspath(path)
-        origins = self.origin_patterns
-        if not origins:
-            raise ConfigError("--allowed-origins: give at least one origin, or *")
-        for origin in origins:
-            if origin not in ("*", "null") and "://" not in origin:
-                raise ConfigError(
-                    f"--allowed-origins: {origin!r} is not an origin such as http://localhost:*"
-                )
+        try:
+            OriginPolicy(self.origin_patterns)
+        except ValueError as e:
+            raise ConfigError(f"--allowed-origins: {e}") from None
+        self.secret = self._read_token()
+        self.ping_interval = _number("--ping-interval", self.ping_interval, 0.0, 3600.0)
+        self.ping_timeout = _number("--ping-timeout", self.ping_timeout, 0.0, 3600.0)
         if self.record_dir is not None and not str(self.record_dir).strip():
             raise ConfigError("--record-dir: the folder name is empty")
         self.refuse_ignored()
@@ -172,6 +187,11 @@ class ServerConfig:
             ("mock_offset_deg", not self.mock, "--mock-offset-deg: applies to --mock only"),
             ("mock_noise_deg", not self.mock, "--mock-noise-deg: applies to --mock only"),
             (
+                "ping_timeout",
+                self.ping_interval == 0,
+                "--ping-timeout: applies only with pings (--ping-interval above 0)",
+            ),
+            (
                 "host",
                 not self.port.isdigit(),
                 "--host: applies only when --port is a number; give the interface in the "
@@ -189,6 +209,29 @@ class ServerConfig:
             for f in fields(self)
             if f.default is not MISSING and getattr(self, f.name) != f.default
         ]
+
+    def _read_token(self) -> Optional[str]:
+        if self.token is not None and self.token_file is not None:
+            raise ConfigError("--token: give --token or --token-file, not both")
+        if self.token is not None:
+            option, token = "--token", str(self.token)
+        elif self.token_file is not None:
+            option = "--token-file"
+            try:
+                with open(os.path.expanduser(str(self.token_file)), encoding="utf-8") as f:
+                    token = f.readline(4096).strip()
+            except OSError as e:
+                raise ConfigError(
+                    f"--token-file: cannot read {self.token_file}: {e.strerror or 'error'}"
+                ) from None
+            except UnicodeDecodeError:
+                raise ConfigError(f"--token-file: {self.token_file} is not a text file") from None
+        else:
+            return None
+        try:
+            return check_token(option, token)
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
 
     @property
     def origin_patterns(self) -> list:

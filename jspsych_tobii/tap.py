@@ -14,6 +14,7 @@ from twisted.python import usage
 
 from jspsych_tobii import __version__, logs
 from jspsych_tobii.config import ConfigError, ServerConfig
+from jspsych_tobii.core.access import describe_endpoint, is_exposed
 from jspsych_tobii.core.quality import calibration_summary, mean_eye_position
 from jspsych_tobii.core.timesync import ServerClock, clock_from_seconds, monotonic_us
 from jspsych_tobii.interfaces import ITracker, TrackerError
@@ -26,6 +27,9 @@ from jspsych_tobii.server.service import TrackerService
 from jspsych_tobii.server.state import ServerState
 
 _log = Logger()
+
+#: The environment variable a token can come from (it stays out of the process list).
+TOKEN_ENV = "JSPSYCH_TOBII_TOKEN"
 
 
 #: Each option that fills a L{ServerConfig} field, and the field.
@@ -52,6 +56,10 @@ CONFIG_OPTIONS = {
     "sdk-python": "sdk_python",
     "allowed-origins": "allowed_origins",
     "lsl": "lsl",
+    "token": "token",
+    "token-file": "token_file",
+    "ping-interval": "ping_interval",
+    "ping-timeout": "ping_timeout",
 }
 
 
@@ -124,9 +132,32 @@ class Options(usage.Options):
         [
             "allowed-origins",
             None,
-            "*",
+            "local",
             "Comma-separated origins whose pages may connect (wildcards allowed, e.g. "
-            "http://localhost:*); null admits pages opened from disk.",
+            "https://*.lab.example.org); local: pages from this machine and from disk "
+            "(null); *: every page.",
+        ],
+        [
+            "token",
+            None,
+            None,
+            "A shared secret every connection must give in its URL (ws://host:port/?token=...). "
+            "Visible in the process list: prefer --token-file or the environment variable "
+            f"{TOKEN_ENV}.",
+        ],
+        ["token-file", None, None, "Read the token from the first line of this file."],
+        [
+            "ping-interval",
+            None,
+            "10",
+            "Seconds between keepalive pings to each client (0: none).",
+        ],
+        [
+            "ping-timeout",
+            None,
+            None,
+            "Seconds a client has to answer a ping before it is dropped (0: never dropped; "
+            "default: 10).",
         ],
         ["record-dir", None, None, "Record every tracking session to a file in this folder."],
         ["replay", None, None, "Play a recording back as the tracker (instead of a device)."],
@@ -175,6 +206,10 @@ class Options(usage.Options):
                 given[flag] = True
         if "mock_seed" in given:
             given["mock_seed"] = _seed(given["mock_seed"])
+        if "token" not in given:
+            environment = _token_from_environment(self)
+            if environment is not None:
+                given["token"] = environment
         try:
             self.config = ServerConfig(**given)
             self.config.refuse_ignored(given)
@@ -195,6 +230,21 @@ class Options(usage.Options):
                 raise usage.UsageError(str(e)) from None
         if list_only:
             raise SystemExit(list_trackers(sdk_python=self.config.sdk_python))
+
+
+def _token_from_environment(options: "Options") -> Optional[str]:
+    """The token in C{$JSPSYCH_TOBII_TOKEN}, unless a token option was given."""
+    import os
+
+    from jspsych_tobii.core.access import check_token
+
+    value = os.environ.get(TOKEN_ENV)
+    if options["token-file"] is not None or not value:
+        return None
+    try:
+        return check_token(TOKEN_ENV, value.strip())
+    except ValueError as e:
+        raise usage.UsageError(str(e)) from None
 
 
 def _check_files(config: ServerConfig) -> None:
@@ -355,8 +405,20 @@ def makeService(
         config=config,
         event_sinks=[lsl] if lsl is not None else [],
     )
-    where = f"ws://{config.host}:{config.port}" if config.port.isdigit() else config.endpoint
-    factory = TobiiServerFactory(state, where=where, origins=config.origin_patterns)
+    where = (
+        f"ws://{config.host}:{config.port}"
+        if config.port.isdigit()
+        else describe_endpoint(config.endpoint)  # no key or certificate paths
+    )
+    factory = TobiiServerFactory(
+        state,
+        where=where,
+        origins=config.origin_patterns,
+        token=config.secret,
+        ping_interval=config.ping_interval,
+        ping_timeout=config.ping_timeout,
+        exposed=is_exposed(config.port, config.host),
+    )
     state.hub = GazeHub(trackers, clock, config.buffer_size, factory.prepareMessage)
     trackers.hub = state.hub
     trackers.record_event = state.record_event

@@ -4,16 +4,36 @@ mock tracker at high rates, and an Autobahn client speaking the extension's
 protocol.
 """
 
+import datetime
+import ipaddress
 import json
+import os
 import socket
+import struct
 
+import txaio
+from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientProtocol
 from twisted.internet import defer
+from twisted.internet.address import IPv4Address
+from twisted.internet.threads import deferToThread
+from twisted.logger import formatEvent, globalLogPublisher
+from twisted.test import iosim
 from twisted.trial import unittest
 
+from jspsych_tobii import logs
 from jspsych_tobii.config import ServerConfig
 from jspsych_tobii.server.gate import DEFAULT_GAZE_BACKLOG
+from jspsych_tobii.server.protocol import (
+    CLOSE_INVALID_PAYLOAD,
+    CLOSE_PROTOCOL_ERROR,
+    CLOSE_TOO_BIG,
+    MAX_MESSAGE_BYTES,
+    MAX_MESSAGE_FRAGMENTS,
+)
+from jspsych_tobii.tap import Options
 
-from .support import serve
+from .rawws import RawClient, close_code, frame
+from .support import FakeServer, serve
 from .wsclient import connect, wait
 
 
@@ -210,43 +230,522 @@ class TimingChainTests(LoopbackServerMixin, unittest.TestCase):
         self.assertLess(sorted(latencies)[len(latencies) // 2], 10.0)
 
 
-class OriginTests(unittest.TestCase):
-    """--allowed-origins: pages from other origins cannot connect."""
+class LogCapture:
+    """Every log event while a test runs, formatted, with all its values."""
 
-    def serve(self, origins):
-        config = ServerConfig(port="tcp:0:interface=127.0.0.1", mock=True, allowed_origins=origins)
-        return serve(self, config)[1]
+    def __init__(self, case):
+        self.events = []
+        globalLogPublisher.addObserver(self.events.append)
+        case.addCleanup(globalLogPublisher.removeObserver, self.events.append)
 
-    def handshake(self, port, origin):
-        """The HTTP status of a WebSocket handshake with this Origin (Autobahn refuses: 400)."""
-        from twisted.internet.threads import deferToThread
+    def texts(self):
+        return [formatEvent(e) for e in self.events]
 
-        def attempt():
-            with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
-                s.sendall(
-                    f"GET / HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
-                    f"Connection: Upgrade\r\nOrigin: {origin}\r\n"
-                    "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
-                    "Sec-WebSocket-Version: 13\r\n\r\n".encode()
-                )
-                return int(s.recv(4096).split(b" ", 2)[1])
+    def everything(self):
+        """Each event's text and the repr of every value it carries."""
+        return [formatEvent(e) + " " + " ".join(repr(v) for v in e.values()) for e in self.events]
 
-        return deferToThread(attempt)
+    def lines_with(self, fragment):
+        return [t for t in self.texts() if fragment in t]
+
+
+def raw(port, act):
+    """Run C{act(client)} with a L{RawClient} on C{port} in a thread; close it after."""
+
+    def run():
+        client = RawClient(port)
+        try:
+            return act(client)
+        finally:
+            client.close()
+
+    return deferToThread(run)
+
+
+def until(condition, timeout=10.0):
+    """Fires once C{condition()} holds (checked every 10 ms); fails after C{timeout} s."""
+
+    @defer.inlineCallbacks
+    def poll():
+        for _ in range(int(timeout / 0.01)):
+            if condition():
+                return
+            yield wait(0.01)
+        raise AssertionError("the condition never held")
+
+    return poll()
+
+
+class HandshakeMixin:
+    def serve(self, **settings):
+        settings.setdefault("port", "tcp:0:interface=127.0.0.1")
+        settings.setdefault("mock", True)
+        service, self.port = serve(self, ServerConfig(**settings))
+        self.state = service.state
+        return self.port
+
+    def status(self, origin=None, path="/"):
+        """
+        The HTTP status of a WebSocket handshake with this Origin (None: no
+        header); the connection is then closed cleanly.
+        """
+
+        def act(c):
+            status = c.handshake(path, origin)[0]
+            c.finish()
+            return status
+
+        return raw(self.port, act)
+
+
+class OriginTests(HandshakeMixin, unittest.TestCase):
+    """--allowed-origins: which pages may connect."""
+
+    @defer.inlineCallbacks
+    def test_default_admits_pages_of_this_machine_and_from_disk(self):
+        self.serve()
+        for origin in (
+            "http://localhost:8000",
+            "http://localhost",
+            "https://localhost:8443",
+            "http://127.0.0.1:5500",
+            "http://[::1]:3000",
+            "null",
+            None,
+        ):
+            self.assertEqual((yield self.status(origin)), 101, origin)
+
+    @defer.inlineCallbacks
+    def test_default_refuses_other_pages_saying_which_option_admits_them(self):
+        log = LogCapture(self)
+        self.serve()
+        self.assertEqual((yield self.status("http://lab.example.org:8000")), 403)
+        self.assertEqual((yield self.status("http://localhost.evil.example")), 403)
+        (line,) = log.lines_with("http://lab.example.org:8000 may not connect")
+        self.assertIn("--allowed-origins 'local,http://lab.example.org:8000'", line)
+        self.assertIn("--allowed-origins '*'", line)
+
+    @defer.inlineCallbacks
+    def test_star_admits_every_page(self):
+        self.serve(allowed_origins="*")
+        self.assertEqual((yield self.status("http://anywhere.example:81")), 101)
+        self.assertEqual((yield self.status("null")), 101)
 
     @defer.inlineCallbacks
     def test_only_allowed_origins_connect(self):
-        port = self.serve("http://localhost:*, null")
-        self.assertEqual((yield self.handshake(port, "http://localhost:8000")), 101)
-        self.assertEqual((yield self.handshake(port, "null")), 101)
-        self.assertEqual((yield self.handshake(port, "http://evil.example")), 400)
-
-    @defer.inlineCallbacks
-    def test_default_admits_every_page(self):
-        port = self.serve("*")
-        self.assertEqual((yield self.handshake(port, "http://anywhere.example:81")), 101)
-        self.assertEqual((yield self.handshake(port, "null")), 101)
+        self.serve(allowed_origins="http://localhost:*, null")
+        self.assertEqual((yield self.status("http://localhost:8000")), 101)
+        self.assertEqual((yield self.status("null")), 101)
+        self.assertEqual((yield self.status("http://127.0.0.1:8000")), 403)
+        self.assertEqual((yield self.status("http://evil.example")), 403)
 
     @defer.inlineCallbacks
     def test_disk_pages_refused_unless_listed(self):
-        port = self.serve("http://localhost:*")
-        self.assertEqual((yield self.handshake(port, "null")), 400)
+        self.serve(allowed_origins="http://localhost:*")
+        self.assertEqual((yield self.status("null")), 403)
+
+    @defer.inlineCallbacks
+    def test_programs_without_origin_connect_whatever_the_list(self):
+        """A script sends no Origin: it is not a web page, the list does not apply."""
+        self.serve(allowed_origins="https://lab.example.org")
+        self.assertEqual((yield self.status(None)), 101)
+        c = yield connect(self.port)  # Autobahn's client sends no Origin either
+        self.addCleanup(c.dropConnection, abort=True)
+        reply = yield c.request("get_status")
+        self.assertIs(reply["success"], True)
+
+
+SECRET = "tobii-Secret_token.1~x"
+
+
+class TokenTests(HandshakeMixin, unittest.TestCase):
+    """--token: a connection must give the shared secret in its URL."""
+
+    @defer.inlineCallbacks
+    def test_right_token_connects_and_works(self):
+        self.serve(token=SECRET)
+        self.assertEqual((yield self.status("http://localhost:8000", f"/?token={SECRET}")), 101)
+        c = yield connect(self.port, path=f"/?token={SECRET}")
+        self.addCleanup(c.dropConnection, abort=True)
+        reply = yield c.request("time_sync", clientTime=1.0)
+        self.assertIs(reply["success"], True)
+
+    @defer.inlineCallbacks
+    def test_missing_or_wrong_token_refused_with_403(self):
+        log = LogCapture(self)
+        self.serve(token=SECRET)
+        for path in ("/", "/?token=", "/?token=wrong", f"/?token={SECRET}x", f"/?t={SECRET}"):
+            self.assertEqual((yield self.status(None, path)), 403, path)
+        self.assertEqual(len(log.lines_with("its URL has no token")), 3)
+        self.assertEqual(len(log.lines_with("its URL has a wrong token")), 2)
+
+    @defer.inlineCallbacks
+    def test_token_never_logged(self):
+        """Not at DEBUG either, where Autobahn logs the whole handshake request."""
+        log = LogCapture(self)
+        self.addCleanup(logs.set_level, "INFO")
+        self.serve(token=SECRET, log_level="DEBUG")
+        wrong = "wrongTOKENvalue123"
+        self.assertEqual((yield self.status(None, f"/?token={wrong}")), 403)
+
+        def session(c):
+            c.handshake(f"/?token={SECRET}", "http://localhost:8000")
+            c.send(frame(1, b'{"type": "get_status", "requestId": "s"}'))
+            reply = json.loads(c.next_frame()[1])
+            c.finish()
+            return reply
+
+        self.assertIs((yield raw(self.port, session))["success"], True)
+
+        def bad_line(c):
+            # a malformed request line carrying the token (Autobahn quotes the line)
+            c.send(f"GET /?token={SECRET} HTTP/1.1 x\r\n\r\n".encode())
+            return c.read_frames()
+
+        yield raw(self.port, bad_line)
+        self.assertTrue(any("received HTTP request" in t for t in log.texts()), "DEBUG is on")
+        for text in log.everything():
+            self.assertNotIn(SECRET, text)
+            self.assertNotIn(wrong, text)
+
+    @defer.inlineCallbacks
+    def test_token_from_a_file(self):
+        path = self.mktemp()
+        with open(path, "w") as f:
+            f.write(SECRET + "\n")
+        options = Options()
+        options.parseOptions(
+            ["--mock", "--port", "tcp:0:interface=127.0.0.1", "--token-file", path]
+        )
+        self.port = serve(self, options)[1]
+        self.assertEqual((yield self.status(None, f"/?token={SECRET}")), 101)
+        self.assertEqual((yield self.status(None, "/")), 403)
+
+    @defer.inlineCallbacks
+    def test_token_from_the_environment(self):
+        self.patch(os, "environ", dict(os.environ, JSPSYCH_TOBII_TOKEN=SECRET))
+        options = Options()
+        options.parseOptions(["--mock", "--port", "tcp:0:interface=127.0.0.1"])
+        self.port = serve(self, options)[1]
+        self.assertEqual((yield self.status("null", f"/?token={SECRET}")), 101)
+        self.assertEqual((yield self.status("null", "/?token=other")), 403)
+
+
+class ExposureWarningTests(unittest.TestCase):
+    """Listening beyond this machine with neither a token nor an origin list is called out."""
+
+    def warnings(self, *argv):
+        log = LogCapture(self)
+        options = Options()
+        options.parseOptions(["--mock", *argv])
+        serve(self, options)
+        return log.lines_with("can be reached from other machines")
+
+    def test_all_interfaces_every_page_no_token(self):
+        (line,) = self.warnings("--host", "0.0.0.0", "--port", "0", "--allowed-origins", "*")
+        self.assertIn("ws://0.0.0.0:0", line)
+        self.assertIn("any web page", line)
+        self.assertIn("--token", line)
+        (line,) = self.warnings("--port", "tcp:0:interface=0.0.0.0", "--allowed-origins", "*")
+        self.assertIn("tcp:0:interface=0.0.0.0", line)
+
+    def test_no_warning_when_protected_or_local(self):
+        wide = ("--host", "0.0.0.0", "--port", "0")
+        self.assertEqual(self.warnings(*wide, "--allowed-origins", "*", "--token", SECRET), [])
+        self.assertEqual(self.warnings(*wide), [], "the default origin list restricts pages")
+        self.assertEqual(self.warnings("--port", "0", "--allowed-origins", "*"), [])
+
+
+class CloseCodeTests(HandshakeMixin, unittest.TestCase):
+    """
+    A client that breaks the rules gets a close frame with the status code,
+    and the close frame arrives: the connection then ends with a FIN, not a
+    reset that would destroy it unread.
+    """
+
+    def setUp(self):
+        self.serve()
+
+    @defer.inlineCallbacks
+    def closing(self, *frames):
+        """
+        Handshake, send the frames, read to the end: (close code, reason,
+        end), once the server has let go of the connection.
+        """
+
+        def act(c):
+            c.handshake()
+            for data in frames:
+                c.send(data)
+            received, end = c.read_frames()
+            closes = [payload for opcode, payload in received if opcode == 8]
+            reason = closes[0][2:].decode() if closes else None
+            return close_code(received), reason, end
+
+        before = len(self.state.hub.gates)
+        outcome = yield raw(self.port, act)
+        yield until(lambda: len(self.state.hub.gates) == before)
+        return outcome
+
+    @defer.inlineCallbacks
+    def test_too_big_declared_gets_1009(self):
+        header_and_some = frame(1, b"x" * 1000, length=MAX_MESSAGE_BYTES + 1)[:1014]
+        code, reason, end = yield self.closing(header_and_some)
+        self.assertEqual((code, end), (CLOSE_TOO_BIG, "eof"))
+        self.assertEqual(reason, "message too big: at most 16 MiB")
+
+    @defer.inlineCallbacks
+    def test_too_big_sent_whole_gets_1009(self):
+        """The client sends all 17 MiB before it reads: the close frame still arrives."""
+        code, reason, end = yield self.closing(frame(1, b" " * (17 * 1024 * 1024)))
+        self.assertEqual((code, end), (CLOSE_TOO_BIG, "eof"))
+
+    @defer.inlineCallbacks
+    def test_protocol_errors_get_1002(self):
+        for bad in (
+            frame(1, b'{"type": "get_status"}', mask=False),  # clients must mask
+            frame(3, b"abc"),  # reserved opcode
+            frame(0, b"abc"),  # continuation without a message
+            frame(9, b"p", fin=False),  # fragmented ping
+        ):
+            code, reason, end = yield self.closing(bad)
+            self.assertEqual((code, end), (CLOSE_PROTOCOL_ERROR, "eof"), bad[:2])
+            self.assertEqual(reason, "WebSocket protocol error")
+
+    @defer.inlineCallbacks
+    def test_invalid_close_reason_gets_1007(self):
+        code, reason, end = yield self.closing(frame(8, struct.pack("!H", 1000) + b"\xff\xfe"))
+        self.assertEqual((code, end), (CLOSE_INVALID_PAYLOAD, "eof"))
+
+    @defer.inlineCallbacks
+    def test_fragment_budget(self):
+        """A message in more than MAX_MESSAGE_FRAGMENTS frames is closed with 1009."""
+        other = yield connect(self.port)
+        n = MAX_MESSAGE_FRAGMENTS + 1
+        pieces = [frame(1 if i == 0 else 0, b" ", fin=False) for i in range(n)]
+        code, reason, end = yield self.closing(b"".join(pieces))
+        self.assertEqual((code, end), (CLOSE_TOO_BIG, "eof"))
+        self.assertEqual(reason, f"message in too many fragments: at most {n - 1}")
+        reply = yield other.request("get_status")
+        self.assertIs(reply["success"], True, "another client is unaffected")
+        other.sendClose(1000)
+        yield other.closed
+        yield until(lambda: not self.state.hub.gates)
+
+    @defer.inlineCallbacks
+    def test_message_within_the_fragment_budget_is_answered(self):
+        text = json.dumps({"type": "time_sync", "requestId": "frag", "clientTime": 1.0})
+        text = text[:-1] + ', "pad": "' + " " * MAX_MESSAGE_FRAGMENTS + '"}'
+        data = text.encode()
+        n = MAX_MESSAGE_FRAGMENTS
+        chunks = [data[i : i + 1] for i in range(n - 1)] + [data[n - 1 :]]
+
+        def act(c):
+            c.handshake()
+            c.send(
+                b"".join(
+                    frame(1 if i == 0 else 0, chunk, fin=i == n - 1)
+                    for i, chunk in enumerate(chunks)
+                )
+            )
+            frames = []
+            while not any(b'"frag"' in payload for _, payload in frames):
+                frames.append(c.next_frame())
+            c.finish()
+            return frames
+
+        frames = yield raw(self.port, act)
+        reply = json.loads([p for _, p in frames if b'"frag"' in p][0])
+        self.assertEqual(reply["type"], "time_sync_response")
+
+
+class BannerTests(HandshakeMixin, unittest.TestCase):
+    """No software name or version in what the server answers over HTTP."""
+
+    def setUp(self):
+        self.serve()
+
+    @defer.inlineCallbacks
+    def test_handshake_response_names_no_software(self):
+        def act(c):
+            response = c.handshake("/", "null")
+            c.finish()
+            return response
+
+        status, headers = yield raw(self.port, act)
+        self.assertEqual(status, 101)
+        self.assertNotIn("server", headers)
+        self.assertNotIn("autobahn", repr(headers).lower())
+
+    @defer.inlineCallbacks
+    def test_plain_http_gets_no_status_page(self):
+        def get(path):
+            def act(c):
+                c.send(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode())
+                c.read_frames()
+                return c.buffer
+
+            return raw(self.port, act)
+
+        for path in ("/", "/?redirect=http%3A%2F%2Fevil.example"):
+            response = yield get(path)
+            self.assertTrue(response.startswith(b"HTTP/1.1 426 "), response[:40])
+            self.assertNotIn(b"autobahn", response.lower())
+            self.assertNotIn(b"location", response.lower())
+
+
+class KeepaliveTests(unittest.SynchronousTestCase):
+    """
+    --ping-interval / --ping-timeout: a client that stops answering pings is
+    dropped within interval + timeout.  In memory, on a Clock (Autobahn's
+    timers follow txaio's loop).
+    """
+
+    def connect(self, protocol, **settings):
+        self.server = FakeServer(**settings)
+        clock = self.server.clock
+        self.patch(txaio.config, "loop", clock)
+        client_factory = WebSocketClientFactory("ws://localhost:8080", reactor=clock)
+        client_factory.protocol = protocol
+        factory = self.server.service.getServiceNamed("websocket").factory
+        server = factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 50000))
+        client = client_factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 8080))
+        pump = iosim.connect(
+            server, iosim.makeFakeServer(server), client, iosim.makeFakeClient(client)
+        )
+        self.assertEqual(server.state, server.STATE_OPEN)
+        return server, client, pump
+
+    def advance(self, pump, seconds, step=0.1):
+        for _ in range(int(round(seconds / step))):
+            self.server.clock.advance(step)
+            pump.flush()
+
+    def test_silent_client_dropped_within_interval_plus_timeout(self):
+        server, client, pump = self.connect(SilentClient, ping_interval=10, ping_timeout=5)
+        self.advance(pump, 10.3)
+        self.assertEqual(client.pings, 1)
+        self.advance(pump, 4.5)
+        self.assertEqual(server.state, server.STATE_OPEN)
+        self.assertEqual(len(self.server.state.hub.gates), 1)
+        self.advance(pump, 0.7)
+        self.assertEqual(server.state, server.STATE_CLOSED)
+        self.assertEqual(len(self.server.state.hub.gates), 0, "its stream was released")
+        self.assertTrue(client.lost)
+
+    def test_answering_client_stays(self):
+        server, client, pump = self.connect(AnsweringClient, ping_interval=10, ping_timeout=5)
+        self.advance(pump, 120)
+        self.assertGreaterEqual(client.pings, 10)
+        self.assertEqual(server.state, server.STATE_OPEN)
+
+    def test_zero_interval_sends_no_pings(self):
+        server, client, pump = self.connect(SilentClient, ping_interval=0, ping_timeout=5)
+        self.advance(pump, 120)
+        self.assertEqual((client.pings, server.state), (0, server.STATE_OPEN))
+
+    def test_zero_timeout_pings_but_never_drops(self):
+        server, client, pump = self.connect(SilentClient, ping_interval=10, ping_timeout=0)
+        self.advance(pump, 120)
+        self.assertEqual((client.pings, server.state), (1, server.STATE_OPEN))
+
+    def test_defaults(self):
+        server, client, pump = self.connect(SilentClient)
+        self.advance(pump, 19.5)
+        self.assertEqual(server.state, server.STATE_OPEN)
+        self.advance(pump, 1.0)
+        self.assertEqual(server.state, server.STATE_CLOSED)
+
+
+class SilentClient(WebSocketClientProtocol):
+    """A client whose machine vanished: it never answers a ping."""
+
+    pings = 0
+    lost = False
+
+    def onPing(self, payload):
+        self.pings += 1
+
+    def onClose(self, wasClean, code, reason):
+        self.lost = True
+
+
+class AnsweringClient(SilentClient):
+    def onPing(self, payload):
+        super().onPing(payload)
+        self.sendPong(payload)
+
+
+class TLSTests(unittest.TestCase):
+    """An ssl: endpoint serves wss://; the key's path stays out of the log."""
+
+    def certificate(self):
+        """A self-signed certificate for localhost, written to key.pem and cert.pem."""
+        from cryptography import x509
+        from cryptography.hazmat.primitives import hashes, serialization
+        from cryptography.hazmat.primitives.asymmetric import ec
+        from cryptography.x509.oid import NameOID
+
+        key = ec.generate_private_key(ec.SECP256R1())
+        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+        now = datetime.datetime.now(datetime.timezone.utc)
+        cert = (
+            x509.CertificateBuilder()
+            .subject_name(name)
+            .issuer_name(name)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(
+                x509.SubjectAlternativeName(
+                    [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+                ),
+                critical=False,
+            )
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .sign(key, hashes.SHA256())
+        )
+        folder = self.mktemp()
+        os.makedirs(folder)
+        key_path = os.path.join(folder, "key.pem")
+        cert_path = os.path.join(folder, "cert.pem")
+        with open(key_path, "wb") as f:
+            f.write(
+                key.private_bytes(
+                    serialization.Encoding.PEM,
+                    serialization.PrivateFormat.PKCS8,
+                    serialization.NoEncryption(),
+                )
+            )
+        cert_pem = cert.public_bytes(serialization.Encoding.PEM)
+        with open(cert_path, "wb") as f:
+            f.write(cert_pem)
+        return key_path, cert_path, cert_pem
+
+    @defer.inlineCallbacks
+    def test_wss_request(self):
+        from twisted.internet import ssl
+
+        key_path, cert_path, cert_pem = self.certificate()
+        log = LogCapture(self)
+        options = Options()
+        options.parseOptions(
+            [
+                "--mock",
+                "--port",
+                f"ssl:0:privateKey={key_path}:certKey={cert_path}:interface=127.0.0.1",
+            ]
+        )
+        port = serve(self, options)[1]
+        trust = ssl.optionsForClientTLS("localhost", trustRoot=ssl.Certificate.loadPEM(cert_pem))
+        c = yield connect(port, tls=trust)
+        self.addCleanup(c.dropConnection, abort=True)
+        self.assertTrue(c.transport_details.is_secure)
+        reply = yield c.request("time_sync", clientTime=5.0)
+        self.assertIs(reply["success"], True)
+        self.assertEqual(reply["clientTime"], 5.0)
+        (line,) = log.lines_with("serving the jsPsych client at")
+        self.assertIn("ssl:0:interface=127.0.0.1", line)
+        for text in log.everything():
+            self.assertNotIn(os.path.dirname(key_path), text)

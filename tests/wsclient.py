@@ -79,12 +79,19 @@ class ExtensionClient(WebSocketClientProtocol):
         return self.offset_ab
 
 
-def connect(port, protocol=ExtensionClient, **attributes):
-    """Connect to ws://127.0.0.1:port (the root path, like the extension's default URL)."""
-    factory = WebSocketClientFactory(f"ws://127.0.0.1:{port}")
+def connect(port, protocol=ExtensionClient, path="/", tls=None, **attributes):
+    """
+    Connect to ws://127.0.0.1:port/ (the root path, like the extension's
+    default URL), or to another C{path} (C{/?token=...}).  With C{tls} (a
+    client TLS options object) the URL is wss://localhost:port/.
+    """
+    scheme, host = ("wss", "localhost") if tls is not None else ("ws", "127.0.0.1")
+    factory = WebSocketClientFactory(f"{scheme}://{host}:{port}{path}")
     factory.protocol = protocol
     factory.setProtocolOptions(maxMessagePayloadSize=0, maxFramePayloadSize=0)
     endpoint = endpoints.TCP4ClientEndpoint(reactor, "127.0.0.1", port)
+    if tls is not None:
+        endpoint = endpoints.wrapClientTLS(tls, endpoint)
     d = endpoint.connect(factory)
 
     def opened(proto):

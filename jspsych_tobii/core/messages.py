@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import sys
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, Optional
 
@@ -157,8 +158,37 @@ SCHEMAS: Dict[str, Dict[str, tuple]] = {
 }
 
 
+class _NotJSON(ValueError):
+    """A JSON constant (NaN, Infinity) that JSON does not have."""
+
+
 def _reject_constant(name: str) -> None:
-    raise ValueError(f"{name} is not valid JSON")
+    raise _NotJSON(f"{name} is not a JSON value (send a finite number or null)")
+
+
+def _decode(payload: bytes | str) -> Any:
+    """
+    The JSON value of a frame, or ValueError with what is wrong in the
+    server's own words (never Python's: no exception text reaches a client).
+    """
+    try:
+        return json.loads(payload, parse_constant=_reject_constant)
+    except _NotJSON:
+        raise
+    except json.JSONDecodeError as e:
+        raise ValueError(
+            f"not JSON at line {e.lineno}, column {e.colno} (character {e.pos})"
+        ) from None
+    except UnicodeDecodeError as e:
+        raise ValueError(f"not UTF-8 text (a bad byte at offset {e.start})") from None
+    except RecursionError:
+        raise ValueError("arrays or objects nested too deeply") from None
+    except ValueError:
+        # the only other ValueError json raises: an integer too long to convert
+        limit = getattr(sys, "get_int_max_str_digits", lambda: 0)()
+        raise ValueError(
+            f"a number has more than {limit} digits" if limit else "a number has too many digits"
+        ) from None
 
 
 def parse_request(payload: bytes | str, is_binary: bool = False) -> Request:
@@ -170,10 +200,8 @@ def parse_request(payload: bytes | str, is_binary: bool = False) -> Request:
     if is_binary:
         raise RequestError("binary frames are not supported; send JSON text")
     try:
-        message = json.loads(payload, parse_constant=_reject_constant)
-    except (ValueError, RecursionError) as e:
-        # ValueError covers JSONDecodeError, bad UTF-8, NaN/Infinity and
-        # integers too long to convert.
+        message = _decode(payload)
+    except ValueError as e:
         raise RequestError(f"invalid JSON: {e}", _salvage_request_id(payload)) from None
     if not isinstance(message, dict):
         raise RequestError(f"a request must be a JSON object, got {_describe(message)}")

@@ -7,16 +7,33 @@ the transport's producer, for flow control) and a L{ClientSession}; on close
 it releases what the connection held and, if it was tracking, lets the
 L{ResumeRegistry} keep its stream for a reconnect.  L{TobiiServerFactory}
 carries the shared L{ServerState} and the protocol options: messages up to
-16 MiB, the allowed web origins (by default every page, including pages
-opened from disk, whose origin is C{null}), no compression.
+16 MiB in at most 1024 fragments, no compression, keepalive pings.
+
+Who may connect is decided at the handshake (L{TobiiServerProtocol.onConnect}):
+the page's origin must be allowed (L{OriginPolicy}; by default pages of this
+machine and pages opened from disk) and, with a token, the URL must carry it
+(C{?token=...}); a refusal is an HTTP 403 and one log line saying which
+option would admit the client.  The token never reaches the log.
+
+A connection that breaks the rules (a message too big, in too many
+fragments, or a protocol error) gets a close frame with the status code
+(1009, 1002, 1007) and its write side shut, so the close frame arrives
+before the connection ends; what the client sends after that is discarded
+unread.
 """
 
 from __future__ import annotations
 
-from typing import Optional, Sequence
+import re
+from typing import Any, Optional, Sequence, Tuple
 
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
+from autobahn.websocket.types import ConnectionDeny
+from twisted.internet.interfaces import IHalfCloseableDescriptor
+from twisted.internet.protocol import connectionDone
+from twisted.logger import Logger as _TwistedLogger
 
+from jspsych_tobii.core.access import OriginPolicy, token_matches
 from jspsych_tobii.logs import Logger
 from jspsych_tobii.server.gate import SendGate
 from jspsych_tobii.server.session import ClientSession
@@ -24,14 +41,65 @@ from jspsych_tobii.server.state import ServerState
 
 #: Largest incoming message accepted (a validation point at 1200 Hz is ~360 KB).
 MAX_MESSAGE_BYTES = 16 * 1024 * 1024
+#: Most frames one incoming message may come in.  Browsers send a message as
+#: one frame; each fragment costs the reactor ~17 µs, so 20,000 one-byte
+#: fragments would hold up every stream for a third of a second.
+MAX_MESSAGE_FRAGMENTS = 1024
+
+#: Close codes (RFC 6455) and the reason the client is told.
+CLOSE_PROTOCOL_ERROR = 1002
+CLOSE_INVALID_PAYLOAD = 1007
+CLOSE_TOO_BIG = 1009
+_CLOSE_REASONS = {
+    CLOSE_PROTOCOL_ERROR: "WebSocket protocol error",
+    CLOSE_INVALID_PAYLOAD: "invalid data in a frame (not UTF-8)",
+    CLOSE_TOO_BIG: f"message too big: at most {MAX_MESSAGE_BYTES // (1024 * 1024)} MiB",
+}
+
+_TOKEN_IN_TEXT = re.compile(r"(?i)(token=)[^&\s\"'#;]*")
+_TOKEN_IN_BYTES = re.compile(rb"(?i)(token=)[^&\s\"'#;]*")
+
+
+def redact(value: Any, secret: Optional[str] = None) -> Any:
+    """C{value} with every C{token=...} and the secret itself hidden (str, bytes, dict)."""
+    if isinstance(value, str):
+        value = _TOKEN_IN_TEXT.sub(r"\1<hidden>", value)
+        return value.replace(secret, "<hidden>") if secret else value
+    if isinstance(value, (bytes, bytearray)):
+        value = _TOKEN_IN_BYTES.sub(rb"\1<hidden>", bytes(value))
+        return value.replace(secret.encode(), b"<hidden>") if secret else value
+    if isinstance(value, dict):
+        return {k: redact(v, secret) for k, v in value.items()}
+    return value
+
+
+class _RedactingLogger(_TwistedLogger):
+    """
+    The protocol's logger (Autobahn logs through it too, at DEBUG the whole
+    handshake request): the token never reaches an observer.
+    """
+
+    def emit(self, level, format=None, **kwargs):
+        factory = getattr(self.source, "factory", None)
+        secret = getattr(factory, "token", None)
+        super().emit(
+            level, redact(format, secret), **{k: redact(v, secret) for k, v in kwargs.items()}
+        )
+
+
+_base_log = Logger("jspsych_tobii.server.protocol.TobiiServerProtocol")
 
 
 class TobiiServerProtocol(WebSocketServerProtocol):
-    log = Logger()
+    log = _RedactingLogger(_base_log.namespace, observer=_base_log.observer)
 
     gate: Optional[SendGate] = None
     session: Optional[ClientSession] = None
     host = "?"
+    fragments = 0
+    #: After a close frame for a broken rule: input is dropped unread.
+    discarding = False
+    _refusal: Optional[Tuple[str, dict]] = None
 
     def connectionMade(self):
         super().connectionMade()
@@ -46,7 +114,44 @@ class TobiiServerProtocol(WebSocketServerProtocol):
     def onConnect(self, request):
         peer = self.transport.getPeer()
         self.host = getattr(peer, "host", None) or str(peer)
+        factory: TobiiServerFactory = self.factory
+        origin = request.origin or None
+        if not factory.origins.allows(origin):
+            self._refusal = (
+                "refused a connection from {peer}: pages from {origin} may not connect; "
+                "start the server with --allowed-origins '{admit}' to admit them "
+                "(or --allowed-origins '*' for every page)",
+                {"origin": origin, "admit": factory.origins.admitting(origin)},
+            )
+            raise ConnectionDeny(ConnectionDeny.FORBIDDEN, "origin not allowed")
+        if factory.token is not None:
+            given = request.params.get("token")
+            if not given or not token_matches(given[0], factory.token):
+                self._refusal = (
+                    "refused a connection from {peer}: its URL has "
+                    + ("no token" if not given else "a wrong token")
+                    + " (this server wants ws://...:port/?token=<the --token value>)",
+                    {},
+                )
+                raise ConnectionDeny(ConnectionDeny.FORBIDDEN, "token missing or wrong")
         return None
+
+    def failHandshake(self, reason, code=400, responseHeaders=None):
+        """Refuse the handshake: one log line (ours when we refused), an HTTP error, FIN."""
+        reason = redact(reason, self.factory.token)
+        if self._refusal is not None:
+            text, fields = self._refusal
+            self.log.warn(text, peer=self.peer, **fields)
+        else:
+            self.log.info(
+                "refused a handshake from {peer} (HTTP {code}): {reason}",
+                peer=self.peer,
+                code=code,
+                reason=reason,
+            )
+        self.wasNotCleanReason = reason
+        self.sendHttpErrorResponse(code, reason, responseHeaders)
+        self.dropConnection(abort=False)
 
     def onOpen(self):
         app: ServerState = self.factory.app
@@ -78,19 +183,23 @@ class TobiiServerProtocol(WebSocketServerProtocol):
                 ),
             )
 
-    # -- the channel a SendGate sends through
+    # -- the channel a SendGate sends through (nothing goes out after a close frame)
 
     def send_bytes(self, payload: bytes) -> None:
-        self.sendMessage(payload)
+        if self.state == self.STATE_OPEN:
+            self.sendMessage(payload)
 
     def begin_message(self) -> None:
-        self.beginMessage(isBinary=False)
+        if self.state == self.STATE_OPEN:
+            self.beginMessage(isBinary=False)
 
     def send_fragment(self, data: bytes) -> None:
-        self.sendMessageFrame(data)
+        if self.state == self.STATE_OPEN:
+            self.sendMessageFrame(data)
 
     def end_message(self) -> None:
-        self.endMessage()
+        if self.state == self.STATE_OPEN:
+            self.endMessage()
 
     def abort(self) -> None:
         self.dropConnection(abort=True)
@@ -103,14 +212,89 @@ class TobiiServerProtocol(WebSocketServerProtocol):
         write; so, while nothing is queued in Autobahn and compression is off
         (it always is here), the frame's bytes go straight to the transport.
         """
-        if self.state == self.STATE_OPEN and not self.send_queue:
+        if self.state != self.STATE_OPEN:
+            return
+        if not self.send_queue:
             self.transport.write(prepared.payloadHybi)
         else:
             self.sendPreparedMessage(prepared)
 
+    # -- incoming
+
+    def dataReceived(self, data: bytes) -> None:
+        if not self.discarding:
+            super().dataReceived(data)
+
+    def onMessageBegin(self, isBinary):
+        self.fragments = 0
+        super().onMessageBegin(isBinary)
+
+    def onMessageFrameBegin(self, length):
+        super().onMessageFrameBegin(length)
+        self.fragments += 1
+        if self.fragments > MAX_MESSAGE_FRAGMENTS and not self.failedByMe:
+            self.fail(
+                CLOSE_TOO_BIG,
+                f"message in too many fragments: at most {MAX_MESSAGE_FRAGMENTS}",
+                f"a message in more than {MAX_MESSAGE_FRAGMENTS} fragments",
+            )
+
     def onMessage(self, payload, isBinary):
         if self.session is not None:
             self.session.handle(payload, isBinary)
+
+    # -- breaking the rules
+
+    def _fail_connection(self, code=CLOSE_PROTOCOL_ERROR, reason="protocol error"):
+        """
+        Autobahn's single path for a message too big, a protocol error or
+        an invalid payload: the client is told in our words, the log gets
+        Autobahn's detail.
+        """
+        self.fail(code, _CLOSE_REASONS.get(code, "closing the connection"), reason)
+
+    def fail(self, code: int, reason: str, detail: str) -> None:
+        """
+        Close because the client broke a rule: a close frame with C{code}
+        and C{reason}, then the write side is shut (TCP: a FIN after the
+        close frame), so a client still sending does not turn our close into
+        a reset that could destroy the close frame before it is read.
+        Whatever arrives afterwards is dropped unread; Autobahn's closing
+        handshake timeout ends the connection if the client never closes.
+        """
+        if self.state == self.STATE_CLOSED or self.failedByMe:
+            return
+        self.failedByMe = True
+        self.log.warn(
+            "closing the connection of {peer} with code {code}: {detail}",
+            peer=self.peer,
+            code=code,
+            detail=detail,
+        )
+        if self.state == self.STATE_OPEN:
+            self.sendCloseFrame(code=code, reasonUtf8=reason.encode("utf-8")[:123])
+        self.discarding = True
+        self.data = b""
+        if IHalfCloseableDescriptor.providedBy(self.transport):
+            self.transport.loseWriteConnection()
+        else:  # TLS: close_notify after the close frame
+            self.transport.loseConnection()
+
+    def connectionLost(self, reason=connectionDone):
+        # Autobahn leaves the closing handshake's timer behind when the
+        # client closes first after our close frame; it would fire later
+        if self.closeHandshakeTimeoutCall is not None:
+            self.closeHandshakeTimeoutCall.cancel()
+            self.closeHandshakeTimeoutCall = None
+        super().connectionLost(reason)
+
+    def onAutoPingTimeout(self):
+        self.log.info(
+            "client {peer} did not answer a ping within {timeout:g} s; dropping it",
+            peer=self.peer,
+            timeout=self.autoPingTimeout,
+        )
+        super().onAutoPingTimeout()
 
     def onClose(self, wasClean, code, reason):
         session, gate = self.session, self.gate
@@ -145,24 +329,55 @@ class TobiiServerFactory(WebSocketServerFactory):
         app: ServerState,
         url: Optional[str] = None,
         where: str = "",
-        origins: Sequence[str] = ("*",),
+        origins: Sequence[str] = ("local",),
+        token: Optional[str] = None,
+        ping_interval: float = 10.0,
+        ping_timeout: float = 10.0,
+        exposed: bool = False,
     ):
-        super().__init__(url, reactor=app.reactor)
+        """
+        @param where: the listening address as the log shows it.
+        @param origins: the C{--allowed-origins} patterns.
+        @param token: the secret a connection's URL must carry, or None.
+        @param ping_interval: seconds between keepalive pings (0: none).
+        @param ping_timeout: seconds to answer a ping (0: no limit).
+        @param exposed: other machines can reach the listening address.
+        """
+        # server=None: the handshake response names no software or version
+        super().__init__(url, server=None, reactor=app.reactor)
         self.app = app
         self.where = where
+        self.origins = OriginPolicy(origins)
+        self.token = token
+        self.exposed = exposed
         self.noisy = False
         self.setProtocolOptions(
             maxMessagePayloadSize=MAX_MESSAGE_BYTES,
             maxFramePayloadSize=MAX_MESSAGE_BYTES,
-            allowedOrigins=[o for o in origins if o != "null"],
-            allowNullOrigin="*" in origins or "null" in origins,
+            # onConnect decides on origins, with its own log line and a 403
+            allowedOrigins=["*"],
+            allowNullOrigin=True,
+            # no status page (it shows Autobahn's version and follows ?redirect=)
+            webStatus=False,
             # JSON decoding checks UTF-8 and answers with an error reply;
             # Autobahn's own check would close the connection instead
             utf8validateIncoming=False,
             perMessageCompressionAccept=lambda offers: None,
+            autoPingInterval=ping_interval,
+            autoPingTimeout=ping_timeout,
         )
 
     def startFactory(self):
         super().startFactory()
         if self.where:
             self.log.info("serving the jsPsych client at {where}", where=self.where)
+        if self.token is not None:
+            self.log.info("connections must give the token: ws://...:port/?token=...")
+        if self.exposed and self.token is None and self.origins.admits_every_page:
+            self.log.warn(
+                "{where} can be reached from other machines, and with --allowed-origins '*' "
+                "and no --token any web page a browser opens and any program on the network "
+                "can connect, read gaze and control calibration; give --token (or "
+                "--token-file), list the allowed origins, or listen on localhost",
+                where=self.where or "the listening address",
+            )

@@ -12,6 +12,7 @@ and the connection stays usable.
 
 from __future__ import annotations
 
+import os
 from typing import Any, Optional
 
 from twisted.internet import defer
@@ -32,6 +33,24 @@ from jspsych_tobii.server.gate import SendGate
 #: Errors whose message is shown to the client as is; anything else is a bug,
 #: logged with its traceback and reported as an internal error.
 EXPECTED_ERRORS = (RequestError, TrackerError, CalibrationError, ValueError)
+
+
+_PACKAGE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _our_sentence(failure: Failure) -> bool:
+    """
+    Whether the failure's message is one this server wrote for the client:
+    an expected error, with a message, raised by this package's code (a
+    ValueError from Python or numpy is a bug, not a sentence for the client).
+    """
+    error = failure.value
+    if not isinstance(error, EXPECTED_ERRORS) or not str(error):
+        return False
+    if not failure.frames:  # built, not raised: by our own code
+        return True
+    raised_in = os.path.abspath(failure.frames[-1][1])
+    return raised_in.startswith(_PACKAGE + os.sep)
 
 
 class ClientSession:
@@ -102,8 +121,8 @@ class ClientSession:
 
     def _failed(self, failure: Failure, request: Request) -> None:
         error = failure.value
-        if isinstance(error, EXPECTED_ERRORS):
-            text = str(error) or error.__class__.__name__
+        if _our_sentence(failure):
+            text = str(error)
             self.log.info(
                 "{peer}: {type} failed: {error}", peer=self.peer, type=request.type, error=text
             )
@@ -111,7 +130,11 @@ class ClientSession:
             self.log.failure(
                 "{peer}: internal error handling {type}", failure, peer=self.peer, type=request.type
             )
-            text = f"internal server error while handling {request.type}: {error!r}"
+            # the exception's text is Python's (or a library's), not ours to show
+            text = (
+                f"internal server error while handling {request.type}; "
+                "the server's log has the details"
+            )
         self._send_error(text, request.request_id, request.type)
 
     def _send_error(self, text: str, request_id: Any, request_type: Optional[str]) -> None:
