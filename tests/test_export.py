@@ -12,8 +12,10 @@ import subprocess
 import sys
 
 import numpy as np
+from twisted.internet import defer
 from twisted.trial import unittest
 
+from jspsych_tobii.config import ServerConfig
 from jspsych_tobii.recording import export
 from jspsych_tobii.recording.format import (
     HEADER_SIZE,
@@ -23,7 +25,9 @@ from jspsych_tobii.recording.format import (
     write_recording,
 )
 
+from .support import serve
 from .test_recording import T0_US, scratch, synthetic_samples, tracker_description
+from .wsclient import connect
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -323,3 +327,84 @@ class ExportCommandTests(ExportTestsMixin, unittest.TestCase):
         self.assertEqual(done.returncode, 1)
         self.assertNotIn("Traceback", done.stderr)
         self.assertIn("truncated header", done.stderr)
+
+
+HYPERLINK = '=HYPERLINK("http://x","y")'
+
+
+class FormulaTests(ExportTestsMixin, unittest.SynchronousTestCase):
+    """Text a spreadsheet would run as a formula is exported as text."""
+
+    def test_neutralise(self):
+        for text in (HYPERLINK, "+1+2", "-2+3+cmd|' /C calc'!A0", "@SUM(A1)", "\tx", "\rx", "＝1"):
+            self.assertEqual(export.neutralise(text), "'" + text)
+        for text in ("stimulus_on", "", " =1", "'=1", "1-2", "{}"):
+            self.assertEqual(export.neutralise(text), text)
+
+    def test_event_cells(self):
+        self.events.append(
+            {
+                "t_server_ms": T0_US / 1000.0 + 30,
+                "kind": "marker",
+                "label": "-trial",
+                "clientTime": -250.5,
+                "=key": "@x",
+                "count": -3,
+                "data": {"a": "=1+1"},
+            }
+        )
+        write_recording(
+            self.gaze,
+            self.samples,
+            started_us=T0_US,
+            tracker=tracker_description(),
+            events=self.events,
+        )
+        out = os.path.join(self.dir, "out.csv")
+        self.assertEqual(self.run_main(self.gaze, "-o", out)[0], 0)
+        rows = self.read_table(os.path.join(self.dir, "out.events.csv"))
+        col = {name: i for i, name in enumerate(rows[0])}
+        row = rows[-1]
+        self.assertEqual(row[col["label"]], "'-trial")
+        self.assertEqual(row[col["clientTime"]], "-250.5", "a negative number stays a number")
+        self.assertEqual(row[col["count"]], "-3")
+        self.assertEqual(row[col["'=key"]], "'@x")
+        self.assertEqual(json.loads(row[col["data"]]), {"a": "=1+1"}, "JSON starts with {")
+        self.assertEqual(rows[2][col["label"]], 'a, "b"\tc')
+        samples = self.read_table(out)
+        self.assertTrue(any(cell.startswith("-") for row in samples[1:] for cell in row))
+
+
+class RecordedFormulaTests(unittest.TestCase):
+    """A marker labelled =HYPERLINK(...) goes through the server, the recording and the export."""
+
+    timeout = 60
+
+    @defer.inlineCallbacks
+    def test_marker_label_recorded_and_exported_as_text(self):
+        folder = os.path.abspath(scratch(self))
+        config = ServerConfig(port="tcp:0:interface=127.0.0.1", mock=True, record_dir=folder)
+        service, port = serve(self, config)
+        client = yield connect(port)
+        self.addCleanup(client.dropConnection, abort=True)
+        yield client.request("time_sync", clientTime=1000.0)
+        yield client.request("start_tracking")
+        reply = yield client.request(
+            "marker", label=HYPERLINK, timestamp=-250.5, data={"cell": "+1+1"}
+        )
+        self.assertIs(reply["success"], True)
+        yield client.request("stop_tracking")
+        yield service.getServiceNamed("recorder").stopService()
+        (gaze,) = [os.path.join(folder, f) for f in os.listdir(folder) if f.endswith(".gaze")]
+        for fmt, sep in (("csv", ","), ("tsv", "\t")):
+            out = os.path.join(folder, f"session.{fmt}")
+            samples, events, events_out = export.export(gaze, out, fmt)
+            with open(events_out, newline="", encoding="utf-8") as f:
+                rows = list(csv.reader(f, delimiter=sep))
+            col = {name: i for i, name in enumerate(rows[0])}
+            (marker,) = [r for r in rows if r[col["kind"]] == "marker"]
+            self.assertEqual(marker[col["label"]], "'" + HYPERLINK)
+            self.assertEqual(marker[col["clientTime"]], "-250.5")
+            self.assertEqual(json.loads(marker[col["data"]]), {"cell": "+1+1"})
+            with open(events_out, encoding="utf-8") as f:
+                self.assertIn("'=HYPERLINK(", f.read())

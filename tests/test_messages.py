@@ -128,6 +128,69 @@ class ParseTests(unittest.SynchronousTestCase):
         self.assertRejected(b"[" * 100000 + b"]" * 100000, "invalid JSON")
 
 
+#: What Python's own messages say; none of it may reach a client.
+PYTHON_TEXTS = (
+    "set_int_max_str_digits",
+    "Exceeds the limit",
+    "maximum recursion depth",
+    "Expecting",
+    "codec can't decode",
+    "delimiter",
+    "Error(",
+)
+
+
+class ParseErrorTextTests(unittest.SynchronousTestCase):
+    """Parse errors are the server's own sentences, never Python's."""
+
+    def error(self, payload):
+        with self.assertRaises(RequestError) as caught:
+            parse_request(payload)
+        text = str(caught.exception)
+        for python in PYTHON_TEXTS:
+            self.assertNotIn(python, text)
+        return caught.exception
+
+    def test_5000_digit_number(self):
+        e = self.error(
+            b'{"type": "time_sync", "requestId": "r", "clientTime": ' + b"9" * 5000 + b"}"
+        )
+        self.assertEqual(str(e), "invalid JSON: a number has more than 4300 digits")
+        self.assertEqual(e.request_id, "r")
+
+    def test_deeply_nested_arrays(self):
+        e = self.error(
+            b'{"requestId": "deep", "type": "marker", "data": '
+            + b"[" * 100000
+            + b"]" * 100000
+            + b"}"
+        )
+        self.assertEqual(str(e), "invalid JSON: arrays or objects nested too deeply")
+        self.assertEqual(e.request_id, "deep")
+
+    def test_syntax_error_says_where(self):
+        e = self.error(b'{"type": "time_sync" "requestId": "h"}')
+        self.assertEqual(str(e), "invalid JSON: not JSON at line 1, column 22 (character 21)")
+        self.assertEqual(e.request_id, "h")
+        e = self.error(b'{"type": "time_sync",\n "clientTime": }')
+        self.assertEqual(str(e), "invalid JSON: not JSON at line 2, column 16 (character 37)")
+
+    def test_bad_utf8(self):
+        e = self.error(b'{"type": "\xff"}')
+        self.assertEqual(str(e), "invalid JSON: not UTF-8 text (a bad byte at offset 10)")
+
+    def test_constants(self):
+        e = self.error(b'{"type": "time_sync", "clientTime": NaN}')
+        self.assertEqual(
+            str(e), "invalid JSON: NaN is not a JSON value (send a finite number or null)"
+        )
+
+    def test_huge_integer_that_parses(self):
+        """A 400-digit integer is valid JSON: the field check answers, in its own words."""
+        e = self.error(b'{"type": "time_sync", "clientTime": 1' + b"0" * 400 + b"}")
+        self.assertEqual(str(e), "time_sync: 'clientTime' is too large")
+
+
 class ReplyTests(unittest.SynchronousTestCase):
     def test_reply_echoes_request_id(self):
         request = parse({"type": "time_sync", "requestId": "req_5"})

@@ -5,6 +5,8 @@ contract against the mock tracker, on a fake clock, in memory.
 
 import json
 
+import numpy as np
+from twisted.internet import defer
 from twisted.logger import LogLevel, formatEvent, globalLogPublisher
 from twisted.trial import unittest
 
@@ -251,6 +253,63 @@ class GetDataCompletenessTests(unittest.SynchronousTestCase):
         self.assertIs(self.get_data(start_time=0.0)["truncated"], True)
         self.assertEqual(len(self.warnings), 2)
         self.assertIn("tracking session 2", self.warnings[1])
+
+
+class ErrorTextTests(unittest.SynchronousTestCase):
+    """What a client is told is the server's own sentence, never Python's."""
+
+    INTERNAL = "internal server error while handling get_status; the server's log has the details"
+
+    def setUp(self):
+        self.server = FakeServer(rate=120)
+        self.client = self.server.client()
+
+    def failing_with(self, handler):
+        self.client.session.do_get_status = handler
+        return self.client.request("get_status")["error"]
+
+    def test_python_exception_text_stays_in_the_log(self):
+        def overflow(request, received):
+            raise OverflowError("Python int too large to convert to C long")
+
+        self.assertEqual(self.failing_with(overflow), self.INTERNAL)
+        self.assertEqual(len(self.flushLoggedErrors(OverflowError)), 1)
+
+    def test_library_value_error_is_internal(self):
+        def reshape(request, received):
+            return np.zeros(2).reshape(3)  # numpy raises ValueError
+
+        self.assertEqual(self.failing_with(reshape), self.INTERNAL)
+        self.assertEqual(len(self.flushLoggedErrors(ValueError)), 1)
+
+    def test_our_value_error_is_shown(self):
+        def ours(request, received):
+            return messages._number("clientTime", "soon")
+
+        self.assertEqual(self.failing_with(ours), "'clientTime' must be a number, got a string")
+        self.assertEqual(self.flushLoggedErrors(), [])
+
+    def test_failed_deferred_without_traceback(self):
+        def refused(request, received):
+            return defer.fail(TrackerError("no eye tracker connected"))
+
+        self.assertEqual(self.failing_with(refused), "no eye tracker connected")
+
+    def test_huge_integers_in_validation_samples(self):
+        """The client's copies with 27-digit integers: whatever happens, no Python text."""
+        self.client.request("start_tracking")
+        self.server.advance(0.5)
+        self.client.request("validation_start")
+        huge = "-1" + "0" * 25
+        self.client.send(
+            '{"type": "validation_point", "requestId": "v", "point": {"x": 0.5, "y": 0.5}, '
+            f'"gaze_samples": [{{"x": {huge}, "y": 0.5, "timestamp": 1}}]}}'
+        )
+        reply = self.client.request("validation_compute")
+        self.flushLoggedErrors()
+        text = json.dumps(reply)
+        for python in ("ufunc", "TypeError", "OverflowError", "casting rule", "Error("):
+            self.assertNotIn(python, text)
 
 
 class NoTrackerTests(unittest.SynchronousTestCase):

@@ -15,7 +15,7 @@ from twisted.plugin import getPlugins
 from twisted.python import usage
 from twisted.trial import unittest
 
-from jspsych_tobii.tap import Options, makeService
+from jspsych_tobii.tap import TOKEN_ENV, Options, makeService
 from jspsych_tobii.trackers.mock import MockTracker
 
 from . import fake_tobii_research as fake
@@ -250,8 +250,8 @@ class OriginOptionTests(unittest.SynchronousTestCase):
         self.assertEqual(options.config.origin_patterns, ["http://localhost:*", "null"])
         default = Options()
         default.parseOptions([])
-        self.assertEqual(default.config.origin_patterns, ["*"])
-        for bad in ("", " , ", "localhost"):
+        self.assertEqual(default.config.origin_patterns, ["local"])
+        for bad in ("", " , ", "localhost", "http://localhost:port"):
             with self.assertRaises(usage.UsageError):
                 Options().parseOptions(["--allowed-origins", bad])
 
@@ -588,3 +588,77 @@ class FlagEffectLoopbackTests(unittest.TestCase):
         self.addCleanup(client.dropConnection, abort=True)
         yield client.opened
         self.assertIs((yield client.request("get_status"))["success"], True)
+
+
+TOKEN = "tok-EN_0123456789~abc.d"
+
+
+class TokenOptionTests(unittest.SynchronousTestCase):
+    def setUp(self):
+        environ = dict(os.environ)
+        environ.pop(TOKEN_ENV, None)
+        self.patch(os, "environ", environ)
+
+    def parse(self, *argv):
+        options = Options()
+        options.parseOptions(list(argv))
+        return options.config
+
+    def refused(self, *argv):
+        with self.assertRaises(usage.UsageError) as caught:
+            Options().parseOptions(list(argv))
+        return str(caught.exception)
+
+    def token_file(self, text):
+        path = self.mktemp()
+        with open(path, "w") as f:
+            f.write(text)
+        return path
+
+    def test_no_token_by_default(self):
+        self.assertIsNone(self.parse().secret)
+
+    def test_token(self):
+        config = self.parse("--token", TOKEN)
+        self.assertEqual(config.secret, TOKEN)
+        self.assertNotIn(TOKEN, repr(config), "the token stays out of reprs")
+
+    def test_token_file(self):
+        path = self.token_file(TOKEN + "\n")
+        self.assertEqual(self.parse("--token-file", path).secret, TOKEN)
+
+    def test_environment(self):
+        os.environ[TOKEN_ENV] = TOKEN
+        self.assertEqual(self.parse().secret, TOKEN)
+        self.assertEqual(self.parse("--token", "other-token").secret, "other-token")
+        path = self.token_file("from-file")
+        self.assertEqual(self.parse("--token-file", path).secret, "from-file")
+
+    def test_bad_tokens_named_never_shown(self):
+        secretish = "has space-" + TOKEN
+        message = self.refused("--token", secretish)
+        self.assertIn("--token:", message)
+        self.assertNotIn(secretish, message)
+        self.assertIn(
+            "--token-file: the token is empty", self.refused("--token-file", self.token_file("\n"))
+        )
+        self.assertIn("--token-file: cannot read", self.refused("--token-file", self.mktemp()))
+        self.assertIn(
+            "not both",
+            self.refused("--token", TOKEN, "--token-file", self.token_file(TOKEN)),
+        )
+        os.environ[TOKEN_ENV] = "a&b"
+        self.assertIn(TOKEN_ENV, self.refused())
+
+
+class PingOptionTests(unittest.SynchronousTestCase):
+    def test_ping_options(self):
+        options = Options()
+        options.parseOptions([])
+        self.assertEqual((options.config.ping_interval, options.config.ping_timeout), (10.0, 10.0))
+        options = Options()
+        options.parseOptions(["--ping-interval", "2.5", "--ping-timeout", "0"])
+        self.assertEqual((options.config.ping_interval, options.config.ping_timeout), (2.5, 0.0))
+        for bad in (["--ping-interval", "-1"], ["--ping-timeout", "x"], ["--ping-interval", "nan"]):
+            with self.assertRaises(usage.UsageError):
+                Options().parseOptions(bad)

@@ -11,6 +11,12 @@ microseconds exactly); a missing value (NaN) is an empty cell; validity
 flags are 1 or 0.  Both files are written to a C{.part} name and renamed
 when complete, so an interrupted export leaves no half file behind.
 
+Text cells are safe to open in a spreadsheet: one that starts like a
+formula (C{=}, C{+}, C{-}, C{@}, a tab or a carriage return, or their
+full-width forms) gets a C{'} in front, so it stays text: a marker labelled
+C{=HYPERLINK(...)} is exported as C{'=HYPERLINK(...)}.  Numbers, negative
+ones too, are written as they are.
+
 A recording cut off by a crash exports every whole sample, with a warning.
 Input that is not a recording, or is damaged beyond that, gives a one-line
 error and exit status 1 (2 for bad options); never a traceback.  Progress is
@@ -55,7 +61,14 @@ OUTPUT_SUFFIXES = {
 #: Every output format: the text tables above, Parquet and a BIDS dataset.
 ALL_FORMATS = ("bids", "csv", "parquet", "tsv")
 
-__all__ = ["main", "export", "sample_columns", "events_output_path", "ExportError"]
+__all__ = [
+    "main",
+    "export",
+    "sample_columns",
+    "events_output_path",
+    "neutralise",
+    "ExportError",
+]
 
 
 class ExportError(Exception):
@@ -168,14 +181,24 @@ class _SampleTable:
 
 # -- events
 
+#: How a text cell that a spreadsheet would run as a formula begins.
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r", "\uff1d", "\uff0b", "\uff0d", "\uff20")
+
+
+def neutralise(text: str) -> str:
+    """A text cell, with a C{'} in front if a spreadsheet would take it for a formula."""
+    return "'" + text if text.startswith(FORMULA_STARTS) else text
+
 
 def _event_cell(value: Any) -> str:
     if value is None:
         return ""
     if isinstance(value, bool):
         return "true" if value else "false"
-    if isinstance(value, (int, float, str)):
+    if isinstance(value, (int, float)):
         return str(value)
+    if isinstance(value, str):
+        return neutralise(value)
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
 
 
@@ -191,7 +214,9 @@ def _write_events(
                 keys.append(key)
     started_us = timebase.started_us
     writer = csv.writer(out, delimiter=sep, lineterminator="\n")
-    writer.writerow(["time_ms", "unix_time", "elapsed_ms", "kind"] + keys)
+    writer.writerow(
+        ["time_ms", "unix_time", "elapsed_ms", "kind"] + [neutralise(key) for key in keys]
+    )
     for event in events:
         t = event.get("t_server_ms")
         if isinstance(t, (int, float)) and not isinstance(t, bool):

@@ -7,7 +7,7 @@ the transport's producer, for flow control) and a L{ClientSession}; on close
 it releases what the connection held and, if it was tracking, lets the
 L{ResumeRegistry} keep its stream for a reconnect.  L{TobiiServerFactory}
 carries the shared L{ServerState} and the protocol options: messages up to
-16 MiB in at most 1024 fragments, no compression, keepalive pings.
+16 MiB in at most 128 fragments, no compression, keepalive pings.
 
 Who may connect is decided at the handshake (L{TobiiServerProtocol.onConnect}):
 the page's origin must be allowed (L{OriginPolicy}; by default pages of this
@@ -42,9 +42,11 @@ from jspsych_tobii.server.state import ServerState
 #: Largest incoming message accepted (a validation point at 1200 Hz is ~360 KB).
 MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 #: Most frames one incoming message may come in.  Browsers send a message as
-#: one frame; each fragment costs the reactor ~17 µs, so 20,000 one-byte
-#: fragments would hold up every stream for a third of a second.
-MAX_MESSAGE_FRAGMENTS = 1024
+#: one frame; each fragment costs the reactor ~20 µs of Autobahn's parsing,
+#: so 20,000 one-byte fragments would hold up every stream for ~0.4 s, and
+#: 128 hold it up ~3 ms (bench/bench_fragments.py).  A client that fragments
+#: a 16 MiB message into 128 KiB pieces still fits.
+MAX_MESSAGE_FRAGMENTS = 128
 
 #: Close codes (RFC 6455) and the reason the client is told.
 CLOSE_PROTOCOL_ERROR = 1002
