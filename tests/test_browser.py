@@ -19,6 +19,9 @@ from twisted.internet import defer, reactor
 from twisted.trial import unittest
 from twisted.web import resource, server, static
 
+from jspsych_tobii.config import ServerConfig
+
+from .support import serve
 from .test_protocol import LoopbackServerMixin
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -52,8 +55,13 @@ class BrowserTests(LoopbackServerMixin, unittest.TestCase):
     if CHROMIUM is None:
         skip = "chromium is not installed (apt-get install chromium)"
 
-    @defer.inlineCallbacks
-    def test_contract_client_in_chromium(self):
+    def open_page(self, page, port=None):
+        """
+        Serve the report endpoint, open C{page} (a URL without its query) in
+        headless Chromium with the server's (on C{port}, by default the
+        test's server) and the report's URLs, and return the Deferred of
+        what the page reports.
+        """
         root = resource.Resource()
         root.putChild(
             b"client.html", static.File(os.path.join(HERE, "browser", "contract_client.html"))
@@ -64,8 +72,8 @@ class BrowserTests(LoopbackServerMixin, unittest.TestCase):
         self.addCleanup(site.stopListening)
         web = site.getHost().port
         url = (
-            f"http://127.0.0.1:{web}/client.html?server=ws://127.0.0.1:{self.port}"
-            f"&report=http://127.0.0.1:{web}/report"
+            page.format(web=web)
+            + f"?server=ws://127.0.0.1:{port or self.port}&report=http://127.0.0.1:{web}/report"
         )
         profile = tempfile.mkdtemp(prefix="jspsych-tobii-chromium-")
         self.addCleanup(shutil.rmtree, profile, True)
@@ -93,7 +101,31 @@ class BrowserTests(LoopbackServerMixin, unittest.TestCase):
             browser.wait(10)
 
         self.addCleanup(stop_browser)
-        outcome = yield report.received.addTimeout(90, reactor)
+        return report.received.addTimeout(90, reactor)
+
+    @defer.inlineCallbacks
+    def test_page_opened_from_disk(self):
+        """A page opened from a file (origin null) connects with the default options."""
+        page = "file://" + os.path.join(HERE, "browser", "contract_client.html")
+        outcome = yield self.open_page(page)
+        self.assertIs(outcome["ok"], True, outcome.get("error"))
+        self.assertIs(outcome["result"]["start"]["success"], True)
+        self.assertGreater(outcome["result"]["samples"], 300)
+
+    @defer.inlineCallbacks
+    def test_page_from_disk_refused_when_not_allowed(self):
+        """The browser sends origin null; an origin list without null refuses it."""
+        config = ServerConfig(
+            port="tcp:0:interface=127.0.0.1", mock=True, allowed_origins="http://localhost:*"
+        )
+        port = serve(self, config)[1]
+        page = "file://" + os.path.join(HERE, "browser", "contract_client.html")
+        outcome = yield self.open_page(page, port)
+        self.assertEqual(outcome, {"ok": False, "error": "websocket error"})
+
+    @defer.inlineCallbacks
+    def test_contract_client_in_chromium(self):
+        outcome = yield self.open_page("http://127.0.0.1:{web}/client.html")
         self.assertIs(outcome["ok"], True, outcome.get("error"))
         result = outcome["result"]
 
