@@ -52,7 +52,7 @@ def serve(case, options, make_tracker=None):
 def handshake_status(port, origin):
     """
     The HTTP status of a WebSocket handshake on 127.0.0.1:C{port} from a page
-    of C{origin} (blocking: run it in a thread).  Autobahn refuses with 400.
+    of C{origin} (blocking: run it in a thread).  A refused origin gets 403.
     """
     import socket
 

@@ -555,8 +555,8 @@ class FlagEffectLoopbackTests(unittest.TestCase):
         service, port = self.served("--mock", "--allowed-origins", "http://localhost:*")
         for origin, status in (
             ("http://localhost:8000", 101),
-            ("http://evil.example", 400),
-            ("null", 400),
+            ("http://evil.example", 403),
+            ("null", 403),
         ):
             self.assertEqual((yield deferToThread(handshake_status, port, origin)), status)
 
@@ -659,6 +659,11 @@ class PingOptionTests(unittest.SynchronousTestCase):
         options = Options()
         options.parseOptions(["--ping-interval", "2.5", "--ping-timeout", "0"])
         self.assertEqual((options.config.ping_interval, options.config.ping_timeout), (2.5, 0.0))
-        for bad in (["--ping-interval", "-1"], ["--ping-timeout", "x"], ["--ping-interval", "nan"]):
+        for bad in (
+            ["--ping-interval", "-1"],
+            ["--ping-timeout", "x"],
+            ["--ping-interval", "nan"],
+            ["--ping-interval", "0", "--ping-timeout", "5"],  # no pings to time out
+        ):
             with self.assertRaises(usage.UsageError):
                 Options().parseOptions(bad)
