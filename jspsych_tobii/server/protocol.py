@@ -101,7 +101,7 @@ class TobiiServerProtocol(WebSocketServerProtocol):
     fragments = 0
     #: After a close frame for a broken rule: input is dropped unread.
     discarding = False
-    _refusal: Optional[Tuple[str, dict]] = None
+    _refusal: Optional[Tuple[tuple, str, dict]] = None
 
     def connectionMade(self):
         super().connectionMade()
@@ -120,6 +120,7 @@ class TobiiServerProtocol(WebSocketServerProtocol):
         origin = request.origin or None
         if not factory.origins.allows(origin):
             self._refusal = (
+                ("origin", origin),
                 "refused a connection from {peer}: pages from {origin} may not connect; "
                 "start the server with --allowed-origins '{admit}' to admit them "
                 "(or --allowed-origins '*' for every page)",
@@ -130,6 +131,7 @@ class TobiiServerProtocol(WebSocketServerProtocol):
             given = request.params.get("token")
             if not given or not token_matches(given[0], factory.token):
                 self._refusal = (
+                    ("token", self.host, bool(given)),
                     "refused a connection from {peer}: its URL has "
                     + ("no token" if not given else "a wrong token")
                     + " (this server wants ws://...:port/?token=<the --token value>)",
@@ -139,11 +141,19 @@ class TobiiServerProtocol(WebSocketServerProtocol):
         return None
 
     def failHandshake(self, reason, code=400, responseHeaders=None):
-        """Refuse the handshake: one log line (ours when we refused), an HTTP error, FIN."""
+        """
+        Refuse the handshake: a log line (ours when we refused: a warning the
+        first time for an origin, or for a client's missing or wrong token,
+        then at DEBUG, so a page that keeps retrying does not fill the log),
+        an HTTP error, FIN.
+        """
         reason = redact(reason, self.factory.token)
         if self._refusal is not None:
-            text, fields = self._refusal
-            self.log.warn(text, peer=self.peer, **fields)
+            key, text, fields = self._refusal
+            if self.factory.first_refusal(key):
+                self.log.warn(text + " (told once; later ones at DEBUG)", peer=self.peer, **fields)
+            else:
+                self.log.debug(text, peer=self.peer, **fields)
         else:
             self.log.info(
                 "refused a handshake from {peer} (HTTP {code}): {reason}",
@@ -352,6 +362,7 @@ class TobiiServerFactory(WebSocketServerFactory):
         self.origins = OriginPolicy(origins)
         self.token = token
         self.exposed = exposed
+        self._refused: set = set()
         self.noisy = False
         self.setProtocolOptions(
             maxMessagePayloadSize=MAX_MESSAGE_BYTES,
@@ -368,6 +379,16 @@ class TobiiServerFactory(WebSocketServerFactory):
             autoPingInterval=ping_interval,
             autoPingTimeout=ping_timeout,
         )
+
+    #: Refusals remembered so as to warn once each (beyond this many, all at DEBUG).
+    MAX_REMEMBERED_REFUSALS = 1000
+
+    def first_refusal(self, key: tuple) -> bool:
+        """Whether this kind of refusal (an origin, a host's token) is new."""
+        if key in self._refused or len(self._refused) >= self.MAX_REMEMBERED_REFUSALS:
+            return False
+        self._refused.add(key)
+        return True
 
     def startFactory(self):
         super().startFactory()
