@@ -2,6 +2,7 @@
 
 import itertools
 import json
+import os
 
 from twisted.internet.task import Clock
 
@@ -34,6 +35,19 @@ def capture_log(case, namespace):
     globalLogPublisher.addObserver(observe)
     case.addCleanup(globalLogPublisher.removeObserver, observe)
     return events
+
+
+def temp_path(case, name="file"):
+    """
+    A path C{name} in a new temporary folder removed after the test (not
+    C{case.mktemp()}, which pytest would leave in the working directory).
+    """
+    import shutil
+    import tempfile
+
+    folder = tempfile.mkdtemp(prefix="jspsych-tobii-test-")
+    case.addCleanup(shutil.rmtree, folder, True)
+    return os.path.join(folder, name)
 
 
 def serve(case, options, make_tracker=None):

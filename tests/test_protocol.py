@@ -33,7 +33,7 @@ from jspsych_tobii.server.protocol import (
 from jspsych_tobii.tap import Options
 
 from .rawws import RawClient, close_code, frame
-from .support import FakeServer, serve
+from .support import FakeServer, serve, temp_path
 from .wsclient import connect, wait
 
 
@@ -414,7 +414,7 @@ class TokenTests(HandshakeMixin, unittest.TestCase):
 
     @defer.inlineCallbacks
     def test_token_from_a_file(self):
-        path = self.mktemp()
+        path = temp_path(self, "token")
         with open(path, "w") as f:
             f.write(SECRET + "\n")
         options = Options()
@@ -716,8 +716,7 @@ class TLSTests(unittest.TestCase):
             .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
             .sign(key, hashes.SHA256())
         )
-        folder = self.mktemp()
-        os.makedirs(folder)
+        folder = os.path.dirname(temp_path(self))
         key_path = os.path.join(folder, "key.pem")
         cert_path = os.path.join(folder, "cert.pem")
         with open(key_path, "wb") as f:

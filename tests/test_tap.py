@@ -19,7 +19,7 @@ from jspsych_tobii.tap import TOKEN_ENV, Options, makeService
 from jspsych_tobii.trackers.mock import MockTracker
 
 from . import fake_tobii_research as fake
-from .support import FakeServer, assert_close, handshake_status, serve
+from .support import FakeServer, assert_close, handshake_status, serve, temp_path
 from .test_cli import make_temp_dir
 from .wsclient import connect, wait
 
@@ -610,7 +610,7 @@ class TokenOptionTests(unittest.SynchronousTestCase):
         return str(caught.exception)
 
     def token_file(self, text):
-        path = self.mktemp()
+        path = temp_path(self, "token")
         with open(path, "w") as f:
             f.write(text)
         return path
@@ -642,7 +642,8 @@ class TokenOptionTests(unittest.SynchronousTestCase):
         self.assertIn(
             "--token-file: the token is empty", self.refused("--token-file", self.token_file("\n"))
         )
-        self.assertIn("--token-file: cannot read", self.refused("--token-file", self.mktemp()))
+        missing = temp_path(self, "missing")
+        self.assertIn("--token-file: cannot read", self.refused("--token-file", missing))
         self.assertIn(
             "not both",
             self.refused("--token", TOKEN, "--token-file", self.token_file(TOKEN)),
