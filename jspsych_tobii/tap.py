@@ -25,6 +25,7 @@ from jspsych_tobii.server.protocol import TobiiServerFactory
 from jspsych_tobii.server.resume import ResumeRegistry
 from jspsych_tobii.server.service import TrackerService
 from jspsych_tobii.server.state import ServerState
+from jspsych_tobii.server.work import WorkerPool
 
 _log = Logger()
 
@@ -404,6 +405,7 @@ def makeService(
         version=__version__,
         config=config,
         event_sinks=[lsl] if lsl is not None else [],
+        work=WorkerPool(reactor),
     )
     where = (
         f"ws://{config.host}:{config.port}"
@@ -423,11 +425,12 @@ def makeService(
     trackers.hub = state.hub
     trackers.record_event = state.record_event
     state.calibration = CalibrationCoordinator(
-        trackers, _summarize_calibration(trackers, state.hub)
+        trackers, _summarize_calibration(trackers, state.hub, state)
     )
     state.resumes = ResumeRegistry(reactor, state.hub, config.reconnect_grace)
 
     top = service.MultiService()
+    state.work.setServiceParent(top)  # first: it stops last
     if config.record_dir:
         from jspsych_tobii.recording.writer import RecorderService, SessionRecorder
 
@@ -483,13 +486,19 @@ def _lsl_publisher(reactor: Any, clock: ServerClock, trackers: TrackerService, m
 CALIBRATION_EYE_WINDOW_US = 10_000_000
 
 
-def _summarize_calibration(trackers: TrackerService, hub: GazeHub):
+def _summarize_calibration(trackers: TrackerService, hub: GazeHub, state: ServerState):
+    """
+    The calibration reply's maths: the eye position from the buffer (read
+    here, on the reactor), the rest on a worker thread (a Deferred).
+    """
+
     def summarize(result):
         tracker = trackers.tracker
         display = tracker.info.display_area if tracker is not None and tracker.info else None
         now = hub.clock.now_us()
         recent = hub.buffer.query(now - CALIBRATION_EYE_WINDOW_US, now) if hub.running else None
-        return calibration_summary(result, display, eye_position_mm=mean_eye_position(recent))
+        eye = mean_eye_position(recent)
+        return state.work.run(calibration_summary, result, display, eye_position_mm=eye)
 
     return summarize
 

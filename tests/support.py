@@ -4,7 +4,12 @@ import itertools
 import json
 import os
 
+from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientProtocol
+from twisted.internet import defer
+from twisted.internet.address import IPv4Address
 from twisted.internet.task import Clock
+from twisted.test import iosim
+from txaio.testutil import replace_loop
 
 from jspsych_tobii.config import ServerConfig
 from jspsych_tobii.server.gate import SendGate
@@ -80,6 +85,33 @@ def handshake_status(port, origin):
         return int(s.recv(4096).split(b" ", 2)[1])
 
 
+class InlineWork:
+    """The L{WorkerPool} of a fake server: each job runs at once, on the calling thread."""
+
+    def __init__(self):
+        self.jobs = []
+
+    def run(self, f, *args, **kwargs):
+        self.jobs.append(f)
+        return defer.maybeDeferred(f, *args, **kwargs)
+
+
+class HeldWork:
+    """A L{WorkerPool} whose jobs wait until the test runs them, in order (L{run_next})."""
+
+    def __init__(self):
+        self.queue = []
+
+    def run(self, f, *args, **kwargs):
+        d = defer.Deferred()
+        self.queue.append((d, f, args, kwargs))
+        return d
+
+    def run_next(self):
+        d, f, args, kwargs = self.queue.pop(0)
+        defer.maybeDeferred(f, *args, **kwargs).chainDeferred(d)
+
+
 class FakeServer:
     """
     The whole server, minus the listening port, on a L{task.Clock}, with a
@@ -121,6 +153,7 @@ class FakeServer:
             self.tracker = tracker or MockTracker(self.clock, rate=rate)
             self.service = makeService(options, self.clock, make_tracker=lambda: self.tracker)
         self.state = self.service.state
+        self.state.work = InlineWork()
         self.trackers = self.service.getServiceNamed("tracker")
         if start:
             self.trackers.startService()
@@ -144,10 +177,13 @@ class FakeClient:
         self.messages = []
         self.gaze = []
         self.aborted = False
+        self.closed_with = None
+        self.pongs = []
         self.fragments = None
         self.gate = SendGate(self, server.clock, peer=peer)
         server.state.hub.gates.add(self.gate)
         self.session = ClientSession(server.state, self.gate, peer)
+        self.session.work_clock = lambda: 0.0  # answering takes no time unless a test says so
 
     # the channel
 
@@ -170,6 +206,12 @@ class FakeClient:
 
     def abort(self):
         self.aborted = True
+
+    def send_close(self, code, reason):
+        self.closed_with = (code, reason)
+
+    def send_pong(self, payload):
+        self.pongs.append(payload)
 
     def send(self, message):
         if not isinstance(message, (bytes, str)):
@@ -205,3 +247,94 @@ class FakeClient:
         if self.server.state.hub.is_subscribed(self.gate):
             self.server.state.hub.unsubscribe(self.gate)
         self.gate.close()
+
+
+EXPERIMENT = "http://localhost:8000"
+CHROME = "Mozilla/5.0 (X11; Linux x86_64) Chrome/120.0"
+FIREFOX = "Mozilla/5.0 (X11; Linux x86_64; rv:121.0) Gecko/20100101 Firefox/121.0"
+
+
+class Page(WebSocketClientProtocol):
+    """A browser page's socket: what it was sent, and how it closed."""
+
+    def onOpen(self):
+        self.gaze = []
+        self.other = []
+        self.pongs = []
+        self.close_status = None
+
+    def onPong(self, payload):
+        self.pongs.append(payload)
+
+    def onMessage(self, payload, isBinary):
+        message = json.loads(payload)
+        if message.get("type") == "gaze_data":
+            self.gaze.append(message["gaze"])
+        else:
+            self.other.append(message)
+
+    def onClose(self, wasClean, code, reason):
+        self.close_status = (wasClean, code, reason)
+
+    def send(self, kind, **fields):
+        self.sendMessage(json.dumps(dict(fields, type=kind, requestId=kind)).encode())
+
+    def kinds(self):
+        return [m.get("type") for m in self.other]
+
+
+class Lab:
+    """One server on a clock, and the pages connected to it from 127.0.0.1."""
+
+    def __init__(self, case, grace=30.0):
+        self.clock = Clock()
+        loop = replace_loop(self.clock)
+        loop.__enter__()
+        case.addCleanup(loop.__exit__, None, None, None)
+        self.server = FakeServer(clock=self.clock, rate=120, reconnect_grace=grace)
+        self.factory = self.server.service.getServiceNamed("websocket").factory
+        self.pumps = []
+        self.ports = iter(range(40000, 41000))
+
+    def open(self, url="ws://localhost:8080", origin=EXPERIMENT, agent=CHROME):
+        """A page opens its socket; returns the page and the server's protocol."""
+        factory = WebSocketClientFactory(url, origin=origin, useragent=agent)
+        factory.protocol = Page
+        local = IPv4Address("TCP", "127.0.0.1", next(self.ports))
+        listening = IPv4Address("TCP", "127.0.0.1", 8080)
+        page = factory.buildProtocol(listening)
+        server = self.factory.buildProtocol(local)
+        pump = iosim.connect(
+            server,
+            iosim.FakeTransport(server, True, hostAddress=listening, peerAddress=local),
+            page,
+            iosim.FakeTransport(page, False, hostAddress=local, peerAddress=listening),
+            greet=False,
+            clock=self.clock,
+        )
+        self.pumps.append(pump)
+        self.flush()
+        self.assertOpen(page)
+        return page, server
+
+    def assertOpen(self, page):
+        assert page.state == page.STATE_OPEN, "the handshake did not complete"
+
+    def flush(self):
+        for pump in self.pumps:
+            pump.flush()
+
+    def run(self, seconds, step=0.01):
+        for _ in range(int(round(seconds / step))):
+            self.clock.advance(step)
+            self.flush()
+
+    def crash(self, page):
+        """The page's socket goes away with no closing handshake (a killed browser)."""
+        page.transport.loseConnection()
+        self.flush()
+
+    def leave(self, page):
+        """The page closes its socket properly (the tab is closed or navigates)."""
+        page.sendCloseFrame(code=1001)  # "going away", as a browser sends it
+        self.run(0.05)

@@ -15,7 +15,7 @@ import shutil
 import subprocess
 import tempfile
 
-from twisted.internet import defer, reactor
+from twisted.internet import defer, reactor, task
 from twisted.trial import unittest
 from twisted.web import resource, server, static
 
@@ -48,6 +48,47 @@ class Report(resource.Resource):
         return b""
 
 
+def launch_chromium(case, url):
+    """Headless Chromium on C{url}, with a profile of its own; killed when C{case} ends."""
+    profile = tempfile.mkdtemp(prefix="jspsych-tobii-chromium-")
+    case.addCleanup(shutil.rmtree, profile, True)
+    browser = subprocess.Popen(
+        [
+            CHROMIUM,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            f"--user-data-dir={profile}",
+            "--remote-debugging-port=0",
+            url,
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+    def stop_browser():
+        browser.kill()
+        browser.wait(10)
+
+    case.addCleanup(stop_browser)
+    return browser
+
+
+def serve_pages(case, *names):
+    """A web server on an ephemeral loopback port serving these files of tests/browser."""
+    root = resource.Resource()
+    for name in names:
+        root.putChild(name.encode(), static.File(os.path.join(HERE, "browser", name)))
+    site = reactor.listenTCP(0, server.Site(root), interface="127.0.0.1")
+    case.addCleanup(site.stopListening)
+    return root, f"http://127.0.0.1:{site.getHost().port}"
+
+
 class BrowserTests(LoopbackServerMixin, unittest.TestCase):
     rate = 600.0
     timeout = 120
@@ -75,32 +116,7 @@ class BrowserTests(LoopbackServerMixin, unittest.TestCase):
             page.format(web=web)
             + f"?server=ws://127.0.0.1:{port or self.port}&report=http://127.0.0.1:{web}/report"
         )
-        profile = tempfile.mkdtemp(prefix="jspsych-tobii-chromium-")
-        self.addCleanup(shutil.rmtree, profile, True)
-        browser = subprocess.Popen(
-            [
-                CHROMIUM,
-                "--headless",
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-quic",
-                "--no-first-run",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-                f"--user-data-dir={profile}",
-                "--remote-debugging-port=0",
-                url,
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-
-        def stop_browser():
-            browser.kill()
-            browser.wait(10)
-
-        self.addCleanup(stop_browser)
+        launch_chromium(self, url)
         return report.received.addTimeout(90, reactor)
 
     @defer.inlineCallbacks
@@ -171,3 +187,106 @@ class BrowserTests(LoopbackServerMixin, unittest.TestCase):
         self.assertEqual(result["unknown"]["type"], "error")
         self.assertIn("no_such_type", result["unknown"]["error"])
         self.assertEqual(result["badPoint"]["type"], "error")
+
+
+class LatestReport(resource.Resource):
+    """Keeps the latest JSON the page posted."""
+
+    isLeaf = True
+
+    def __init__(self):
+        super().__init__()
+        self.state = {}
+
+    def render_POST(self, request):
+        self.state = json.loads(request.content.read())
+        request.setHeader(b"Access-Control-Allow-Origin", b"*")
+        return b"ok"
+
+
+class ResumeInBrowserTests(LoopbackServerMixin, unittest.TestCase):
+    """
+    Pages in one Chromium on one PC (all 127.0.0.1): two experiment pages,
+    a monitoring page from another origin, and a page that opens after a
+    drop.  The server drops two sockets with no closing handshake; each page
+    that reconnects gets its own stream back, and no other page gets one.
+    """
+
+    rate = 300.0
+    grace = 10.0
+    timeout = 120
+
+    if CHROMIUM is None:
+        skip = "chromium is not installed (apt-get install chromium)"
+
+    def connection(self, page):
+        """The server's protocol for the page's current socket."""
+        for gate in self.state.hub.gates:
+            proto = gate._channel
+            who = proto.fingerprint
+            if page == "monitor" and who.origin == self.other_origin:
+                return proto
+            if page == "A" and who.resource == "/?participant=1":
+                return proto
+        raise AssertionError(f"no connection of page {page}")
+
+    @defer.inlineCallbacks
+    def until(self, condition, seconds=60.0):
+        for _ in range(int(seconds / 0.1)):
+            if condition(self.report.state):
+                return
+            yield task.deferLater(reactor, 0.1, lambda: None)
+        self.fail(f"timed out; the pages reported {json.dumps(self.report.state)[:2000]}")
+
+    @defer.inlineCallbacks
+    def test_each_page_keeps_its_own_stream_through_a_drop(self):
+        root, lab = serve_pages(self, "resume_lab.html", "resume_page.html")
+        self.report = LatestReport()
+        root.putChild(b"report", self.report)
+        _, self.other_origin = serve_pages(self, "resume_page.html")
+        url = (
+            f"{lab}/resume_lab.html?server=ws://127.0.0.1:{self.port}"
+            f"&other={self.other_origin}&report={lab}/report"
+        )
+        launch_chromium(self, url)
+
+        def tracking(state):
+            return all(
+                len(state.get(page, [])) == 1 and state[page][0]["gaze"] > 30
+                for page in ("A", "B", "monitor")
+            )
+
+        yield self.until(tracking)
+        # the server loses A's and the monitor's sockets (no close frame)
+        for page in ("A", "monitor"):
+            self.connection(page).transport.abortConnection()
+
+        def back(state):
+            return (
+                all(
+                    len(state.get(page, [])) == 2 and state[page][1]["gaze"] > 30
+                    for page in ("A", "monitor")
+                )
+                and "late" in state
+            )
+
+        yield self.until(back)
+        b_before = self.report.state["B"][0]["gaze"]
+        yield task.deferLater(reactor, 0.5, lambda: None)
+        state = self.report.state
+        for page in ("A", "monitor"):
+            first, second = state[page]
+            self.assertEqual(first["closeCode"], 1006, page)
+            self.assertIn("tracking_resumed", second["types"], page)
+            self.assertNotIn("start_tracking_response", second["types"], page)
+        # B never noticed: one connection, never resumed, its stream went on
+        self.assertEqual(len(state["B"]), 1)
+        self.assertNotIn("tracking_resumed", state["B"][0]["types"])
+        self.assertGreater(state["B"][0]["gaze"], b_before + 50)
+        # the page that opened while A was away got nothing
+        self.assertEqual(len(state["late"]), 1)
+        self.assertEqual(state["late"][0]["gaze"], 0)
+        self.assertNotIn("tracking_resumed", state["late"][0]["types"])
+        self.assertEqual(self.state.hub.session, 1, "the stream was restarted")
+        self.assertEqual(self.state.resumes.held, 0)
+        self.assertEqual(self.state.hub.subscriber_count, 3)

@@ -7,9 +7,10 @@ from twisted.internet.task import Clock
 from twisted.trial import unittest
 
 from jspsych_tobii.interfaces import TrackerError
+from jspsych_tobii.server.calibration import MAX_CALIBRATION_POINTS
 from jspsych_tobii.trackers.mock import MockTracker
 
-from .support import FakeServer, assert_close
+from .support import FakeServer, HeldWork, assert_close
 
 POINTS = [(0.1, 0.1), (0.9, 0.1), (0.5, 0.5), (0.1, 0.9), (0.9, 0.9)]
 
@@ -109,6 +110,47 @@ class CalibrationFlowTests(unittest.SynchronousTestCase):
         self.assertIs(reply["success"], True)
         result = self.client.request("calibration_compute", advance=0.5)
         self.assertEqual(len(result["pointData"]), len(POINTS) - 1)
+
+    def test_calibration_points_limit(self):
+        """
+        At most MAX_CALIBRATION_POINTS targets; the same target again, or one
+        in the place of a discarded one, is fine.
+        """
+        self.client.send({"type": "calibration_start"})
+        targets = [
+            ((i % 10) / 10 + 0.05, (i // 10) / 10 + 0.05) for i in range(MAX_CALIBRATION_POINTS)
+        ]
+        for x, y in targets:
+            reply = self.client.request("calibration_point", advance=1.0, point={"x": x, "y": y})
+            self.assertIs(reply["success"], True)
+        reply = self.client.request("calibration_point", advance=1.0, point={"x": 0.99, "y": 0.99})
+        self.assertEqual(reply["type"], "error")
+        self.assertEqual(reply["requestId"], self.client.messages[-1]["requestId"])
+        self.assertIn(f"at most {MAX_CALIBRATION_POINTS} calibration points", reply["error"])
+        x, y = targets[0]
+        again = self.client.request("calibration_point", advance=1.0, point={"x": x, "y": y})
+        self.assertIs(again["success"], True)
+        self.client.request("calibration_discard_point", advance=0.1, point={"x": x, "y": y})
+        reply = self.client.request("calibration_point", advance=1.0, point={"x": 0.99, "y": 0.99})
+        self.assertIs(reply["success"], True)
+        result = self.client.request("calibration_compute", advance=1.0)
+        self.assertEqual(len(result["pointData"]), MAX_CALIBRATION_POINTS)
+        # a new calibration starts with none
+        self.client.send({"type": "calibration_start"})
+        reply = self.client.request("calibration_point", advance=1.0, point={"x": 0.5, "y": 0.5})
+        self.assertIs(reply["success"], True)
+
+    def test_summary_runs_as_a_worker_job(self):
+        work = self.server.state.work = HeldWork()
+        self.client.send({"type": "calibration_start"})
+        for x, y in POINTS:
+            self.client.request("calibration_point", advance=1.0, point={"x": x, "y": y})
+        self.client.send({"type": "calibration_compute", "requestId": "c"})
+        self.server.advance(1.0)
+        self.assertIsNone(self.client.reply("c"))
+        self.assertEqual(len(work.queue), 1)
+        work.run_next()
+        self.assertIs(self.client.reply("c")["success"], True)
 
 
 class ValidationFlowTests(unittest.SynchronousTestCase):

@@ -8,7 +8,12 @@ from twisted.internet.interfaces import IPushProducer
 from twisted.trial import unittest
 from zope.interface.verify import verifyObject
 
-from jspsych_tobii.server.gate import MAX_REPLY_BACKLOG, SendGate
+from jspsych_tobii.server.gate import (
+    CLOSE_NOT_READING,
+    MAX_REPLY_BACKLOG,
+    MAX_REPLY_BACKLOG_BYTES,
+    SendGate,
+)
 
 
 class Turns:
@@ -50,6 +55,7 @@ class Recorder:
     def __init__(self):
         self.sent = []
         self.aborted = False
+        self.closed_with = None
         self.clock = Turns()
 
     def gate(self, backlog=3):
@@ -72,6 +78,12 @@ class Recorder:
 
     def abort(self):
         self.aborted = True
+
+    def send_pong(self, payload):
+        self.sent.append(("pong", payload))
+
+    def send_close(self, code, reason):
+        self.closed_with = (code, reason)
 
 
 class SendGateTests(unittest.SynchronousTestCase):
@@ -135,15 +147,84 @@ class SendGateTests(unittest.SynchronousTestCase):
         gate.send_gaze(2)
         self.assertEqual([p for _, p in r.sent], [1, 2])
 
-    def test_client_not_reading_replies_is_dropped(self):
+    def test_client_not_reading_replies_is_closed(self):
+        """Past MAX_REPLY_BACKLOG replies: a close frame (1008), and the backlog let go."""
         r = Recorder()
         gate = r.gate()
         gate.pauseProducing()
-        for _ in range(MAX_REPLY_BACKLOG + 1):
+        for _ in range(MAX_REPLY_BACKLOG):
             gate.send_bytes(b"r")
-        self.assertTrue(r.aborted)
+        self.assertIsNone(r.closed_with)
+        gate.send_bytes(b"r")
+        self.assertEqual(r.closed_with[0], CLOSE_NOT_READING)
+        self.assertIn("not reading", r.closed_with[1])
+        self.assertLessEqual(len(r.closed_with[1].encode()), 123)
         self.assertTrue(gate.closed)
         self.assertEqual(gate.backlog, 0)
+        gate.resumeProducing()
+        self.assertEqual(r.sent, [])
+        self.flushLoggedErrors()
+
+    def test_reply_backlog_bounded_in_bytes(self):
+        """A few large replies a client does not read close it once they pass the byte budget."""
+        r = Recorder()
+        gate = r.gate()
+        gate.pauseProducing()
+        big = b"x" * (MAX_REPLY_BACKLOG_BYTES // 4)
+        for _ in range(4):
+            gate.send_bytes(big)
+        self.assertIsNone(r.closed_with, "exactly at the budget is still allowed")
+        gate.send_bytes(b"y")
+        self.assertEqual(r.closed_with[0], CLOSE_NOT_READING)
+        self.assertTrue(gate.closed)
+        self.assertEqual(gate._reply_bytes, 0)
+
+    def test_reply_bytes_counted_down_when_sent(self):
+        """Replies that go out no longer count against the budget."""
+        r = Recorder()
+        gate = r.gate()
+        big = b"x" * (MAX_REPLY_BACKLOG_BYTES // 2)
+        for _ in range(10):
+            gate.pauseProducing()
+            gate.send_bytes(big)
+            gate.send_bytes(big)
+            gate.resumeProducing()
+        self.assertIsNone(r.closed_with)
+        self.assertEqual(len(r.sent), 20)
+        self.assertEqual(gate._reply_bytes, 0)
+
+    def test_pongs_while_paused_keep_only_the_newest(self):
+        """A ping flood from a client that does not read leaves one pong, sent on resume."""
+        r = Recorder()
+        gate = r.gate()
+        gate.send_pong(b"0")
+        self.assertEqual(r.sent, [("pong", b"0")])
+        gate.pauseProducing()
+        for i in range(140_000):
+            gate.send_pong(b"%d" % i)
+        gate.send_bytes(b"reply")
+        self.assertEqual(len(r.sent), 1)
+        gate.resumeProducing()
+        self.assertEqual(r.sent[1:], [("pong", b"139999"), ("bytes", b"reply")])
+
+    def test_pong_goes_out_between_the_fragments_of_a_stream(self):
+        r = Recorder()
+        gate = r.gate()
+        gate.send_stream(iter([b"a", b"b"]))
+        r.clock.advance()
+        gate.send_pong(b"p")
+        r.clock.advance()
+        r.clock.advance()
+        self.assertEqual(
+            r.sent,
+            [
+                ("begin", None),
+                ("fragment", b"a"),
+                ("pong", b"p"),
+                ("fragment", b"b"),
+                ("end", None),
+            ],
+        )
 
     def test_stream_a_piece_per_turn_nothing_interleaved(self):
         r = Recorder()

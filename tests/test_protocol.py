@@ -22,6 +22,7 @@ from twisted.trial import unittest
 
 from jspsych_tobii import logs
 from jspsych_tobii.config import ServerConfig
+from jspsych_tobii.core.validation import MAX_SAMPLES_PER_POINT
 from jspsych_tobii.server.gate import DEFAULT_GAZE_BACKLOG
 from jspsych_tobii.server.protocol import (
     CLOSE_INVALID_PAYLOAD,
@@ -29,11 +30,13 @@ from jspsych_tobii.server.protocol import (
     CLOSE_TOO_BIG,
     MAX_MESSAGE_BYTES,
     MAX_MESSAGE_FRAGMENTS,
+    PING_BURST,
+    PINGS_PER_SECOND,
 )
 from jspsych_tobii.tap import Options
 
 from .rawws import RawClient, close_code, frame
-from .support import FakeServer, serve, temp_path
+from .support import FakeServer, Lab, serve, temp_path
 from .wsclient import connect, wait
 
 
@@ -110,8 +113,9 @@ class ProtocolTests(LoopbackServerMixin, unittest.TestCase):
     def test_large_message_accepted(self):
         """A 15 MiB validation_point (the client's copies of many samples) is accepted."""
         c = yield self.client()
-        sample = {"x": 0.5, "y": 0.5, "timestamp": 1.0, "leftValid": True, "pad": "p" * 200}
+        sample = {"x": 0.5, "y": 0.5, "timestamp": 1.0, "leftValid": True, "pad": "p" * 3200}
         samples = [sample] * (15 * 1024 * 1024 // len(json.dumps(sample)))
+        self.assertLessEqual(len(samples), MAX_SAMPLES_PER_POINT)
         c.send_only("validation_start")
         reply = yield c.request(
             "validation_point", timeout=30, point={"x": 0.5, "y": 0.5}, gaze_samples=samples
@@ -758,3 +762,162 @@ class TLSTests(unittest.TestCase):
         self.assertIn("ssl:0:interface=127.0.0.1", line)
         for text in log.everything():
             self.assertNotIn(os.path.dirname(key_path), text)
+
+
+        port = self.serve("http://localhost:*")
+        self.assertEqual((yield self.handshake(port, "null")), 400)
+
+
+class HostileClientTests(LoopbackServerMixin, unittest.TestCase):
+    """Clients that do not read, or send too much, over real sockets."""
+
+    rate = 600.0
+
+    def server_side(self, client):
+        """The server's protocol for this client's connection."""
+        for gate in self.state.hub.gates:
+            proto = gate._channel
+            if proto.transport.getPeer().port == client.transport.getHost().port:
+                return proto
+        raise AssertionError("no such connection")
+
+    def stop_reading(self, client):
+        """The client stops reading; small socket buffers, so the kernel holds little."""
+        client.transport.getHandle().setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+        server = self.server_side(client)
+        server.transport.getHandle().setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 32768)
+        client.transport.pauseProducing()
+        return server
+
+    @defer.inlineCallbacks
+    def until(self, condition, seconds=20.0):
+        for _ in range(int(seconds / 0.05)):
+            if condition():
+                return
+            yield wait(0.05)
+        self.fail("timed out waiting")
+
+    @defer.inlineCallbacks
+    def test_pings_are_answered(self):
+        c = yield self.client()
+        pongs = []
+        c.onPong = pongs.append
+        for i in range(PING_BURST):
+            c.sendPing(b"%d" % i)
+        yield self.until(lambda: len(pongs) == PING_BURST)
+        self.assertEqual(pongs[-1], b"%d" % (PING_BURST - 1))
+        reply = yield c.request("time_sync", clientTime=1)
+        self.assertIs(reply["success"], True)
+
+    @defer.inlineCallbacks
+    def test_ping_flood_is_closed(self):
+        """
+        Autobahn answers every ping with a pong, ~20 us of reactor time each
+        and a pong buffered for a client that does not read: 140,000 pings
+        were 18 MB.  Past the ping budget the client is closed instead.
+        """
+        c = yield self.client()
+        watcher = yield self.client()
+        yield watcher.request("start_tracking")
+        server = self.stop_reading(c)
+        for i in range(100_000):
+            c.sendPing(b"%08d" % i)
+        yield self.until(lambda: server.gate.closed)
+        self.assertIn("ping flood", server.closed_for)
+        self.assertEqual(server.state, server.STATE_CLOSED)
+        # the close frame went out first, but the client had not read, and
+        # its unread pings make the kernel reset the connection
+        c.transport.resumeProducing()
+        yield c.closed
+        reply = yield watcher.request("get_status")
+        self.assertIs(reply["tracking"], True)
+        self.flushLoggedErrors()
+
+    @defer.inlineCallbacks
+    def test_client_that_does_not_read_is_closed_with_1008(self):
+        c = yield self.client()
+        watcher = yield self.client()
+        yield watcher.request("start_tracking")
+        server = self.stop_reading(c)
+        request = json.dumps({"type": "get_status"}).encode()
+        for _ in range(8000):
+            c.sendMessage(request)
+        yield self.until(lambda: server.gate.closed)
+        self.assertEqual(server.localCloseCode, 1008)
+        self.assertEqual(server.gate.backlog, 0)
+        c.transport.resumeProducing()
+        yield c.closed
+        # the other client noticed nothing
+        reply = yield watcher.request("get_status")
+        self.assertIs(reply["tracking"], True)
+        self.flushLoggedErrors()
+
+    @defer.inlineCallbacks
+    def test_heavy_work_runs_on_worker_threads(self):
+        """Large-frame decoding, validation and calibration maths: not on the reactor thread."""
+        import threading
+
+        from jspsych_tobii import tap
+        from jspsych_tobii.core import messages, quality
+
+        threads = {}
+
+        def spy(name, f):
+            def run(*args, **kwargs):
+                threads[name] = threading.current_thread()
+                return f(*args, **kwargs)
+
+            return run
+
+        self.patch(messages, "_loads_yielding", spy("decode", messages._loads_yielding))
+        self.patch(quality, "validation_summary", spy("validation", quality.validation_summary))
+        self.patch(tap, "calibration_summary", spy("calibration", tap.calibration_summary))
+        c = yield self.client()
+        yield c.request("start_tracking")
+        yield wait(1.0)
+        c.send_only("validation_start")
+        samples = [dict(g, pad="p" * 1000) for g in c.gaze[-500:]]
+        reply = yield c.request(
+            "validation_point", timeout=30, point={"x": 0.5, "y": 0.5}, gaze_samples=samples
+        )
+        self.assertIs(reply["success"], True)
+        report = yield c.request("validation_compute", timeout=30)
+        self.assertEqual(report["pointData"][0]["sampleSource"], "server")
+        c.send_only("calibration_start")
+        yield c.request("calibration_point", point={"x": 0.5, "y": 0.5})
+        calibration = yield c.request("calibration_compute")
+        self.assertIs(calibration["success"], True)
+        self.assertEqual(set(threads), {"decode", "validation", "calibration"})
+        for name, thread in threads.items():
+            self.assertIsNot(thread, threading.main_thread(), name)
+            self.assertIn("jspsych-tobii-work", thread.name, name)
+
+
+class PingBudgetTests(unittest.SynchronousTestCase):
+    """Pings, in memory on a clock: a burst and a steady pace are answered, a flood is closed."""
+
+    def setUp(self):
+        self.lab = Lab(self)
+        self.page, self.server = self.lab.open()
+
+    def test_steady_pings_are_answered(self):
+        for i in range(PING_BURST):
+            self.page.sendPing(b"b%d" % i)
+        self.lab.flush()
+        self.assertEqual(len(self.page.pongs), PING_BURST)
+        for i in range(100):
+            self.lab.run(1.0 / PINGS_PER_SECOND)
+            self.page.sendPing(b"s%d" % i)
+        self.lab.flush()
+        self.assertEqual(len(self.page.pongs), PING_BURST + 100)
+        self.assertIsNone(self.page.close_status)
+
+    def test_flood_is_closed_with_1008(self):
+        for i in range(PING_BURST + 1):
+            self.page.sendPing(b"%d" % i)
+        self.lab.flush()
+        self.assertEqual(len(self.page.pongs), PING_BURST)
+        clean, code, reason = self.page.close_status
+        self.assertEqual(code, 1008)
+        self.assertIn("ping flood", reason)
+        self.assertEqual(self.lab.server.state.hub.gates, set())

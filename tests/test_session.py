@@ -11,9 +11,20 @@ from twisted.logger import LogLevel, formatEvent, globalLogPublisher
 from twisted.trial import unittest
 
 from jspsych_tobii.core import messages
+from jspsych_tobii.core.markers import (
+    MAX_MARKER_BYTES,
+    MAX_MARKER_MEMORY_BYTES,
+    MAX_MARKERS_IN_MEMORY,
+)
+from jspsych_tobii.core.validation import MAX_SAMPLES_PER_POINT, MAX_VALIDATION_POINTS
 from jspsych_tobii.interfaces import TrackerError
+from jspsych_tobii.server.session import (
+    DECODE_INLINE_BYTES,
+    MAX_PENDING_REPLIES,
+    TURN_BUDGET_S,
+)
 
-from .support import FakeServer
+from .support import FakeServer, HeldWork
 
 
 class RequestTests(unittest.SynchronousTestCase):
@@ -452,3 +463,269 @@ class SeveralClientsTests(unittest.SynchronousTestCase):
         seqs = [g["seq"] for g in self.a.gaze]
         self.assertEqual(seqs, list(range(len(seqs))))
         self.assertEqual(self.server.state.hub.buffer.snapshot()["seq"][0], 0)
+
+
+class LimitsTests(unittest.SynchronousTestCase):
+    """What one connection may make the server hold or do (docs/PROTOCOL.md, Limits)."""
+
+    def setUp(self):
+        self.server = FakeServer(rate=120)
+        self.client = self.server.client()
+
+    def samples(self, n, start_ms=1000.0):
+        return [{"x": 0.5, "y": 0.5, "timestamp": start_ms + i} for i in range(n)]
+
+    def test_too_many_samples_in_a_validation_point(self):
+        self.client.send({"type": "validation_start"})
+        reply = self.client.request(
+            "validation_point",
+            point={"x": 0.5, "y": 0.5},
+            gaze_samples=self.samples(MAX_SAMPLES_PER_POINT + 1),
+        )
+        self.assertEqual(reply["type"], "error")
+        self.assertIn(f"at most {MAX_SAMPLES_PER_POINT} per point", reply["error"])
+        self.assertIn(str(MAX_SAMPLES_PER_POINT + 1), reply["error"])
+        ok = self.client.request(
+            "validation_point",
+            point={"x": 0.5, "y": 0.5},
+            gaze_samples=self.samples(MAX_SAMPLES_PER_POINT),
+        )
+        self.assertIs(ok["success"], True)
+        # the plugin sends points fire-and-forget: its awaited compute says why
+        report = self.client.request("validation_compute")
+        self.assertEqual(report["type"], "error")
+        self.assertIn("validation_point 1 was refused", report["error"])
+        self.assertIn(f"at most {MAX_SAMPLES_PER_POINT}", report["error"])
+        # a new validation starts clean
+        self.client.send({"type": "validation_start"})
+        self.client.send(
+            {"type": "validation_point", "point": {"x": 0.5, "y": 0.5}, "gaze_samples": []}
+        )
+        self.assertEqual(
+            self.client.request("validation_compute")["type"], "validation_compute_response"
+        )
+
+    def test_too_many_validation_points(self):
+        self.client.send({"type": "validation_start"})
+        for _ in range(MAX_VALIDATION_POINTS):
+            self.client.send(
+                {"type": "validation_point", "point": {"x": 0.5, "y": 0.5}, "gaze_samples": []}
+            )
+        reply = self.client.request("validation_point", point={"x": 0.5, "y": 0.5})
+        self.assertEqual(reply["type"], "error")
+        self.assertIn(f"at most {MAX_VALIDATION_POINTS} points", reply["error"])
+        self.assertEqual(len(self.client.session.validation.points), MAX_VALIDATION_POINTS)
+        report = self.client.request("validation_compute")
+        self.assertIn(f"validation_point {MAX_VALIDATION_POINTS + 1} was refused", report["error"])
+
+    def test_validation_compute_runs_as_a_worker_job(self):
+        """
+        The maths runs on the worker pool, on its own copy of the samples,
+        while the other clients' gaze flows.
+        """
+        self.server = FakeServer(rate=120, buffer_size=200)
+        self.client = self.server.client()
+        work = self.server.state.work = HeldWork()
+        watcher = self.server.client("10.0.0.9")
+        watcher.request("start_tracking")
+        self.client.request("start_tracking")
+        self.server.advance(1.0)
+        self.client.send({"type": "validation_start"})
+        self.client.send(
+            {
+                "type": "validation_point",
+                "point": {"x": 0.5, "y": 0.5},
+                "gaze_samples": self.client.gaze[-100:],
+            }
+        )
+        self.client.send({"type": "validation_compute", "requestId": "v"})
+        self.assertEqual(len(work.queue), 1)
+        before = len(watcher.gaze)
+        self.server.advance(3.0)  # the job waits; the stream does not
+        self.assertEqual(len(watcher.gaze), before + 360)
+        self.assertIsNone(self.client.reply("v"))
+        # the buffer (200 samples) has moved past the point's window meanwhile
+        oldest = self.server.state.hub.buffer.oldest_time_us()
+        self.assertGreater(oldest, self.client.gaze[-1 - 360]["timestamp"] * 1000)
+        work.run_next()
+        report = self.client.reply("v")
+        self.assertIs(report["success"], True)
+        item = report["pointData"][0]
+        self.assertEqual(item["sampleSource"], "server")
+        # 100 samples at 120 Hz, less the first 300 ms
+        self.assertEqual(item["numSamples"], 100 - 36)
+
+    def test_one_worker_job_per_connection_at_a_time(self):
+        work = self.server.state.work = HeldWork()
+        other = self.server.client("10.0.0.9")
+        for client in (self.client, other):
+            client.send({"type": "validation_start"})
+            client.send(
+                {"type": "validation_point", "point": {"x": 0.5, "y": 0.5}, "gaze_samples": []}
+            )
+        self.client.send({"type": "validation_compute", "requestId": "a1"})
+        self.client.send({"type": "validation_compute", "requestId": "a2"})
+        other.send({"type": "validation_compute", "requestId": "b1"})
+        # a2 waits for a1: b1 is not queued behind both
+        self.assertEqual(len(work.queue), 2)
+        work.run_next()
+        work.run_next()
+        self.assertIsNotNone(self.client.reply("a1"))
+        self.assertIsNotNone(other.reply("b1"))
+        self.assertIsNone(self.client.reply("a2"))
+        work.run_next()
+        self.assertIsNotNone(self.client.reply("a2"))
+
+    def test_large_frame_decoded_aside_and_order_kept(self):
+        """
+        A frame over DECODE_INLINE_BYTES is decoded on the worker pool; the
+        frames after it wait (their socket is paused), and are answered in order.
+        """
+        work = self.server.state.work = HeldWork()
+        reader = Reader()
+        self.client.session.reader = reader
+        self.client.send({"type": "validation_start"})
+        big = {
+            "type": "validation_point",
+            "requestId": "big",
+            "point": {"x": 0.5, "y": 0.5},
+            "gaze_samples": [{"x": 0.5, "y": 0.5, "timestamp": 1.0, "pad": "p" * 100}] * 3000,
+        }
+        payload = json.dumps(big).encode()
+        self.assertGreater(len(payload), DECODE_INLINE_BYTES)
+        self.client.send(payload)
+        self.client.send({"type": "time_sync", "clientTime": 1, "requestId": "after"})
+        self.client.send({"type": "validation_compute", "requestId": "compute"})
+        self.assertEqual(reader.events, ["pause"])
+        self.assertEqual(len(work.queue), 1)
+        self.assertIsNone(self.client.reply("after"))
+        work.run_next()  # the decode
+        self.assertEqual(reader.events, ["pause", "resume"])
+        work.run_next()  # the compute, which saw the point
+        ids = [m.get("requestId") for m in self.client.messages]
+        self.assertEqual(ids[-3:], ["big", "after", "compute"])
+        self.assertEqual(self.client.reply("compute")["numPoints"], 1)
+
+    def test_large_invalid_frame_gets_its_error(self):
+        self.server.state.work = HeldWork()
+        payload = b'{"requestId": "bad", "type": "marker", "data": [' + b"1," * 200_000 + b"]"
+        self.client.send(payload)
+        self.server.state.work.run_next()
+        reply = self.client.reply("bad")
+        self.assertIn("invalid JSON", reply["error"])
+        self.assertIs(self.client.request("time_sync", clientTime=1)["success"], True)
+
+    def test_pending_replies_bounded(self):
+        """A client that does not read its get_data replies has at most 8 in flight."""
+        self.client.request("start_tracking")
+        self.server.advance(2.0)
+        self.client.gate.pauseProducing()  # the client's socket is full
+        for i in range(100):
+            self.client.send({"type": "get_data", "requestId": f"g{i}"})
+        self.assertEqual(self.client.session.pending, MAX_PENDING_REPLIES)
+        self.client.gate.resumeProducing()
+        self.server.clock.advance(0)
+        for _ in range(200):
+            self.server.clock.advance(0)
+        replies = {m["requestId"]: m for m in self.client.messages if "requestId" in m}
+        for i in range(MAX_PENDING_REPLIES):
+            self.assertIs(replies[f"g{i}"]["success"], True)
+            self.assertGreater(replies[f"g{i}"]["count"], 200)
+        for i in range(MAX_PENDING_REPLIES, 100):
+            self.assertEqual(replies[f"g{i}"]["type"], "error")
+            self.assertIn(f"at most {MAX_PENDING_REPLIES}", replies[f"g{i}"]["error"])
+        self.assertEqual(self.client.session.pending, 0)
+        # fast requests are never refused
+        self.client.gate.pauseProducing()
+        for i in range(20):
+            self.client.send({"type": "get_data", "requestId": f"h{i}"})
+        self.client.send({"type": "time_sync", "clientTime": 1, "requestId": "t"})
+        self.client.gate.resumeProducing()
+        self.assertIs(self.client.reply("t")["success"], True)
+
+    def test_marker_size(self):
+        reply = self.client.request("marker", label="big", data={"text": "x" * MAX_MARKER_BYTES})
+        self.assertEqual(reply["type"], "error")
+        self.assertIn(f"more than {MAX_MARKER_BYTES} bytes", reply["error"])
+        reply = self.client.request("marker", label="ok", data={"text": "x" * 60_000})
+        self.assertIs(reply["success"], True)
+        self.assertEqual(self.client.request("get_markers")["count"], 1)
+
+    def test_markers_in_memory_bounded_in_bytes(self):
+        data = {"text": "x" * 60_000}
+        n = MAX_MARKER_MEMORY_BYTES // 60_000 + 10
+        for i in range(n):
+            self.assertIs(self.client.request("marker", label=f"m{i}", data=data)["success"], True)
+        hub = self.server.state.hub
+        self.assertLessEqual(hub.markers.bytes, MAX_MARKER_MEMORY_BYTES)
+        reply = self.client.request("get_markers")
+        self.assertEqual(reply["count"], len(reply["markers"]))
+        self.assertEqual(reply["count"] + reply["evicted"], n)
+        self.assertGreater(reply["evicted"], 0)
+        self.assertEqual(reply["markers"][-1]["label"], f"m{n - 1}")
+        self.assertEqual(reply["markers"][-1]["data"], data)
+
+    def test_markers_in_memory_bounded_in_count(self):
+        n = MAX_MARKERS_IN_MEMORY + 5
+        for i in range(n):
+            self.client.send({"type": "marker", "label": f"m{i}"})
+        reply = self.client.request("get_markers")
+        self.assertEqual(reply["count"], MAX_MARKERS_IN_MEMORY)
+        self.assertEqual(reply["evicted"], 5)
+        self.assertEqual(reply["markers"][0]["label"], "m5")
+
+    def test_markers_of_a_client_that_left(self):
+        """Markers are the session's, within the limits, whoever sent them."""
+        for i in range(3):
+            self.client.request("marker", label=f"m{i}")
+        self.client.close()
+        other = self.server.client("10.0.0.9")
+        self.assertEqual(other.request("get_markers")["count"], 3)
+
+
+class TurnBudgetTests(unittest.SynchronousTestCase):
+    """A connection's requests take at most TURN_BUDGET_S of a reactor turn."""
+
+    def test_requests_past_the_budget_wait_for_the_next_turn(self):
+        server = FakeServer()
+        client = server.client()
+        reader = Reader()
+        client.session.reader = reader
+        ticks = iter(range(10**6))
+        tick = TURN_BUDGET_S / 4.2  # five requests pass the budget
+        client.session.work_clock = lambda: next(ticks) * tick
+        turns = []
+        original = client.session._next_turn
+        client.session._next_turn = lambda: turns.append(len(client.messages)) or original()
+        for i in range(12):
+            client.send({"type": "time_sync", "clientTime": i, "requestId": f"t{i}"})
+        answered = [m["requestId"] for m in client.messages]
+        self.assertEqual(answered, [f"t{i}" for i in range(5)])
+        self.assertEqual(reader.events, ["pause"])
+        server.clock.advance(0)  # (a Clock runs the turns that follow at once)
+        answered = [m["requestId"] for m in client.messages]
+        self.assertEqual(answered, [f"t{i}" for i in range(12)])
+        self.assertEqual(turns[:3], [5, 10, 12], "five requests per turn")
+        self.assertEqual(reader.events, ["pause", "resume"])
+
+    def test_other_clients_are_not_held_back(self):
+        server = FakeServer()
+        greedy, other = server.client(), server.client("10.0.0.9")
+        ticks = iter(range(10**6))
+        greedy.session.work_clock = lambda: next(ticks) * 0.0012
+        for i in range(50):
+            greedy.send({"type": "time_sync", "clientTime": i})
+        self.assertIs(other.request("time_sync", clientTime=1)["success"], True)
+
+
+class Reader:
+    """A transport's incoming side: records pauses and resumes."""
+
+    def __init__(self):
+        self.events = []
+
+    def pauseProducing(self):
+        self.events.append("pause")
+
+    def resumeProducing(self):
+        self.events.append("resume")

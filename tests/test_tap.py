@@ -198,7 +198,8 @@ class MakeServiceTests(unittest.SynchronousTestCase):
         top = makeService(options, clock, make_tracker=lambda: MockTracker(clock))
         self.assertTrue(IServiceCollection.providedBy(top))
         names = {s.name for s in top}
-        self.assertEqual(names, {"tracker", "resumes", "websocket"})
+        self.assertEqual(names, {"work", "tracker", "resumes", "websocket"})
+        self.assertIs(top.state.work, top.getServiceNamed("work"))
 
 
 class ListTrackersTests(unittest.SynchronousTestCase):

@@ -8,26 +8,79 @@ are on the sample clock), skipping the first part of each window as the
 saccade to the target and, when asked, keeping only its last part (as Titta
 does); the client's copies are used only when the server no longer holds
 that window.  The maths is L{jspsych_tobii.core.quality}.
+
+The work is bounded and split in two.  A run holds at most
+L{MAX_VALIDATION_POINTS} points of at most L{MAX_SAMPLES_PER_POINT} samples
+each, and keeps of the client's copies only their times and positions (not
+the dicts the JSON decoder made).  L{ValidationRun.gather} copies, on the
+thread that owns the gaze buffer, what the report needs from it: one slice
+spanning the points' windows.  L{ValidationInput.compute} then reads nothing
+but that copy and the points, so it can run on any thread.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, List, Optional
+from typing import Any, List, Optional, Tuple
 
 import numpy as np
 
 from jspsych_tobii.core import quality
 from jspsych_tobii.core.buffer import GazeBuffer
+from jspsych_tobii.core.messages import MAX_ABS_NUMBER
 from jspsych_tobii.interfaces import GAZE_DTYPE, DisplayArea, empty_gaze
 
+#: Points one validation may have (a plugin shows 5 to 13).
+MAX_VALIDATION_POINTS = 100
+#: Samples per point: the client's copies, and the server's own samples in
+#: the window they span (1 s at 1200 Hz is 1200).
+MAX_SAMPLES_PER_POINT = 5000
 
-@dataclass
+
+class ValidationLimitError(ValueError):
+    """A validation went past one of the limits; the message names it."""
+
+
+@dataclass(frozen=True)
+class ClientCopies:
+    """
+    What a validation keeps of the client's copies of one point's samples.
+
+    @ivar count: how many entries the client sent.
+    @ivar window_us: their span on the sample clock (see
+        L{quality.client_window_us}), or None.
+    @ivar rows: those with finite time, x and y, as C{(time_us, x, y)}
+        rows in time order.
+    """
+
+    count: int
+    window_us: Optional[Tuple[int, int]]
+    rows: np.ndarray
+
+    @classmethod
+    def reduce(cls, gaze_samples: Any) -> Any:
+        """
+        The C{gaze_samples} of a C{validation_point} as L{ClientCopies}, or
+        unchanged when there are more than L{MAX_SAMPLES_PER_POINT} (the
+        run refuses those without reading them).  Pure: the server calls it
+        on the worker thread that decoded a large frame.
+        """
+        count = len(gaze_samples) if isinstance(gaze_samples, (list, tuple)) else 0
+        if count > MAX_SAMPLES_PER_POINT:
+            return gaze_samples
+        return cls(count, *_client_copies(gaze_samples))
+
+
+@dataclass(frozen=True)
 class ValidationPoint:
     x: float
     y: float
     client_time: Optional[float]
-    client_samples: list
+    copies: ClientCopies
+
+    @property
+    def window_us(self) -> Optional[Tuple[int, int]]:
+        return self.copies.window_us
 
 
 class ValidationRun:
@@ -46,6 +99,7 @@ class ValidationRun:
     ):
         self.points: List[ValidationPoint] = []
         self.notes: List[str] = []
+        self.refused: List[str] = []  # why points were refused, for the compute to say
         self.skip_initial_ms = skip_initial_ms
         self.window_ms = window_ms
 
@@ -53,35 +107,106 @@ class ValidationRun:
         self.notes.append(text)
 
     def add_point(self, x: float, y: float, client_time: Optional[float], samples: Any) -> None:
-        self.points.append(ValidationPoint(x, y, client_time, samples or []))
+        """
+        Add a point, keeping only what the report needs of the client's
+        copies (C{samples}: the request's C{gaze_samples}, or already
+        L{ClientCopies.reduce}d).
 
-    def _samples_for(self, point: ValidationPoint, buffer: GazeBuffer):
-        """The point's samples, where they came from, and the window used (µs)."""
-        span = quality.client_window_us(point.client_samples)
-        if span is None:
-            return empty_gaze(0), "none", None
-        start_us, end_us = span
-        window = quality.window_bounds_us(start_us, end_us, self.skip_initial_ms, self.window_ms)
-        oldest = buffer.oldest_time_us()
-        if oldest is not None and oldest <= start_us:
-            source, held = "server", buffer.query(start_us, end_us)
+        @raise ValidationLimitError: past a limit; the run remembers why, so
+            that the compute (the client's next awaited request) says so.
+        """
+        number = len(self.points) + len(self.refused) + 1
+        problem = copies = None
+        if len(self.points) >= MAX_VALIDATION_POINTS:
+            problem = f"at most {MAX_VALIDATION_POINTS} points per validation"
         else:
-            source, held = "client", _from_client_copies(point.client_samples)
-        chosen = quality.select_window(held, start_us, end_us, self.skip_initial_ms, self.window_ms)
-        return chosen, source, window
+            copies = samples if isinstance(samples, ClientCopies) else ClientCopies.reduce(samples)
+            if not isinstance(copies, ClientCopies):
+                problem = f"{len(copies)} gaze_samples, at most {MAX_SAMPLES_PER_POINT} per point"
+        if problem is not None or copies is None:
+            text = f"validation_point {number} was refused: {problem}"
+            self.refused.append(text)
+            raise ValidationLimitError(text)
+        self.points.append(ValidationPoint(x, y, client_time, copies))
+
+    def check(self) -> None:
+        """@raise ValidationLimitError: when a point of this run was refused."""
+        if self.refused:
+            more = len(self.refused) - 1
+            raise ValidationLimitError(
+                self.refused[0]
+                + (f" (and {more} more)" if more else "")
+                + "; send validation_start and validate again"
+            )
+
+    def gather(self, buffer: GazeBuffer, display: Optional[DisplayArea]) -> "ValidationInput":
+        """
+        Copy what the report needs from C{buffer}; call this where the buffer
+        is written (the reactor).  The result's C{compute} may run anywhere.
+        """
+        self.check()
+        points = tuple(self.points)
+        oldest = buffer.oldest_time_us()
+        served = [
+            p.window_us
+            for p in points
+            if p.window_us is not None and oldest is not None and oldest <= p.window_us[0]
+        ]
+        if served:
+            held = buffer.query(min(w[0] for w in served), max(w[1] for w in served))
+        else:
+            held = empty_gaze(0)
+        return ValidationInput(
+            points, held, oldest, display, self.skip_initial_ms, self.window_ms, tuple(self.notes)
+        )
 
     def describe_window(self) -> str:
         """The window rule, in words, for the reply's C{definitions}."""
-        skip = f"{self.skip_initial_ms:g} ms"
-        if self.window_ms > 0:
-            rule = f"the last {self.window_ms:g} ms of each point, leaving out its first {skip}"
-        else:
-            rule = f"each point from {skip} after its first sample to its last"
-        return rule + " (pointData[].window: the bounds used, ms on the sample clock)"
+        return _describe_window(self.skip_initial_ms, self.window_ms)
 
     def compute(self, buffer: GazeBuffer, display: Optional[DisplayArea]) -> dict:
-        chosen = [(p, *self._samples_for(p, buffer)) for p in self.points]
-        report = quality.validation_summary([(p.x, p.y, s) for p, s, _, _ in chosen], display)
+        """L{gather} and compute at once, on the calling thread."""
+        return self.gather(buffer, display).compute()
+
+
+@dataclass(frozen=True)
+class ValidationInput:
+    """
+    A validation's points and a copy of the server's samples over their
+    windows: all a report needs, owned by nobody else.
+    """
+
+    points: Tuple[ValidationPoint, ...]
+    held: np.ndarray  # the server's samples spanning the windows it holds
+    oldest_us: Optional[int]  # the buffer's oldest sample when gathered
+    display: Optional[DisplayArea]
+    skip_initial_ms: float
+    window_ms: float
+    notes: Tuple[str, ...]
+
+    def _samples_for(self, number: int, point: ValidationPoint):
+        """The point's samples, where they came from, and the window used (µs)."""
+        if point.window_us is None:
+            return empty_gaze(0), "none", None
+        start_us, end_us = point.window_us
+        if self.oldest_us is not None and self.oldest_us <= start_us:
+            source, samples = "server", self.held
+        else:
+            source, samples = "client", _as_gaze(point.copies.rows)
+        span = quality.select_window(samples, start_us, end_us, 0)
+        if len(span) > MAX_SAMPLES_PER_POINT:
+            raise ValidationLimitError(
+                f"validation point {number}: its window holds {len(span)} samples, at most "
+                f"{MAX_SAMPLES_PER_POINT} per point (its gaze_samples span "
+                f"{(end_us - start_us) / 1e6:.1f} s)"
+            )
+        skip, last = self.skip_initial_ms, self.window_ms
+        window = quality.window_bounds_us(start_us, end_us, skip, last)
+        return quality.select_window(span, start_us, end_us, skip, last), source, window
+
+    def compute(self) -> dict:
+        chosen = [(p, *self._samples_for(i, p)) for i, p in enumerate(self.points, 1)]
+        report = quality.validation_summary([(p.x, p.y, s) for p, s, _, _ in chosen], self.display)
         for item, (_, _, source, window) in zip(report["pointData"], chosen):
             item["sampleSource"] = source
             item["window"] = (
@@ -91,32 +216,74 @@ class ValidationRun:
             )
         report["skipInitialMs"] = self.skip_initial_ms
         report["windowMs"] = self.window_ms
-        report["definitions"]["window"] = self.describe_window()
+        report["definitions"]["window"] = _describe_window(self.skip_initial_ms, self.window_ms)
         if self.notes:
             report["notes"] = list(self.notes)
         return report
 
 
-def _from_client_copies(gaze_samples: list) -> np.ndarray:
+def _describe_window(skip_initial_ms: float, window_ms: float) -> str:
+    skip = f"{skip_initial_ms:g} ms"
+    if window_ms > 0:
+        rule = f"the last {window_ms:g} ms of each point, leaving out its first {skip}"
+    else:
+        rule = f"each point from {skip} after its first sample to its last"
+    return rule + " (pointData[].window: the bounds used, ms on the sample clock)"
+
+
+def _client_copies(gaze_samples: Any) -> Tuple[Optional[Tuple[int, int]], np.ndarray]:
+    """
+    The client's copies reduced to their window (as
+    L{quality.client_window_us}: every entry with a finite C{timestamp}
+    counts) and the C{(time_us, x, y)} rows of those that also have finite
+    C{x} and C{y}, in time order.  Entries of any other shape are ignored.
+    This runs on the reactor: about 1 µs per entry.
+    """
+    if not isinstance(gaze_samples, (list, tuple)):
+        return None, np.zeros((0, 3))
+    entries = [e for e in gaze_samples if isinstance(e, dict)]
+    t = _column([e.get("timestamp") for e in entries])
+    x = _column([e.get("x") for e in entries])
+    y = _column([e.get("y") for e in entries])
+    timed = np.isfinite(t)
+    if not timed.any():
+        return None, np.zeros((0, 3))
+    first, last = float(t[timed].min()), float(t[timed].max())
+    window = (int(round(first * 1000.0)), int(round(last * 1000.0)))
+    usable = timed & np.isfinite(x) & np.isfinite(y)
+    rows = np.column_stack((np.round(t[usable] * 1000.0), x[usable], y[usable]))
+    return window, rows[np.argsort(rows[:, 0], kind="stable")]
+
+
+def _column(values: List[Any]) -> np.ndarray:
+    """
+    JSON values as floats: a number (not a boolean) within
+    +-L{MAX_ABS_NUMBER} as itself, anything else as NaN.
+    """
+    return np.array([v if _is_number(v) else _NAN for v in values], dtype=float)
+
+
+def _is_number(v: Any) -> bool:
+    return (
+        isinstance(v, (float, int))
+        and not isinstance(v, bool)
+        and -MAX_ABS_NUMBER <= v <= MAX_ABS_NUMBER
+    )
+
+
+_NAN = float("nan")
+
+
+def _as_gaze(copies: np.ndarray) -> np.ndarray:
     """
     Binocular records rebuilt from the client's copies (x, y and time only);
     the fallback when the server's buffer no longer holds a point's window.
     """
-    rows = []
-    for entry in gaze_samples:
-        if not isinstance(entry, dict):
-            continue
-        t, x, y = entry.get("timestamp"), entry.get("x"), entry.get("y")
-        if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (t, x, y)):
-            if all(np.isfinite(v) for v in (t, x, y)):
-                rows.append((int(round(t * 1000)), float(x), float(y)))
-    batch = empty_gaze(len(rows))
-    if rows:
-        rows.sort()
-        times, xs, ys = (np.array(c) for c in zip(*rows))
-        batch["system_time_us"] = times
+    batch = empty_gaze(len(copies))
+    if len(copies):
+        batch["system_time_us"] = copies[:, 0].astype(np.int64)
         for eye in ("left", "right"):
-            batch[f"{eye}_x"], batch[f"{eye}_y"] = xs, ys
+            batch[f"{eye}_x"], batch[f"{eye}_y"] = copies[:, 1], copies[:, 2]
             batch[f"{eye}_gaze_valid"] = True
     assert batch.dtype == GAZE_DTYPE
     return batch

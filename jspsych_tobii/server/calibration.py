@@ -13,12 +13,15 @@ tracker's side (a Deferred), so the reactor and every gaze stream keep going.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Set, Tuple
 
 from twisted.internet import defer
 
 from jspsych_tobii.interfaces import CalibrationResult, TrackerError
 from jspsych_tobii.logs import Logger
+
+#: Calibration targets (distinct points) one calibration may collect.
+MAX_CALIBRATION_POINTS = 50
 
 
 class CalibrationError(Exception):
@@ -28,7 +31,8 @@ class CalibrationError(Exception):
 class CalibrationCoordinator:
     """
     @param trackers: the L{TrackerService} (its C{require()} gives the tracker).
-    @param summarize: turns a L{CalibrationResult} into the reply's dict.
+    @param summarize: turns a L{CalibrationResult} into the reply's dict, or
+        a Deferred of it (the maths runs off the reactor).
     """
 
     log = Logger()
@@ -41,6 +45,7 @@ class CalibrationCoordinator:
         self._lock = defer.DeferredLock()
         self._start_error: Optional[str] = None
         self.last_result: Optional[dict] = None
+        self._targets: Set[Tuple[float, float]] = set()  # collected in this calibration
 
     def _check_owner(self, who: object) -> None:
         if self.owner is None:
@@ -69,6 +74,7 @@ class CalibrationCoordinator:
         restart = self.owner is who and self._tracker is not None
         self.owner = who
         self._start_error = None
+        self._targets.clear()
 
         @defer.inlineCallbacks
         def enter():
@@ -97,6 +103,15 @@ class CalibrationCoordinator:
             self._check_owner(who)
         except CalibrationError as e:
             return defer.fail(e)
+        target = (x, y)
+        if target not in self._targets and len(self._targets) >= MAX_CALIBRATION_POINTS:
+            return defer.fail(
+                CalibrationError(
+                    f"calibration_point: at most {MAX_CALIBRATION_POINTS} calibration points "
+                    "per calibration (discard one, or send calibration_start to begin again)"
+                )
+            )
+        self._targets.add(target)
         return self._serial(lambda: self._entered(who).collectCalibrationData(x, y))
 
     def discard(self, who: object, x: float, y: float) -> defer.Deferred:
@@ -104,6 +119,7 @@ class CalibrationCoordinator:
             self._check_owner(who)
         except CalibrationError as e:
             return defer.fail(e)
+        self._targets.discard((x, y))
         return self._serial(lambda: self._entered(who).discardCalibrationData(x, y))
 
     def compute(self, who: object) -> defer.Deferred:
@@ -120,7 +136,7 @@ class CalibrationCoordinator:
                 result = yield tracker.computeCalibration()
             finally:
                 yield self._leave()
-            self.last_result = self._summarize(result)
+            self.last_result = yield defer.maybeDeferred(self._summarize, result)
             return self.last_result
 
         return self._serial(compute)
@@ -147,5 +163,6 @@ class CalibrationCoordinator:
         tracker, self._tracker = self._tracker, None
         self.owner = None
         self._start_error = None
+        self._targets.clear()
         if tracker is not None:
             yield tracker.leaveCalibration()

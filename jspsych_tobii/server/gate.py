@@ -9,7 +9,12 @@ fills, Twisted pauses it, and while paused the gate keeps a bounded backlog
 of gaze frames (the oldest are dropped and counted) and the replies, which
 are never dropped.  On resume it flushes the replies, then the gaze frames,
 then tells the client how many frames it missed.  A client that lets replies
-pile up past a limit is disconnected: it is not reading at all.
+pile up past a limit (L{MAX_REPLY_BACKLOG} replies or
+L{MAX_REPLY_BACKLOG_BYTES} bytes) is not reading at all: it is closed with
+a close frame (1008, policy violation) and its backlog let go.  Pongs, which
+Autobahn would write straight away for every ping, also pass the gate: while
+it is paused only the newest is kept (as RFC 6455 allows), so a ping flood
+from a client that does not read costs nothing.
 
 Large replies are streamed (L{send_stream}): one WebSocket message sent as
 a series of fragments, one fragment per reactor turn and only while the
@@ -33,8 +38,12 @@ from jspsych_tobii.logs import Logger
 
 #: Gaze frames kept for a paused client: 2 s at 1200 Hz.
 DEFAULT_GAZE_BACKLOG = 2400
-#: Replies kept for a paused client before it is disconnected.
+#: Replies kept for a paused client before it is disconnected ...
 MAX_REPLY_BACKLOG = 1000
+#: ... or bytes of them.
+MAX_REPLY_BACKLOG_BYTES = 64 * 1024 * 1024
+#: The close code for a client that does not read: 1008, policy violation.
+CLOSE_NOT_READING = 1008
 
 
 @implementer(IPushProducer)
@@ -43,7 +52,8 @@ class SendGate:
     @param channel: the connection, with C{send_prepared(prepared)} (a gaze
         frame framed once for all clients), C{send_bytes(payload)} (one text
         message), C{begin_message()}, C{send_fragment(data)},
-        C{end_message()} (a message in fragments) and C{abort()}.
+        C{end_message()} (a message in fragments), C{send_pong(payload)},
+        C{send_close(code, reason)} (a close frame) and C{abort()}.
     @param reactor: provides C{callLater}, to stream a fragment per turn.
     """
 
@@ -63,6 +73,8 @@ class SendGate:
         self.closed = False
         self._gaze: collections.deque = collections.deque(maxlen=gaze_backlog)
         self._replies: collections.deque = collections.deque()
+        self._reply_bytes = 0
+        self._pong: Optional[bytes] = None  # the newest ping's, while paused
         self._streams: collections.deque = collections.deque()  # waiting to be sent
         self._stream: Optional[tuple] = None  # (pieces, deferred) being sent
         self._pump = None
@@ -101,18 +113,40 @@ class SendGate:
         if self.closed:
             return
         if self._held or self._replies:
-            if len(self._replies) >= MAX_REPLY_BACKLOG:
-                self.log.warn(
-                    "client {peer} stopped reading ({n} replies pending); disconnecting",
-                    peer=self.peer,
-                    n=len(self._replies),
-                )
-                self.close()
-                self._channel.abort()
+            if (
+                len(self._replies) >= MAX_REPLY_BACKLOG
+                or self._reply_bytes + len(payload) > MAX_REPLY_BACKLOG_BYTES
+            ):
+                self._not_reading()
                 return
             self._replies.append(payload)
+            self._reply_bytes += len(payload)
             return
         self._channel.send_bytes(payload)
+
+    def send_pong(self, payload: bytes) -> None:
+        """Answer a ping: now, or, while paused, with the newest ping's payload on resume."""
+        if self.closed:
+            return
+        if self.paused:
+            self._pong = payload
+            return
+        self._channel.send_pong(payload)
+
+    def _not_reading(self) -> None:
+        n, size = len(self._replies), self._reply_bytes
+        self.log.warn(
+            "client {peer} stopped reading ({n} replies, {mb:.1f} MB pending); closing it",
+            peer=self.peer,
+            n=n,
+            mb=size / 1e6,
+        )
+        self.close()
+        self._channel.send_close(
+            CLOSE_NOT_READING,
+            f"not reading: {n} replies ({size} bytes) waited, at most "
+            f"{MAX_REPLY_BACKLOG} ({MAX_REPLY_BACKLOG_BYTES} bytes)",
+        )
 
     def send_stream(self, pieces: Iterator[bytes]) -> defer.Deferred:
         """
@@ -136,6 +170,8 @@ class SendGate:
         self.closed = True
         self._gaze.clear()
         self._replies.clear()
+        self._reply_bytes = 0
+        self._pong = None
         if self._pump is not None and self._pump.active():
             self._pump.cancel()
         self._pump = None
@@ -190,6 +226,7 @@ class SendGate:
 
     def resumeProducing(self) -> None:
         self.paused = False
+        self._send_pong()
         if self._stream is not None:
             self._schedule()
         else:
@@ -199,10 +236,19 @@ class SendGate:
     def stopProducing(self) -> None:
         self.close()
 
+    def _send_pong(self) -> None:
+        # a control frame: it may go out between the fragments of a stream
+        if self._pong is not None and not self.paused and not self.closed:
+            pong, self._pong = self._pong, None
+            self._channel.send_pong(pong)
+
     def _flush(self) -> None:
         # The transport may pause us again from inside a write.
+        self._send_pong()
         while self._replies and not self._held and not self.closed:
-            self._channel.send_bytes(self._replies.popleft())
+            payload = self._replies.popleft()
+            self._reply_bytes -= len(payload)
+            self._channel.send_bytes(payload)
         while self._gaze and not self._held and not self.closed:
             self.sent_gaze += 1
             self._channel.send_prepared(self._gaze.popleft())

@@ -19,7 +19,6 @@ summed up when the session ends.
 
 from __future__ import annotations
 
-import collections
 from typing import Any, Callable, Dict, List, Optional, Set
 
 import numpy as np
@@ -27,12 +26,10 @@ from twisted.internet import defer
 
 from jspsych_tobii.core.buffer import GazeBuffer
 from jspsych_tobii.core.gaze import GazeView, dumps
+from jspsych_tobii.core.markers import MarkerLog
 from jspsych_tobii.core.timesync import ServerClock
 from jspsych_tobii.logs import Logger
 from jspsych_tobii.server.gate import SendGate
-
-#: Markers kept in memory per session (all are in the recording, if any).
-MAX_MARKERS = 100_000
 
 
 class GazeHub:
@@ -72,8 +69,8 @@ class GazeHub:
         self.session_started_us: Optional[int] = None
         self._seq = 0
         self._interrupted = False  # the tracker went away mid-session
-        #: event markers of the current tracking session (the newest, at most)
-        self.markers: collections.deque = collections.deque(maxlen=MAX_MARKERS)
+        #: event markers of the current tracking session (the newest, within limits)
+        self.markers = MarkerLog()
 
     # -- who holds the stream
 
@@ -178,8 +175,9 @@ class GazeHub:
         self._holds.clear()
         return self._sync()
 
-    def add_marker(self, marker: dict) -> None:
-        self.markers.append(marker)
+    def add_marker(self, encoded: bytes) -> None:
+        """Keep a marker (its JSON text) in memory, letting the oldest go past the limits."""
+        self.markers.add(encoded)
 
     def _begin_session(self, tracker: Any) -> None:
         self.markers.clear()

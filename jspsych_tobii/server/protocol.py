@@ -3,9 +3,11 @@
 The Autobahn shell: WebSocket frames in, L{ClientSession} calls, frames out.
 
 L{TobiiServerProtocol} gives each connection a L{SendGate} (registered as
-the transport's producer, for flow control) and a L{ClientSession}; on close
-it releases what the connection held and, if it was tracking, lets the
-L{ResumeRegistry} keep its stream for a reconnect.  L{TobiiServerFactory}
+the transport's producer, for flow control; pongs go through it too) and a
+L{ClientSession}; on close it releases what the connection held and, if it
+was tracking and dropped without a closing handshake, lets the
+L{ResumeRegistry} keep its stream for that client (known by its handshake's
+L{Fingerprint}) to reconnect.  L{TobiiServerFactory}
 carries the shared L{ServerState} and the protocol options: messages up to
 16 MiB in at most 128 fragments, no compression, keepalive pings.
 
@@ -36,6 +38,7 @@ from twisted.logger import Logger as _TwistedLogger
 from jspsych_tobii.core.access import OriginPolicy, token_matches
 from jspsych_tobii.logs import Logger
 from jspsych_tobii.server.gate import SendGate
+from jspsych_tobii.server.resume import Fingerprint
 from jspsych_tobii.server.session import ClientSession
 from jspsych_tobii.server.state import ServerState
 
@@ -47,10 +50,16 @@ MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 #: 128 hold it up ~3 ms (bench/bench_fragments.py).  A client that fragments
 #: a 16 MiB message into 128 KiB pieces still fits.
 MAX_MESSAGE_FRAGMENTS = 128
+#: Pings a client may send at once, and per second after that (browsers send
+#: none; keepalive libraries one every few seconds).  Past that the client is
+#: closed (1008): a ping flood costs the reactor ~20 µs a ping.
+PING_BURST = 50
+PINGS_PER_SECOND = 10.0
 
 #: Close codes (RFC 6455) and the reason the client is told.
 CLOSE_PROTOCOL_ERROR = 1002
 CLOSE_INVALID_PAYLOAD = 1007
+CLOSE_POLICY_VIOLATION = 1008  # a ping flood; replies not read (server.gate)
 CLOSE_TOO_BIG = 1009
 _CLOSE_REASONS = {
     CLOSE_PROTOCOL_ERROR: "WebSocket protocol error",
@@ -102,6 +111,10 @@ class TobiiServerProtocol(WebSocketServerProtocol):
     #: After a close frame for a broken rule: input is dropped unread.
     discarding = False
     _refusal: Optional[Tuple[tuple, str, dict]] = None
+    fingerprint: Optional[Fingerprint] = None
+    _ping_tokens = float(PING_BURST)
+    _ping_ms: Optional[float] = None
+    closed_for: Optional[str] = None  # why the server closed it, if it did
 
     def connectionMade(self):
         super().connectionMade()
@@ -138,6 +151,7 @@ class TobiiServerProtocol(WebSocketServerProtocol):
                     {},
                 )
                 raise ConnectionDeny(ConnectionDeny.FORBIDDEN, "token missing or wrong")
+        self.fingerprint = Fingerprint.of(self.host, request.headers, self.http_request_uri)
         return None
 
     def failHandshake(self, reason, code=400, responseHeaders=None):
@@ -170,10 +184,10 @@ class TobiiServerProtocol(WebSocketServerProtocol):
         self.gate = SendGate(self, app.reactor, peer=self.peer)
         self.registerProducer(self.gate, True)
         app.hub.gates.add(self.gate)
-        self.session = ClientSession(app, self.gate, self.peer)
+        self.session = ClientSession(app, self.gate, self.peer, reader=self.transport)
         self.log.info("client {peer} connected", peer=self.peer)
         app.record_event("client_connected", peer=self.peer)
-        if app.resumes.claim(self.host):
+        if app.resumes.claim(self.fingerprint):
             d = app.hub.subscribe(self.gate)
 
             def resumed(_):
@@ -215,6 +229,37 @@ class TobiiServerProtocol(WebSocketServerProtocol):
 
     def abort(self) -> None:
         self.dropConnection(abort=True)
+
+    def send_pong(self, payload: bytes) -> None:
+        self.sendPong(payload)
+
+    def send_close(self, code: int, reason: str) -> None:
+        """
+        Close for a cause (L{fail}): C{code} may be one Autobahn's
+        C{sendClose} refuses to send (1008).  Such a client is not waited
+        for to reconnect.
+        """
+        self.closed_for = reason
+        self.fail(code, reason, reason)
+
+    def onPing(self, payload):
+        if self.gate is None:
+            return super().onPing(payload)
+        now_ms = self.factory.app.clock.now_ms()
+        if self._ping_ms is not None:
+            refill = (now_ms - self._ping_ms) * PINGS_PER_SECOND / 1000.0
+            self._ping_tokens = min(float(PING_BURST), self._ping_tokens + refill)
+        self._ping_ms = now_ms
+        if self._ping_tokens < 1.0:
+            self.send_close(
+                CLOSE_POLICY_VIOLATION,
+                f"ping flood: at most {PING_BURST} at once, {PINGS_PER_SECOND:g} a second",
+            )
+            return None
+        self._ping_tokens -= 1.0
+        # through the gate: a client that pings but does not read gets one pong
+        self.gate.send_pong(payload)
+        return None
 
     def send_prepared(self, prepared) -> None:
         """
@@ -320,7 +365,10 @@ class TobiiServerProtocol(WebSocketServerProtocol):
         app.hub.gates.discard(gate)
         app.record_event("client_disconnected", peer=self.peer, clean=bool(wasClean))
         if was_tracking:
-            app.resumes.dropped(self.host)
+            # a drop (no closing handshake, not our doing) may come back;
+            # a page that closed, or a client the server closed, will not
+            if not wasClean and not (self.closed_for or self.closedByMe or self.failedByMe):
+                app.resumes.dropped(self.fingerprint)
             app.hub.unsubscribe(gate).addErrback(
                 lambda f: self.log.failure("releasing the gaze stream", f)
             )

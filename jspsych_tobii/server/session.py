@@ -8,21 +8,34 @@ request type, and sends exactly one reply carrying the request's
 C{requestId}, whether the handler returned a dict, a Deferred, or failed.
 A handler's failure never escapes this class: the client gets an error reply
 and the connection stays usable.
+
+What one connection can make the server do is bounded.  Its requests take
+at most L{TURN_BUDGET_S} of a reactor turn (the rest wait for the next
+turn).  A frame larger than L{DECODE_INLINE_BYTES} is decoded on a worker
+thread (the connection's later frames wait for it; while frames wait, its
+socket is not read), heavy maths runs there too, one job per connection at
+a time, and at most L{MAX_PENDING_REPLIES} slow requests (L{SLOW_REQUESTS})
+may await their replies at once.
 """
 
 from __future__ import annotations
 
+import collections
+import json
 import os
-from typing import Any, Optional
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, List, Optional
 
 from twisted.internet import defer
 from twisted.python.failure import Failure
 
 from jspsych_tobii.core import messages
-from jspsych_tobii.core.gaze import sample_dicts
+from jspsych_tobii.core.gaze import dumps, sample_dicts
+from jspsych_tobii.core.markers import MAX_MARKER_BYTES, json_size
 from jspsych_tobii.core.messages import Request, RequestError
 from jspsych_tobii.core.timesync import ClientClockModel
-from jspsych_tobii.core.validation import ValidationRun
+from jspsych_tobii.core.validation import ClientCopies, ValidationRun
 from jspsych_tobii.interfaces import NoTrackerError, TrackerError
 from jspsych_tobii.logs import Logger
 from jspsych_tobii.recording.writer import session_range
@@ -33,6 +46,38 @@ from jspsych_tobii.server.gate import SendGate
 #: Errors whose message is shown to the client as is; anything else is a bug,
 #: logged with its traceback and reported as an internal error.
 EXPECTED_ERRORS = (RequestError, TrackerError, CalibrationError, ValueError)
+
+#: Frames larger than this are decoded on a worker thread (the C decoder
+#: takes ~4 ms for 256 KiB; a 1 s validation point at 1200 Hz is ~360 KB).
+DECODE_INLINE_BYTES = 256 * 1024
+#: Time one connection's requests may take in one reactor turn: the frames
+#: after that wait for the next turn, and its socket is not read meanwhile
+#: (64 KB of tiny requests would otherwise take ~50 ms at once).
+TURN_BUDGET_S = 0.005
+#: Slow requests of one connection that may await their replies at once.
+MAX_PENDING_REPLIES = 8
+#: The requests that count against L{MAX_PENDING_REPLIES}: their replies
+#: take tracker time, worker time, or a stream of the whole buffer.
+SLOW_REQUESTS = frozenset(
+    {
+        "get_data",
+        "validation_compute",
+        "calibration_start",
+        "calibration_point",
+        "calibration_discard_point",
+        "calibration_compute",
+        "calibration_stop",
+    }
+)
+
+
+@dataclass
+class SplicedReply:
+    """A reply whose C{key} is an array of items already encoded as JSON."""
+
+    key: str
+    items: List[bytes]
+    fields: dict = field(default_factory=dict)
 
 
 _PACKAGE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -61,13 +106,28 @@ class ClientSession:
 
     log = Logger()
 
-    def __init__(self, app: Any, gate: SendGate, peer: str):
+    def __init__(self, app: Any, gate: SendGate, peer: str, reader: Any = None):
+        """
+        @param reader: the connection's incoming side, an C{IPushProducer}
+            (the transport), paused while a large frame is decoded; or None.
+        """
         self.app = app
         self.gate = gate
         self.peer = peer
+        self.reader = reader
         self.clock_model = ClientClockModel()
         self.validation: Optional[ValidationRun] = None
         self.closed = False
+        self.pending = 0  # requests whose reply is not yet handed to the gate
+        self._decoding = False  # a frame is being decoded on a worker thread
+        #: frames waiting for that decode, or for the next reactor turn
+        self._inbox: collections.deque = collections.deque()
+        self._jobs = defer.DeferredLock()  # this connection's worker jobs, one at a time
+        #: measures the time spent answering (tests may replace it)
+        self.work_clock: Callable[[], float] = time.perf_counter
+        self._spent = 0.0  # in this reactor turn
+        self._turn: Any = None  # the call that starts the next turn's count
+        self._reading_paused = False
 
     @property
     def tracking(self) -> bool:
@@ -78,10 +138,109 @@ class ClientSession:
     def handle(self, payload: bytes, is_binary: bool = False) -> Optional[defer.Deferred]:
         """Answer one frame; returns the Deferred of a pending reply, if any."""
         received_ms = self.app.clock.now_ms()
+        if self._decoding or self._inbox or self._spent >= TURN_BUDGET_S:
+            self._inbox.append((payload, is_binary, received_ms))
+            self._pause_reading()
+            return None
+        return self._timed(payload, is_binary, received_ms)
+
+    def _timed(
+        self, payload: bytes, is_binary: bool, received_ms: float
+    ) -> Optional[defer.Deferred]:
+        started = self.work_clock()
+        try:
+            return self._handle(payload, is_binary, received_ms)
+        finally:
+            self._spent += self.work_clock() - started
+            if self._turn is None and not self.closed:
+                self._turn = self.app.reactor.callLater(0, self._next_turn)
+
+    def _next_turn(self) -> None:
+        self._turn = None
+        self._spent = 0.0
+        self._drain()
+
+    def _pause_reading(self) -> None:
+        if self.reader is not None and not self._reading_paused:
+            self._reading_paused = True
+            self.reader.pauseProducing()
+
+    def _handle(
+        self, payload: bytes, is_binary: bool, received_ms: float
+    ) -> Optional[defer.Deferred]:
+        if len(payload) > DECODE_INLINE_BYTES:
+            self._decode_aside(payload, is_binary, received_ms)
+            return None
         try:
             request = messages.parse_request(payload, is_binary)
         except RequestError as e:
             self._send_error(str(e), e.request_id, e.request_type)
+            return None
+        return self._dispatch(request, received_ms)
+
+    def _decode_aside(self, payload: bytes, is_binary: bool, received_ms: float) -> None:
+        """Decode a large frame on a worker thread; the frames after it wait."""
+        self._decoding = True
+        self._pause_reading()
+
+        def decoded(request):
+            self._decoding = False
+            try:
+                if not self.closed:
+                    self._dispatch(request, received_ms)
+            finally:
+                self._drain()
+
+        def failed(failure):
+            self._decoding = False
+            try:
+                if failure.check(RequestError):
+                    error = failure.value
+                    self._send_error(str(error), error.request_id, error.request_type)
+                else:
+                    self.log.failure("{peer}: decoding a large frame", failure, peer=self.peer)
+                    self._send_error(
+                        "internal server error decoding a frame; the server's log has the details",
+                        None,
+                        None,
+                    )
+            finally:
+                self._drain()
+
+        self.run_job(decode_large, payload, is_binary).addCallbacks(decoded, failed)
+
+    def _drain(self) -> None:
+        """
+        Answer the frames that waited, until another decode starts or this
+        turn's budget is spent (then the next turn goes on).
+        """
+        while (
+            self._inbox and not self._decoding and not self.closed and self._spent < TURN_BUDGET_S
+        ):
+            self._timed(*self._inbox.popleft())
+        if not self._inbox and not self._decoding and not self.closed and self._reading_paused:
+            self._reading_paused = False
+            self.reader.resumeProducing()
+
+    def run_job(self, f: Callable[..., Any], *args: Any, **kwargs: Any) -> defer.Deferred:
+        """
+        Run C{f} on a worker thread, after this connection's earlier jobs: a
+        connection uses one worker at a time, so no client can make another
+        wait for more than one of its jobs.
+        """
+        work = self.app.work
+        if work is None:
+            return defer.maybeDeferred(f, *args, **kwargs)
+        return self._jobs.run(work.run, f, *args, **kwargs)
+
+    def _dispatch(self, request: Request, received_ms: float) -> Optional[defer.Deferred]:
+        if request.type in SLOW_REQUESTS and self.pending >= MAX_PENDING_REPLIES:
+            self._send_error(
+                f"{request.type}: this connection already has {self.pending} requests in "
+                f"progress (at most {MAX_PENDING_REPLIES}); wait for their replies",
+                request.request_id,
+                request.type,
+            )
             return None
         handler = getattr(self, "do_" + request.type)
         try:
@@ -90,22 +249,33 @@ class ClientSession:
             self._failed(Failure(), request)
             return None
         if isinstance(result, defer.Deferred):
+            self.pending += 1
             result.addCallbacks(
                 self._send_reply, self._failed, callbackArgs=(request,), errbackArgs=(request,)
             )
+            result.addBoth(self._settled)
             return result
         self._send_reply(result, request)
         return None
 
-    def _send_reply(self, fields, request: Request) -> None:
+    def _settled(self, result: Any) -> None:
+        self.pending -= 1
+
+    def _send_reply(self, fields, request: Request) -> Optional[defer.Deferred]:
         if self.closed:
-            return
+            return None
         if isinstance(fields, StreamedReply):
             head = messages.reply(request, **fields.fields)
-            pieces = reply_pieces(head, fields.key, fields.chunks)
-            self.gate.send_stream(pieces).addErrback(self._unsent, request)
-            return
+            sent = self.gate.send_stream(reply_pieces(head, fields.key, fields.chunks))
+            # the request stays pending until its reply is out
+            return sent.addErrback(self._unsent, request)
+        if isinstance(fields, SplicedReply):
+            head = dumps(messages.reply(request, **fields.fields))
+            key = json.dumps(fields.key).encode()
+            self.gate.send_bytes(head[:-1] + b"," + key + b":[" + b",".join(fields.items) + b"]}")
+            return None
         self.gate.send_message(messages.reply(request, **fields))
+        return None
 
     def _unsent(self, failure: Failure, request: Request) -> None:
         if failure.check(ConnectionError):
@@ -144,6 +314,10 @@ class ClientSession:
     def close(self) -> None:
         """The connection is gone: release what it held."""
         self.closed = True
+        self._inbox.clear()
+        if self._turn is not None and self._turn.active():
+            self._turn.cancel()
+        self._turn = None
         self.app.calibration.abandon(self)
 
     # -- clocks
@@ -379,16 +553,24 @@ class ClientSession:
         )
         return {"success": True, "pointIndex": len(self.validation.points) - 1}
 
-    def do_validation_compute(self, request: Request, received_ms: float) -> dict:
-        if self.validation is None or not self.validation.points:
+    def do_validation_compute(self, request: Request, received_ms: float):
+        run = self.validation
+        if run is not None:
+            run.check()  # a refused point is the real cause; say so
+        if run is None or not run.points:
             raise CalibrationError(
                 "no validation points were received (send validation_start and validation_point)"
             )
         tracker = self.app.trackers.tracker
         display = tracker.info.display_area if tracker is not None and tracker.info else None
-        result = self.validation.compute(self.app.hub.buffer, display)
-        self.app.record_event("validation_result", peer=self.peer, result=result)
-        return result
+        # copy from the buffer here, on the reactor; the maths runs on a worker
+        d = self.run_job(run.gather(self.app.hub.buffer, display).compute)
+
+        def recorded(result):
+            self.app.record_event("validation_result", peer=self.peer, result=result)
+            return result
+
+        return d.addCallback(recorded)
 
     # -- markers
 
@@ -399,6 +581,14 @@ class ClientSession:
         to tracker time (C); with no browser time, the arrival time is used.
         """
         params = request.params
+        size = json_size([params["label"], params["data"]], MAX_MARKER_BYTES)
+        if size > MAX_MARKER_BYTES:
+            raise RequestError(
+                f"marker: label and data take more than {MAX_MARKER_BYTES} bytes of JSON "
+                f"(at least {size}); send less data per marker",
+                request.request_id,
+                request.type,
+            )
         client_ms = params["timestamp"]
         if client_ms is None:
             server_ms, source = received_ms, "server_receipt"
@@ -422,13 +612,17 @@ class ClientSession:
             "data": params["data"],
             "session": self.app.hub.session,
         }
-        self.app.hub.add_marker(marker)
+        self.app.hub.add_marker(dumps(marker))
         self.app.record_event("marker", t_server_ms=server_ms, peer=self.peer, **marker)
         return dict(marker, success=True)
 
-    def do_get_markers(self, request: Request, received_ms: float) -> dict:
+    def do_get_markers(self, request: Request, received_ms: float) -> SplicedReply:
         markers = self.app.hub.markers
-        return {"success": True, "markers": list(markers), "count": len(markers)}
+        return SplicedReply(
+            "markers",
+            markers.encoded(),
+            {"success": True, "count": len(markers), "evicted": markers.evicted},
+        )
 
     def _tracker_offset_ms(self) -> float:
         """B - C: zero when the tracker's clock is the server's (always, today)."""
@@ -436,3 +630,15 @@ class ClientSession:
         if tracker is None or tracker.info is None:
             return 0.0
         return (self.app.clock.offset_us - tracker.info.system_clock_offset_us) / 1000.0
+
+
+def decode_large(payload: bytes, is_binary: bool) -> Request:
+    """
+    On a worker thread: decode a large frame so that the reactor thread can
+    run meanwhile, and reduce a validation point's samples there too (the
+    rest of its handling is then cheap, on the reactor).
+    """
+    request = messages.parse_request(payload, is_binary, yielding=True)
+    if request.type == "validation_point":
+        request.params["gaze_samples"] = ClientCopies.reduce(request.params["gaze_samples"])
+    return request

@@ -25,6 +25,7 @@ class ServerState:
     truncation_logged: int = 0
     #: told of every event too, with C{write_event(kind, **fields)} (the LSL publisher)
     event_sinks: List[Any] = field(default_factory=list)
+    work: Any = None  # WorkerPool: heavy pure work, off the reactor
 
     def record_event(self, kind: str, **fields: Any) -> None:
         """Add an event to the session's recording, when recording, and to every event sink."""

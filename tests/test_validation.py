@@ -1,0 +1,128 @@
+"""
+Tests for L{jspsych_tobii.core.validation}: a run's limits, what it keeps of
+the client's copies, and the split between gathering (on the thread that
+owns the buffer) and computing (anywhere).
+"""
+
+import numpy as np
+from twisted.trial import unittest
+
+from jspsych_tobii.core import quality
+from jspsych_tobii.core.buffer import GazeBuffer
+from jspsych_tobii.core.validation import (
+    MAX_SAMPLES_PER_POINT,
+    MAX_VALIDATION_POINTS,
+    ValidationLimitError,
+    ValidationRun,
+)
+from jspsych_tobii.interfaces import empty_gaze
+
+
+def recorded(times_ms, x=0.5, y=0.5):
+    """Binocular records at these times, both eyes at (x, y)."""
+    batch = empty_gaze(len(times_ms))
+    batch["system_time_us"] = np.round(np.asarray(times_ms) * 1000).astype(np.int64)
+    for eye in ("left", "right"):
+        batch[f"{eye}_x"], batch[f"{eye}_y"] = x, y
+        batch[f"{eye}_gaze_valid"] = True
+    return batch
+
+
+def copies(times_ms, x=0.5, y=0.5):
+    return [{"x": x, "y": y, "timestamp": t} for t in times_ms]
+
+
+class LimitTests(unittest.SynchronousTestCase):
+    def test_points_per_run(self):
+        run = ValidationRun()
+        for _ in range(MAX_VALIDATION_POINTS):
+            run.add_point(0.5, 0.5, None, [])
+        with self.assertRaises(ValidationLimitError) as caught:
+            run.add_point(0.5, 0.5, None, [])
+        self.assertIn(f"at most {MAX_VALIDATION_POINTS} points", str(caught.exception))
+        self.assertEqual(len(run.points), MAX_VALIDATION_POINTS)
+        self.assertRaises(ValidationLimitError, run.check)
+        self.assertRaises(ValidationLimitError, run.gather, GazeBuffer(10), None)
+
+    def test_samples_per_point(self):
+        run = ValidationRun()
+        run.add_point(0.5, 0.5, None, copies(range(MAX_SAMPLES_PER_POINT)))
+        with self.assertRaises(ValidationLimitError) as caught:
+            run.add_point(0.5, 0.5, None, copies(range(MAX_SAMPLES_PER_POINT + 1)))
+        self.assertIn(f"{MAX_SAMPLES_PER_POINT + 1} gaze_samples", str(caught.exception))
+        self.assertEqual(len(run.points), 1)
+        with self.assertRaises(ValidationLimitError) as caught:
+            run.check()
+        self.assertIn("validation_point 2 was refused", str(caught.exception))
+
+    def test_server_samples_per_point(self):
+        """Two copies spanning a long time would select too many of the server's samples."""
+        buffer = GazeBuffer(20000)
+        buffer.extend(recorded(np.arange(0, 12000, 1.0)))  # 12 s at 1000 Hz
+        run = ValidationRun()
+        run.add_point(0.5, 0.5, None, copies([100.0, 11000.0]))
+        job = run.gather(buffer, None)
+        with self.assertRaises(ValidationLimitError) as caught:
+            job.compute()
+        self.assertIn("validation point 1", str(caught.exception))
+        self.assertIn(f"at most {MAX_SAMPLES_PER_POINT}", str(caught.exception))
+
+
+class ClientCopiesTests(unittest.SynchronousTestCase):
+    def test_only_times_and_positions_are_kept(self):
+        run = ValidationRun()
+        samples = [
+            {"x": 0.25, "y": 0.75, "timestamp": 12.5, "leftValid": True, "pad": "x" * 100},
+            {"x": None, "y": None, "timestamp": 10.0},  # lost: counts for the window only
+            {"x": 0.5, "y": 0.5, "timestamp": True},  # a boolean is not a time
+            {"x": 0.5, "y": 0.5, "timestamp": 10**400},  # nor a number beyond 1e15
+            "junk",
+            {"x": 0.5, "y": 0.5, "timestamp": 11.0},
+        ]
+        run.add_point(0.5, 0.5, 1.0, samples)
+        point = run.points[0]
+        self.assertEqual(point.window_us, quality.client_window_us(samples[:2] + samples[5:]))
+        self.assertEqual(point.window_us, (10000, 12500))
+        self.assertEqual(point.copies.rows.tolist(), [[11000, 0.5, 0.5], [12500, 0.25, 0.75]])
+        self.assertEqual(point.copies.count, 6)
+
+    def test_client_copies_used_when_the_buffer_moved_on(self):
+        buffer = GazeBuffer(100)
+        buffer.extend(recorded(np.arange(5000, 5100, 1.0)))
+        run = ValidationRun(skip_initial_ms=0)
+        run.add_point(0.5, 0.5, None, copies(np.arange(0, 50, 1.0), x=0.6))
+        report = run.compute(buffer, None)
+        item = report["pointData"][0]
+        self.assertEqual(item["sampleSource"], "client")
+        self.assertEqual(item["numSamples"], 50)
+        self.assertAlmostEqual(item["meanGaze"]["x"], 0.6)
+
+
+class GatherTests(unittest.SynchronousTestCase):
+    def test_compute_reads_only_its_copy(self):
+        """After gather, the buffer may change (the reactor goes on): the report does not."""
+        buffer = GazeBuffer(1000)
+        buffer.extend(recorded(np.arange(0, 1000, 1.0), x=0.4))
+        run = ValidationRun(skip_initial_ms=0)
+        run.add_point(0.5, 0.5, None, copies([100.0, 199.0]))
+        run.add_point(0.5, 0.5, None, copies([300.0, 349.0]))
+        job = run.gather(buffer, None)
+        buffer.extend(recorded(np.arange(1000, 2000, 1.0), x=0.9))  # overwrites everything
+        run.add_point(0.5, 0.5, None, [])  # a later point is not in this job
+        report = job.compute()
+        self.assertEqual(report["numPoints"], 2)
+        self.assertEqual([p["numSamples"] for p in report["pointData"]], [100, 50])
+        for item in report["pointData"]:
+            self.assertEqual(item["sampleSource"], "server")
+            self.assertAlmostEqual(item["meanGaze"]["x"], 0.4)
+
+    def test_one_copy_spans_the_windows(self):
+        """The copy is one slice of the buffer from the first window to the last."""
+        buffer = GazeBuffer(1000)
+        buffer.extend(recorded(np.arange(0, 1000, 1.0)))
+        run = ValidationRun()
+        run.add_point(0.5, 0.5, None, copies([100.0, 199.0]))
+        run.add_point(0.5, 0.5, None, copies([150.0, 400.0]))
+        job = run.gather(buffer, None)
+        self.assertEqual(len(job.held), 301)
+        self.assertFalse(np.shares_memory(job.held, buffer._data))

@@ -1,0 +1,63 @@
+"""
+Tests for L{jspsych_tobii.server.work.WorkerPool}: jobs run on its threads,
+results come back on the reactor, and the service starts and stops it.
+"""
+
+import threading
+
+from twisted.internet import defer, reactor
+from twisted.trial import unittest
+
+from jspsych_tobii.server.work import WorkerPool
+
+
+class WorkerPoolTests(unittest.TestCase):
+    def setUp(self):
+        self.pool = WorkerPool(reactor)
+        self.pool.startService()
+        self.addCleanup(self.pool.stopService)
+
+    @defer.inlineCallbacks
+    def test_job_runs_on_a_worker_and_returns_on_the_reactor(self):
+        seen = []
+        name = yield self.pool.run(lambda: threading.current_thread().name)
+        seen.append(threading.current_thread())
+        self.assertIn("jspsych-tobii-work", name)
+        self.assertIs(seen[0], threading.main_thread())
+
+    @defer.inlineCallbacks
+    def test_failure_comes_back(self):
+        def broken():
+            raise ValueError("bad input")
+
+        with self.assertRaises(ValueError):
+            yield self.pool.run(broken)
+
+    @defer.inlineCallbacks
+    def test_at_most_two_threads(self):
+        """Three jobs that wait for each other: only two run at once."""
+        running, release = [], threading.Event()
+        lock = threading.Lock()
+        peak = []
+
+        def job():
+            with lock:
+                running.append(1)
+                peak.append(len(running))
+            release.wait(10)
+            with lock:
+                running.pop()
+
+        jobs = [self.pool.run(job) for _ in range(3)]
+        while len(peak) < 2:
+            yield _turn()
+        yield _turn()
+        release.set()
+        yield defer.gatherResults(jobs)
+        self.assertEqual(max(peak), 2)
+
+
+def _turn():
+    d = defer.Deferred()
+    reactor.callLater(0.01, d.callback, None)
+    return d
