@@ -13,6 +13,7 @@ from txaio.testutil import replace_loop
 
 from jspsych_tobii.config import ServerConfig
 from jspsych_tobii.server.gate import SendGate
+from jspsych_tobii.server.resume import Fingerprint
 from jspsych_tobii.server.session import ClientSession
 from jspsych_tobii.tap import Options, makeService
 from jspsych_tobii.trackers.mock import MockTracker
@@ -239,7 +240,7 @@ class FakeClient:
         tracking = self.session.tracking
         self.close()
         if tracking:
-            self.server.state.resumes.dropped(self.gate.peer)
+            self.server.state.resumes.dropped(Fingerprint.of(self.gate.peer, {}, "/"))
 
     def close(self):
         self.session.close()

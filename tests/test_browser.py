@@ -278,7 +278,7 @@ class ResumeInBrowserTests(LoopbackServerMixin, unittest.TestCase):
             first, second = state[page]
             self.assertEqual(first["closeCode"], 1006, page)
             self.assertIn("tracking_resumed", second["types"], page)
-            self.assertNotIn("start_tracking_response", second["types"], page)
+            self.assertNotIn("start_tracking", second["types"], page)
         # B never noticed: one connection, never resumed, its stream went on
         self.assertEqual(len(state["B"]), 1)
         self.assertNotIn("tracking_resumed", state["B"][0]["types"])

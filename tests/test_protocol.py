@@ -764,10 +764,6 @@ class TLSTests(unittest.TestCase):
             self.assertNotIn(os.path.dirname(key_path), text)
 
 
-        port = self.serve("http://localhost:*")
-        self.assertEqual((yield self.handshake(port, "null")), 400)
-
-
 class HostileClientTests(LoopbackServerMixin, unittest.TestCase):
     """Clients that do not read, or send too much, over real sockets."""
 

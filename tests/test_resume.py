@@ -25,7 +25,7 @@ class ResumeTests(unittest.SynchronousTestCase):
     def track(self, page):
         page.send("start_tracking")
         self.lab.run(0.05)
-        self.assertIn("start_tracking_response", page.kinds())
+        self.assertIn("start_tracking", page.kinds())
 
     def test_dropped_page_gets_its_stream_back(self):
         page, _ = self.lab.open("ws://localhost:8080/?participant=7")
