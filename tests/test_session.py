@@ -16,12 +16,17 @@ from jspsych_tobii.core.markers import (
     MAX_MARKER_MEMORY_BYTES,
     MAX_MARKERS_IN_MEMORY,
 )
-from jspsych_tobii.core.validation import MAX_SAMPLES_PER_POINT, MAX_VALIDATION_POINTS
+from jspsych_tobii.core.validation import (
+    MAX_SAMPLES_PER_POINT,
+    MAX_VALIDATION_POINTS,
+    ClientCopies,
+)
 from jspsych_tobii.interfaces import TrackerError
 from jspsych_tobii.server.session import (
     DECODE_INLINE_BYTES,
     MAX_PENDING_REPLIES,
     TURN_BUDGET_S,
+    decode_large,
 )
 
 from .support import FakeServer, HeldWork
@@ -603,6 +608,23 @@ class LimitsTests(unittest.SynchronousTestCase):
         ids = [m.get("requestId") for m in self.client.messages]
         self.assertEqual(ids[-3:], ["big", "after", "compute"])
         self.assertEqual(self.client.reply("compute")["numPoints"], 1)
+
+    def test_large_point_reduced_where_decoded(self):
+        """
+        On the decoding thread a point's samples become ClientCopies and the
+        decoded dicts are let go there (freeing them takes milliseconds).
+        """
+        for n in (3000, MAX_SAMPLES_PER_POINT + 1):
+            samples = [{"x": 0.5, "y": 0.5, "timestamp": 1.0 + i} for i in range(n)]
+            payload = json.dumps(
+                {"type": "validation_point", "point": {"x": 0.5, "y": 0.5}, "gaze_samples": samples}
+            ).encode()
+            request = decode_large(payload, False)
+            copies = request.params["gaze_samples"]
+            self.assertIsInstance(copies, ClientCopies)
+            self.assertEqual(copies.count, n)
+            self.assertNotIn("gaze_samples", request.raw)
+            self.assertEqual(len(copies.rows), n if n <= MAX_SAMPLES_PER_POINT else 0)
 
     def test_large_invalid_frame_gets_its_error(self):
         self.server.state.work = HeldWork()

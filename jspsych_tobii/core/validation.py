@@ -58,16 +58,16 @@ class ClientCopies:
     rows: np.ndarray
 
     @classmethod
-    def reduce(cls, gaze_samples: Any) -> Any:
+    def reduce(cls, gaze_samples: Any) -> "ClientCopies":
         """
-        The C{gaze_samples} of a C{validation_point} as L{ClientCopies}, or
-        unchanged when there are more than L{MAX_SAMPLES_PER_POINT} (the
-        run refuses those without reading them).  Pure: the server calls it
-        on the worker thread that decoded a large frame.
+        The C{gaze_samples} of a C{validation_point} as L{ClientCopies};
+        more than L{MAX_SAMPLES_PER_POINT} are only counted (the run refuses
+        them).  Pure: the server calls it on the worker thread that decoded
+        a large frame, which then also frees the decoded samples.
         """
         count = len(gaze_samples) if isinstance(gaze_samples, (list, tuple)) else 0
         if count > MAX_SAMPLES_PER_POINT:
-            return gaze_samples
+            return cls(count, None, np.zeros((0, 3)))
         return cls(count, *_client_copies(gaze_samples))
 
 
@@ -121,8 +121,8 @@ class ValidationRun:
             problem = f"at most {MAX_VALIDATION_POINTS} points per validation"
         else:
             copies = samples if isinstance(samples, ClientCopies) else ClientCopies.reduce(samples)
-            if not isinstance(copies, ClientCopies):
-                problem = f"{len(copies)} gaze_samples, at most {MAX_SAMPLES_PER_POINT} per point"
+            if copies.count > MAX_SAMPLES_PER_POINT:
+                problem = f"{copies.count} gaze_samples, at most {MAX_SAMPLES_PER_POINT} per point"
         if problem is not None or copies is None:
             text = f"validation_point {number} was refused: {problem}"
             self.refused.append(text)

@@ -640,5 +640,7 @@ def decode_large(payload: bytes, is_binary: bool) -> Request:
     """
     request = messages.parse_request(payload, is_binary, yielding=True)
     if request.type == "validation_point":
+        # the decoded samples are freed here too: freeing 40,000 dicts takes ms
         request.params["gaze_samples"] = ClientCopies.reduce(request.params["gaze_samples"])
+        request.raw = {k: v for k, v in request.raw.items() if k != "gaze_samples"}
     return request
