@@ -254,7 +254,9 @@ def serve_with_probe(argv, path):
     Run the server (the console script's code) with a 2 ms timer on its
     reactor; every 100 ms, append to C{path} the time, the timer's worst
     lateness (how long the reactor did not run it: its own work, waiting
-    for the GIL, or the process not being scheduled on a busy machine), and
+    for the GIL, or the process not being scheduled on a busy machine), the
+    CPU time the whole process used during that worst interval (near zero:
+    the machine did not run it; near the lateness: its threads did), and
     the most CPU time the reactor thread used between two ticks (its own
     work only, whatever the machine's load).
     """
@@ -263,18 +265,21 @@ def serve_with_probe(argv, path):
     from jspsych_tobii import cli
 
     out = open(path, "w", buffering=1)
-    state = {"expected": None, "cpu": None, "late": 0.0, "busy": 0.0}
+    state = {"expected": None, "late": 0.0, "during": 0.0, "busy": 0.0}
     state["since"] = time.monotonic_ns() / 1e6
 
     def probe():
-        now, cpu = time.monotonic_ns() / 1e6, time.thread_time() * 1000.0
+        now = time.monotonic_ns() / 1e6
+        cpu, process = time.thread_time() * 1000.0, time.process_time() * 1000.0
         if state["expected"] is not None:
-            state["late"] = max(state["late"], now - state["expected"])
+            late = now - state["expected"]
+            if late > state["late"]:
+                state["late"], state["during"] = late, process - state["process"]
             state["busy"] = max(state["busy"], cpu - state["cpu"])
-        state["expected"], state["cpu"] = now + 2.0, cpu
+        state["expected"], state["cpu"], state["process"] = now + 2.0, cpu, process
         if now - state["since"] >= 100.0:
-            out.write(f"{now:.1f} {state['late']:.2f} {state['busy']:.2f}\n")
-            state["late"] = state["busy"] = 0.0
+            out.write(f"{now:.1f} {state['late']:.2f} {state['during']:.2f} {state['busy']:.2f}\n")
+            state["late"] = state["during"] = state["busy"] = 0.0
             state["since"] = now
 
     reactor.callWhenRunning(task.LoopingCall(probe).start, 0.002)
@@ -282,14 +287,16 @@ def serve_with_probe(argv, path):
 
 
 def reactor_stalls(path, start, end):
-    """The server's worst (lateness, CPU per turn) in [start, end], ms."""
-    late = busy = 0.0
+    """The server's worst (lateness, process CPU meanwhile, CPU per turn) in [start, end], ms."""
+    late = during = busy = 0.0
     with open(path) as f:
         for line in f:
-            at, lateness, cpu = (float(v) for v in line.split())
+            at, lateness, used, cpu = (float(v) for v in line.split())
             if start <= at <= end + 100.0:
-                late, busy = max(late, lateness), max(busy, cpu)
-    return late, busy
+                if lateness > late:
+                    late, during = lateness, used
+                busy = max(busy, cpu)
+    return late, during, busy
 
 
 # -- the bench: server, watcher, one attacker process per attack
@@ -375,7 +382,7 @@ def run(args):
             start = time.monotonic_ns() / 1e6
             yield sleep(args.baseline)
             end = time.monotonic_ns() / 1e6
-            late, busy = reactor_stalls(probe_path, start, end)
+            late, _, busy = reactor_stalls(probe_path, start, end)
             base = dict(gap=longest_gap(watcher.arrivals, start, end), late=late, busy=busy)
             load = os.getloadavg()[0]
             print(
@@ -408,10 +415,11 @@ def run(args):
                 except (ValueError, IndexError):
                     seen = {"attacker": f"exit {attacker.returncode}"}
                 gap = longest_gap(watcher.arrivals, start, end)
-                late, busy = reactor_stalls(probe_path, start, end)
+                late, during, busy = reactor_stalls(probe_path, start, end)
                 row = dict(
                     name=name,
                     late=late,
+                    during=during,
                     busy=busy,
                     seconds=(end - 500 - start) / 1000,
                     gap=gap,
@@ -423,7 +431,8 @@ def run(args):
                 rows.append(row)
                 print(
                     f"  {name:<19} {row['seconds']:5.1f} s  gap {gap:6.1f} ms  "
-                    f"late {late:6.1f} ms  CPU/turn {busy:5.1f} ms  "
+                    f"late {late:6.1f} ms (process CPU meanwhile {during:5.1f} ms)  "
+                    f"CPU/turn {busy:5.1f} ms  "
                     f"RSS +{peak - before:5.1f} MB peak, +{after - before:5.1f} MB after  {seen}",
                     flush=True,
                 )
