@@ -195,3 +195,9 @@ class RegistryTests(unittest.SynchronousTestCase):
             "/?participant=1",
         )
         self.assertEqual(who, ("127.0.0.1", "null", "UA", "localhost:8080", "/?participant=1"))
+
+    def test_the_log_never_shows_the_query(self):
+        """The query may carry the access token (?token=...): the log line leaves it out."""
+        who = Fingerprint("127.0.0.1", "null", "UA", "localhost:8080", "/?token=s3cret&p=1")
+        self.assertNotIn("s3cret", who.describe())
+        self.assertIn("127.0.0.1", who.describe())
