@@ -1,0 +1,138 @@
+# -*- test-case-name: tests.test_web_site -*-
+"""
+One port, two protocols: L{build_site} makes the twisted.web L{FrontSite}
+that listens on the server's port.  Its root, L{FrontDoor}, hands every
+WebSocket upgrade request (at any path, as the bare WebSocket server did;
+the jsPsych extension connects to the root, C{ws://localhost:8080}) to
+Autobahn's C{WebSocketResource}, so the handshake and the protocol are the
+ones the client always spoke to.  Plain HTTP requests get:
+
+  - C{/}: the live status page (L{jspsych_tobii.web.status});
+  - C{/status.json}: the same facts for scripts (HTTP 503 without a tracker);
+  - C{/preview}: the status page's switch for a preview-only gaze stream;
+  - C{/experiment/}: the folder given with C{--serve}.
+
+Requests are not written to the log (the status page polls several times a
+second); the WebSocket factory is started and stopped with the site.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+from autobahn.twisted.resource import WebSocketResource
+from twisted.web import pages, resource, server
+
+from jspsych_tobii.logs import Logger
+from jspsych_tobii.web.static import ExperimentFolder, NoExperimentFolder
+from jspsych_tobii.web.status import (
+    PreviewLeases,
+    PreviewSwitch,
+    StatusAsset,
+    StatusBoard,
+    StatusJSON,
+    StatusPage,
+)
+
+
+def is_websocket_upgrade(request: Any) -> bool:
+    """The request asks to switch to the WebSocket protocol (RFC 6455, section 4.1)."""
+    upgrade = request.getHeader(b"upgrade")
+    if not upgrade:
+        return False
+    return b"websocket" in (token.strip().lower() for token in upgrade.split(b","))
+
+
+class FrontDoor(resource.Resource):
+    """
+    The root resource: WebSocket upgrades to C{websocket}, other requests
+    to the children.
+    """
+
+    def __init__(self, websocket: resource.Resource):
+        super().__init__()
+        self._websocket = websocket
+
+    def getChildWithDefault(self, path, request):
+        if is_websocket_upgrade(request):
+            return self._websocket
+        return super().getChildWithDefault(path, request)
+
+    def getChild(self, path, request):
+        return pages.notFound("Not found", "No such page. The status page is at /.")
+
+
+class FrontSite(server.Site):
+    """
+    The Site on the server's port.  It starts and stops the WebSocket
+    factory (which twisted.web never sees as a factory) and the status
+    page's previews, and keeps no access log.
+    """
+
+    noisy = False
+    displayTracebacks = False
+    logger = Logger()
+
+    def __init__(
+        self,
+        root: FrontDoor,
+        websocket_factory: Any,
+        previews: PreviewLeases,
+        where: str = "",
+        serve_dir: Optional[str] = None,
+    ):
+        super().__init__(root)
+        self.websocket_factory = websocket_factory
+        self.previews = previews
+        self.where = where
+        self.serve_dir = serve_dir
+
+    def startFactory(self):
+        super().startFactory()
+        self.websocket_factory.doStart()
+        if self.where:
+            self.logger.info("status page at {where}", where=self.where)
+        if self.serve_dir:
+            self.logger.info(
+                "serving the experiment folder {folder} at {where}experiment/",
+                folder=self.serve_dir,
+                where=self.where or "/",
+            )
+
+    def stopFactory(self):
+        self.previews.stop_all()
+        self.websocket_factory.doStop()
+        super().stopFactory()
+
+    def log(self, request):
+        """No access log: the status page polls several times a second."""
+
+
+def build_site(
+    state: Any,
+    websocket_factory: Any,
+    serve_dir: Optional[str] = None,
+    where: str = "",
+) -> FrontSite:
+    """
+    The Site for the server's port.
+
+    @param state: the server's L{ServerState}.
+    @param websocket_factory: the L{TobiiServerFactory} (its C{connections}
+        are the pages the status page lists).
+    @param serve_dir: the folder served at C{/experiment/}, or None.
+    @param where: the status page's URL, for the start-up log line.
+    """
+    board = StatusBoard(state, websocket_factory.connections, serve_dir=serve_dir)
+    previews = PreviewLeases(state.hub, state.reactor)
+    board.previews = previews
+    root = FrontDoor(WebSocketResource(websocket_factory))
+    root.putChild(b"", StatusPage())
+    root.putChild(b"status.json", StatusJSON(board))
+    root.putChild(b"status.js", StatusAsset("status.js"))
+    root.putChild(b"status.css", StatusAsset("status.css"))
+    root.putChild(b"preview", PreviewSwitch(previews))
+    root.putChild(b"experiment", ExperimentFolder(serve_dir) if serve_dir else NoExperimentFolder())
+    site = FrontSite(root, websocket_factory, previews, where=where, serve_dir=serve_dir)
+    site.board = board
+    return site
