@@ -1,0 +1,107 @@
+"""
+The status page in a real browser: headless Chromium opens
+http://127.0.0.1:<port>/ while a mock session runs with two pages attached,
+and the page's DOM (it writes what it shows into data- attributes of
+<body>) shows the gaze plot moving and the counts going up.  A screenshot
+is kept in the trial's temporary folder (_trial_temp/.../status.png).
+
+Needs Debian's chromium, as tests/test_browser.py does.
+"""
+
+import os
+import re
+import shutil
+import tempfile
+
+from twisted.internet import defer
+from twisted.internet.utils import getProcessOutputAndValue
+from twisted.trial import unittest
+
+from jspsych_tobii.config import ServerConfig
+
+from .support import assert_close, serve
+from .test_browser import CHROMIUM
+from .wsclient import connect, wait
+
+
+class StatusPageInChromiumTests(unittest.TestCase):
+    timeout = 120
+
+    if CHROMIUM is None:
+        skip = "chromium is not installed (apt-get install chromium)"
+
+    def setUp(self):
+        config = ServerConfig(port="tcp:0:interface=127.0.0.1", mock=True, mock_rate=600)
+        self.service, self.port = serve(self, config)
+        self.url = f"http://127.0.0.1:{self.port}/"
+
+    @defer.inlineCallbacks
+    def chromium(self, *args, budget_ms=2500):
+        """Run headless Chromium on the status page; fires with its stdout."""
+        profile = tempfile.mkdtemp(prefix="jspsych-tobii-chromium-")
+        self.addCleanup(shutil.rmtree, profile, True)
+        out, err, code = yield getProcessOutputAndValue(
+            CHROMIUM,
+            [
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-quic",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                f"--user-data-dir={profile}",
+                f"--virtual-time-budget={budget_ms}",
+                *args,
+                self.url,
+            ],
+            env=os.environ,
+        )
+        self.assertEqual(code, 0, err.decode(errors="replace")[-2000:])
+        return out.decode()
+
+    @defer.inlineCallbacks
+    def page_state(self):
+        dom = yield self.chromium("--dump-dom")
+        body = re.search(r"<body([^>]*)>", dom).group(1)
+        state = dict(re.findall(r'data-([a-z-]+)="([^"]*)"', body))
+        return state, dom
+
+    @defer.inlineCallbacks
+    def test_status_page_follows_a_mock_session_with_two_pages(self):
+        pages = []
+        for _ in range(2):
+            page = yield connect(self.port, origin="http://localhost:8000")
+            self.addCleanup(page.dropConnection, abort=True)
+            yield page.request("start_tracking")
+            pages.append(page)
+        # the synthetic participant looks at the upper left, then the lower right
+        yield pages[0].request("mock_look_at", point={"x": 0.2, "y": 0.3})
+        yield wait(1.0)
+        first, dom = yield self.page_state()
+        self.assertGreaterEqual(int(first["updates"]), 2, "the page did not poll status.json")
+        self.assertEqual(first["tracker"], "connected")
+        self.assertEqual(first["pages"], "2")
+        self.assertEqual(first["gaze-source"], "session")
+        self.assertGreater(int(first["gaze-points"]), 50)
+        assert_close(self, float(first["gaze-x"]), 0.2, 0.03)
+        assert_close(self, float(first["gaze-y"]), 0.3, 0.03)
+        self.assertIn("MOCK TRACKER", dom)
+        self.assertIn("http://localhost:8000", dom)
+
+        yield pages[0].request("mock_look_at", point={"x": 0.8, "y": 0.7})
+        yield wait(1.0)
+        second, dom = yield self.page_state()
+        assert_close(self, float(second["gaze-x"]), 0.8, 0.03)
+        assert_close(self, float(second["gaze-y"]), 0.7, 0.03)
+        # two pages at 600 Hz for more than a second between the two looks
+        self.assertGreater(int(second["frames"]), int(first["frames"]) + 2 * 600)
+        self.assertGreater(int(second["samples"]), int(first["samples"]) + 600)
+
+        shot = os.path.abspath("status.png")
+        yield self.chromium(f"--screenshot={shot}", "--window-size=1280,1100")
+        with open(shot, "rb") as f:
+            image = f.read()
+        self.assertTrue(image.startswith(b"\x89PNG"), "no screenshot")
+        self.assertGreater(len(image), 20_000)
