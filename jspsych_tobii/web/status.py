@@ -40,12 +40,11 @@ from jspsych_tobii.interfaces import GAZE_DTYPE
 from jspsych_tobii.logs import Logger
 from jspsych_tobii.recording.format import HEADER_SIZE, utc_iso
 
-#: The gaze plot shows this much of the newest gaze ...
-GAZE_WINDOW_US = 1_000_000
+#: The gaze plot shows the newest second of gaze, over which the effective
+#: rate and the data loss are measured too ...
+RECENT_US = 1_000_000
 #: ... as at most this many points.
 GAZE_POINTS = 120
-#: Rate and data loss are measured over the newest samples of this span.
-RATE_WINDOW_US = 1_000_000
 #: Seconds a preview lasts unless its page renews it.
 PREVIEW_LEASE_SECONDS = 5.0
 #: Previews at once (one per open status page that turned it on).
@@ -75,11 +74,6 @@ def _finite(value: Any) -> Optional[float]:
         return None
     value = float(value)
     return value if math.isfinite(value) else None
-
-
-def _round(value: Any, digits: int) -> Optional[float]:
-    value = _finite(value)
-    return None if value is None else round(value, digits)
 
 
 def binocular_xy(samples: np.ndarray):
@@ -158,13 +152,14 @@ class StatusBoard:
 
     def snapshot(self) -> dict:
         now_us = self.state.clock.now_us()
+        source, recent = self._recent()
         return {
             "ok": self.tracker_connected(),
             "server": self._server(now_us),
             "tracker": self._tracker(),
             "pages": self._pages(now_us),
-            "session": self._session(now_us),
-            "gaze": self._gaze(),
+            "session": self._session(now_us, recent),
+            "gaze": self._gaze(source, recent),
             "position": self._position(),
             "recording": self._recording(now_us),
             "calibration": self._quality(self.calibration, _CALIBRATION_METRICS, now_us),
@@ -246,15 +241,25 @@ class StatusBoard:
             )
         return pages
 
-    def _live_buffer(self):
+    def _recent(self):
+        """
+        The newest second of the gaze that runs, C{(source, samples)}:
+        C{session}, C{preview} or None (then no samples).
+        """
         hub = self.state.hub
         if hub.running:
-            return "session", hub.buffer
-        if hub.previewing:
-            return "preview", hub.preview_buffer
-        return None, None
+            source, buffer = "session", hub.buffer
+        elif hub.previewing:
+            source, buffer = "preview", hub.preview_buffer
+        else:
+            return None, None
+        latest = buffer.latest()
+        if latest is None:
+            return source, None
+        end = int(latest["system_time_us"])
+        return source, buffer.query(end - RECENT_US, end)
 
-    def _session(self, now_us: int) -> dict:
+    def _session(self, now_us: int, recent: Optional[np.ndarray]) -> dict:
         hub = self.state.hub
         info = {
             "number": hub.session,
@@ -268,12 +273,8 @@ class StatusBoard:
         }
         if hub.running and hub.session_started_us is not None:
             info["durationSeconds"] = round((now_us - hub.session_started_us) / 1e6, 1)
-        _, buffer = self._live_buffer()
-        latest = buffer.latest() if buffer is not None else None
-        if latest is None:
+        if recent is None or not len(recent):
             return info
-        end = int(latest["system_time_us"])
-        recent = buffer.query(end - RATE_WINDOW_US, end)
         n = len(recent)
         if n > 1:
             span = int(recent["system_time_us"][-1]) - int(recent["system_time_us"][0])
@@ -281,23 +282,23 @@ class StatusBoard:
                 info["rateHz"] = round((n - 1) * 1e6 / span, 1)
         lost = ~(recent["left_gaze_valid"] | recent["right_gaze_valid"])
         info["dataLoss"] = round(float(lost.mean()), 4)
-        info["lastSampleAgeSeconds"] = round((now_us - int(latest["server_time_us"])) / 1e6, 3)
+        newest = int(recent["server_time_us"][-1])
+        info["lastSampleAgeSeconds"] = round((now_us - newest) / 1e6, 3)
         return info
 
-    def _gaze(self) -> dict:
+    def _gaze(self, source: Optional[str], recent: Optional[np.ndarray]) -> dict:
         """The newest gaze, thinned for the plot: C{points} are C{[age ms, x, y]}."""
-        source, buffer = self._live_buffer()
         out: Dict[str, Any] = {"source": source, "points": [], "latest": None}
-        if buffer is None or len(buffer) == 0:
+        if recent is None or not len(recent):
             return out
-        end = int(buffer.latest()["system_time_us"])
-        recent = buffer.query(end - GAZE_WINDOW_US, end)
         step = max(1, int(math.ceil(len(recent) / GAZE_POINTS)))
         chosen = recent[::-1][::step][::-1]  # always keeps the newest
         xs, ys = binocular_xy(chosen)
-        ages = (end - chosen["system_time_us"]) / 1000.0
+        end = int(recent["system_time_us"][-1])
+        ages = np.round((end - chosen["system_time_us"]) / 1000.0, 1).tolist()
+        xs, ys = np.round(xs, 4).tolist(), np.round(ys, 4).tolist()
         out["points"] = [
-            [round(float(a), 1), _round(x, 4), _round(y, 4)] for a, x, y in zip(ages, xs, ys)
+            [a, None if x != x else x, None if y != y else y] for a, x, y in zip(ages, xs, ys)
         ]
         out["latest"] = {"x": out["points"][-1][1], "y": out["points"][-1][2]}
         return out
