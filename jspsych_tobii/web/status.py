@@ -526,6 +526,12 @@ class PreviewSwitch(resource.Resource):
         super().__init__()
         self.leases = leases
 
+    def render(self, request):
+        if request.method != b"POST":
+            request.setHeader(b"allow", b"POST")
+            return _json(request, {"ok": False, "error": "use POST"}, 405)
+        return self.render_POST(request)
+
     def render_POST(self, request):
         origin = request.getHeader(b"origin")
         host = request.getHeader(b"host")
