@@ -6,6 +6,7 @@ control and TCP_NODELAY; plain HTTP requests get the status page.
 
 import re
 import socket
+import time
 
 from twisted.internet import defer
 from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
@@ -178,3 +179,69 @@ def _handshake_at(host, port, origin):
             return int(s.recv(4096).split(b" ", 2)[1])
 
     return deferToThread(attempt)
+
+
+class HTTPLimitTests(unittest.TestCase):
+    def start(self):
+        config = ServerConfig(port="tcp:0:interface=127.0.0.1", mock=True, mock_rate=300)
+        self.service, self.port = serve(self, config)
+
+    def exchange(self, data, wait_for_close=True):
+        """Send raw bytes from a thread; fires with everything read until the server closes."""
+        from twisted.internet.threads import deferToThread
+
+        def attempt():
+            with socket.create_connection(("127.0.0.1", self.port), timeout=10) as s:
+                for piece in data:
+                    try:
+                        s.sendall(piece)
+                    except OSError:
+                        break  # the server closed first
+                chunks = []
+                while True:
+                    try:
+                        chunk = s.recv(65536)
+                    except OSError:
+                        break
+                    if not chunk:
+                        break
+                    chunks.append(chunk)
+                return b"".join(chunks)
+
+        return deferToThread(attempt)
+
+    @defer.inlineCallbacks
+    def test_large_bodies_are_refused_before_they_are_stored(self):
+        self.start()
+        head = (
+            b"POST /preview HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Content-Length: 100000000\r\n\r\n"
+        )
+        answer = yield self.exchange([head, b"x" * 100_000])
+        self.assertTrue(answer.startswith(b"HTTP/1.1 413 "), answer[:100])
+        chunked = b"POST /preview HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+        chunks = [b"4000\r\n" + b"y" * 0x4000 + b"\r\n"] * 5
+        answer = yield self.exchange([chunked] + chunks)
+        self.assertTrue(answer.startswith(b"HTTP/1.1 413 "), answer[:100])
+        # and the server still answers
+        status = yield request(self.port, "/status.json")
+        self.assertEqual(status.code, 200)
+
+    @defer.inlineCallbacks
+    def test_idle_http_is_closed_and_a_websocket_is_not(self):
+        from jspsych_tobii.web import site
+
+        self.patch(site, "IDLE_TIMEOUT_SECONDS", 0.5)
+        self.start()
+        page = yield connect(self.port)
+        self.addCleanup(page.dropConnection, abort=True)
+        yield page.request("start_tracking")
+        started = time.monotonic()
+        answer = yield self.exchange([b"GET / HTTP/1.1\r\nHost: x\r\n"])  # never finished
+        self.assertEqual(answer, b"")
+        self.assertLess(time.monotonic() - started, 5.0)
+        yield wait(1.0)
+        count = len(page.gaze)
+        yield wait(0.2)
+        self.assertGreater(len(page.gaze), count, "the WebSocket was closed as idle HTTP")
+        self.assertEqual(page.state, page.STATE_OPEN)

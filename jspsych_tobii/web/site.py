@@ -13,7 +13,10 @@ ones the client always spoke to.  Plain HTTP requests get:
   - C{/experiment/}: the folder given with C{--serve}.
 
 Requests are not written to the log (the status page polls several times a
-second); the WebSocket factory is started and stopped with the site.
+second); the WebSocket factory is started and stopped with the site.  An
+HTTP connection idle for L{IDLE_TIMEOUT_SECONDS} is closed (a WebSocket is
+not idle HTTP: its request never ends), and a request body over
+L{MAX_REQUEST_BODY} bytes is refused with 413 before it is stored.
 """
 
 from __future__ import annotations
@@ -33,6 +36,12 @@ from jspsych_tobii.web.status import (
     StatusJSON,
     StatusPage,
 )
+
+#: Seconds an HTTP connection may stay idle (between requests, or while its
+#: request is still arriving) before it is closed.
+IDLE_TIMEOUT_SECONDS = 60
+#: Largest request body accepted, bytes (the one POST is a few dozen bytes).
+MAX_REQUEST_BODY = 64 * 1024
 
 
 def is_websocket_upgrade(request: Any) -> bool:
@@ -62,6 +71,41 @@ class FrontDoor(resource.Resource):
         return pages.notFound("Not found", "No such page. The status page is at /.")
 
 
+class BoundedRequest(server.Request):
+    """A request whose body may not exceed L{MAX_REQUEST_BODY} bytes."""
+
+    _received = 0
+    _refused = False
+
+    def gotLength(self, length):
+        if length is not None and length > MAX_REQUEST_BODY:
+            self._refuse()
+        super().gotLength(0 if self._refused else length)
+
+    def handleContentChunk(self, data):
+        if self._refused:
+            return
+        self._received += len(data)
+        if self._received > MAX_REQUEST_BODY:
+            self._refuse()
+            return
+        super().handleContentChunk(data)
+
+    def process(self):
+        if not self._refused:
+            super().process()
+
+    def _refuse(self):
+        self._refused = True
+        body = b"request body over %d bytes\n" % MAX_REQUEST_BODY
+        transport = self.channel.transport
+        transport.write(
+            b"HTTP/1.1 413 Payload Too Large\r\nConnection: close\r\n"
+            b"Content-Type: text/plain\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
+        )
+        transport.loseConnection()
+
+
 class FrontSite(server.Site):
     """
     The Site on the server's port.  It starts and stops the WebSocket
@@ -80,8 +124,10 @@ class FrontSite(server.Site):
         previews: PreviewLeases,
         where: str = "",
         serve_dir: Optional[str] = None,
+        reactor: Any = None,
     ):
-        super().__init__(root)
+        super().__init__(root, timeout=IDLE_TIMEOUT_SECONDS, reactor=reactor)
+        self.requestFactory = BoundedRequest
         self.websocket_factory = websocket_factory
         self.previews = previews
         self.where = where
@@ -133,6 +179,13 @@ def build_site(
     root.putChild(b"status.css", StatusAsset("status.css"))
     root.putChild(b"preview", PreviewSwitch(previews))
     root.putChild(b"experiment", ExperimentFolder(serve_dir) if serve_dir else NoExperimentFolder())
-    site = FrontSite(root, websocket_factory, previews, where=where, serve_dir=serve_dir)
+    site = FrontSite(
+        root,
+        websocket_factory,
+        previews,
+        where=where,
+        serve_dir=serve_dir,
+        reactor=state.reactor,
+    )
     site.board = board
     return site
