@@ -3,7 +3,9 @@ The status page in a real browser: headless Chromium opens
 http://127.0.0.1:<port>/ while a mock session runs with two pages attached,
 and the page's DOM (it writes what it shows into data- attributes of
 <body>) shows the gaze plot moving and the counts going up.  A screenshot
-is kept in the trial's temporary folder (_trial_temp/.../status.png).
+is kept in the trial's temporary folder (_trial_temp/.../status.png).  And
+the preview button, pressed by a page of the experiment folder that frames
+the status page, shows gaze while no page tracks, without a session.
 
 Needs Debian's chromium, as tests/test_browser.py does.
 """
@@ -23,6 +25,27 @@ from .support import assert_close, serve
 from .test_browser import CHROMIUM
 from .wsclient import connect, wait
 
+#: Opens the status page in a frame, presses "Start a preview" once it shows a
+#: connected tracker, and copies the page's data- attributes onto its own body.
+PRESS_PREVIEW = """<!doctype html>
+<html><body>
+<iframe id="status" src="/" style="width:1200px;height:900px"></iframe>
+<script>
+let pressed = false;
+setInterval(() => {
+  const page = document.getElementById("status").contentDocument;
+  if (!page || !page.body) return;
+  const button = page.getElementById("preview-button");
+  if (!pressed && page.body.dataset.tracker === "connected" && !button.disabled) {
+    button.click();
+    pressed = true;
+  }
+  Object.assign(document.body.dataset, page.body.dataset, {pressed: String(pressed)});
+  document.body.dataset.button = button.textContent;
+}, 100);
+</script></body></html>
+"""
+
 
 class StatusPageInChromiumTests(unittest.TestCase):
     timeout = 120
@@ -31,12 +54,19 @@ class StatusPageInChromiumTests(unittest.TestCase):
         skip = "chromium is not installed (apt-get install chromium)"
 
     def setUp(self):
-        config = ServerConfig(port="tcp:0:interface=127.0.0.1", mock=True, mock_rate=600)
+        # a page of the experiment folder that presses the status page's preview button
+        folder = tempfile.mkdtemp(prefix="jspsych-tobii-serve-")
+        self.addCleanup(shutil.rmtree, folder, True)
+        with open(os.path.join(folder, "press-preview.html"), "w") as f:
+            f.write(PRESS_PREVIEW)
+        config = ServerConfig(
+            port="tcp:0:interface=127.0.0.1", mock=True, mock_rate=600, serve=folder
+        )
         self.service, self.port = serve(self, config)
         self.url = f"http://127.0.0.1:{self.port}/"
 
     @defer.inlineCallbacks
-    def chromium(self, *args, budget_ms=2500):
+    def chromium(self, *args, budget_ms=2500, url=None):
         """Run headless Chromium on the status page; fires with its stdout."""
         profile = tempfile.mkdtemp(prefix="jspsych-tobii-chromium-")
         self.addCleanup(shutil.rmtree, profile, True)
@@ -54,7 +84,7 @@ class StatusPageInChromiumTests(unittest.TestCase):
                 f"--user-data-dir={profile}",
                 f"--virtual-time-budget={budget_ms}",
                 *args,
-                self.url,
+                url or self.url,
             ],
             env=os.environ,
         )
@@ -62,8 +92,8 @@ class StatusPageInChromiumTests(unittest.TestCase):
         return out.decode()
 
     @defer.inlineCallbacks
-    def page_state(self):
-        dom = yield self.chromium("--dump-dom")
+    def page_state(self, url=None):
+        dom = yield self.chromium("--dump-dom", url=url)
         body = re.search(r"<body([^>]*)>", dom).group(1)
         state = dict(re.findall(r'data-([a-z-]+)="([^"]*)"', body))
         return state, dom
@@ -105,3 +135,23 @@ class StatusPageInChromiumTests(unittest.TestCase):
             image = f.read()
         self.assertTrue(image.startswith(b"\x89PNG"), "no screenshot")
         self.assertGreater(len(image), 20_000)
+
+    @defer.inlineCallbacks
+    def test_preview_button_shows_gaze_without_a_session(self):
+        """No page tracks; the preview button starts a preview: gaze, no session, then it lapses."""
+        self.assertEqual(self.service.site.websocket_factory.connections, set())
+        hub = self.service.state.hub
+        state, dom = yield self.page_state(url=self.url + "experiment/press-preview.html")
+        self.assertEqual(state["pressed"], "true", dom[-2000:])
+        self.assertEqual(state["button"], "Stop the preview")
+        self.assertEqual(state["gaze-source"], "preview")
+        self.assertGreater(int(state["gaze-points"]), 50)
+        self.assertEqual(state["samples"], "0")
+        self.assertEqual(hub.session, 0, "a preview is no tracking session")
+        # the browser is gone: its preview ends (at once, or when its lease lapses)
+        for _ in range(80):
+            if not hub.previewing:
+                break
+            yield wait(0.1)
+        self.assertFalse(hub.previewing)
+        self.assertEqual(hub.session, 0)

@@ -404,7 +404,7 @@ _TYPES = {
 #: The status page loads nothing but itself, its script, its style and status.json.
 _POLICY = (
     b"default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; "
-    b"img-src 'self' data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+    b"img-src 'self' data:; base-uri 'none'; form-action 'none'; frame-ancestors 'self'"
 )
 
 
