@@ -3,7 +3,8 @@ The status page in a real browser: headless Chromium opens
 http://127.0.0.1:<port>/ while a mock session runs with two pages attached,
 and the page's DOM (it writes what it shows into data- attributes of
 <body>) shows the gaze plot moving and the counts going up.  A screenshot
-is kept in the trial's temporary folder (_trial_temp/.../status.png).  And
+is kept in the trial's temporary folder (_trial_temp/status.png; under
+pytest, in jspsych-tobii-test-artifacts in the system's temporary folder).  And
 the preview button, pressed by a page of the experiment folder that frames
 the status page, shows gaze while no page tracks, without a session.
 
@@ -24,6 +25,21 @@ from jspsych_tobii.config import ServerConfig
 from .support import assert_close, serve
 from .test_browser import CHROMIUM
 from .wsclient import connect, wait
+
+
+def artifact_dir():
+    """
+    Where a test keeps what a person may want to look at afterwards: trial's
+    temporary folder (trial runs in it), else a folder in the system's temporary
+    folder (pytest runs in the checkout, which must stay clean).
+    """
+    here = os.getcwd()
+    if any(part.startswith("_trial_temp") for part in here.split(os.sep)):
+        return here  # _trial_temp, or _trial_temp/N with -jN
+    folder = os.path.join(tempfile.gettempdir(), "jspsych-tobii-test-artifacts")
+    os.makedirs(folder, exist_ok=True)
+    return folder
+
 
 #: Opens the status page in a frame, presses "Start a preview" once it shows a
 #: connected tracker, and copies the page's data- attributes onto its own body.
@@ -129,7 +145,7 @@ class StatusPageInChromiumTests(unittest.TestCase):
         self.assertGreater(int(second["frames"]), int(first["frames"]) + 2 * 600)
         self.assertGreater(int(second["samples"]), int(first["samples"]) + 600)
 
-        shot = os.path.abspath("status.png")
+        shot = os.path.join(artifact_dir(), "status.png")
         yield self.chromium(f"--screenshot={shot}", "--window-size=1280,1100")
         with open(shot, "rb") as f:
             image = f.read()
