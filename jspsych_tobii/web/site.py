@@ -72,7 +72,11 @@ class FrontDoor(resource.Resource):
 
 
 class BoundedRequest(server.Request):
-    """A request whose body may not exceed L{MAX_REQUEST_BODY} bytes."""
+    """
+    A request whose body may not exceed L{MAX_REQUEST_BODY} bytes, answered
+    without a C{Server} header (no software name or version, as the
+    WebSocket handshake gives none).
+    """
 
     _received = 0
     _refused = False
@@ -94,6 +98,10 @@ class BoundedRequest(server.Request):
     def process(self):
         if not self._refused:
             super().process()
+
+    def setHeader(self, name, value):
+        if name.lower() != b"server":
+            super().setHeader(name, value)
 
     def _refuse(self):
         self._refused = True
