@@ -63,23 +63,13 @@ setInterval(() => {
 """
 
 
-class StatusPageInChromiumTests(unittest.TestCase):
+class ChromiumMixin:
+    """Headless Chromium on the server's pages (self.url)."""
+
     timeout = 120
 
     if CHROMIUM is None:
         skip = "chromium is not installed (apt-get install chromium)"
-
-    def setUp(self):
-        # a page of the experiment folder that presses the status page's preview button
-        folder = tempfile.mkdtemp(prefix="jspsych-tobii-serve-")
-        self.addCleanup(shutil.rmtree, folder, True)
-        with open(os.path.join(folder, "press-preview.html"), "w") as f:
-            f.write(PRESS_PREVIEW)
-        config = ServerConfig(
-            port="tcp:0:interface=127.0.0.1", mock=True, mock_rate=600, serve=folder
-        )
-        self.service, self.port = serve(self, config)
-        self.url = f"http://127.0.0.1:{self.port}/"
 
     @defer.inlineCallbacks
     def chromium(self, *args, budget_ms=2500, url=None):
@@ -113,6 +103,20 @@ class StatusPageInChromiumTests(unittest.TestCase):
         body = re.search(r"<body([^>]*)>", dom).group(1)
         state = dict(re.findall(r'data-([a-z-]+)="([^"]*)"', body))
         return state, dom
+
+
+class StatusPageInChromiumTests(ChromiumMixin, unittest.TestCase):
+    def setUp(self):
+        # a page of the experiment folder that presses the status page's preview button
+        folder = tempfile.mkdtemp(prefix="jspsych-tobii-serve-")
+        self.addCleanup(shutil.rmtree, folder, True)
+        with open(os.path.join(folder, "press-preview.html"), "w") as f:
+            f.write(PRESS_PREVIEW)
+        config = ServerConfig(
+            port="tcp:0:interface=127.0.0.1", mock=True, mock_rate=600, serve=folder
+        )
+        self.service, self.port = serve(self, config)
+        self.url = f"http://127.0.0.1:{self.port}/"
 
     @defer.inlineCallbacks
     def test_status_page_follows_a_mock_session_with_two_pages(self):
@@ -171,3 +175,23 @@ class StatusPageInChromiumTests(unittest.TestCase):
             yield wait(0.1)
         self.assertFalse(hub.previewing)
         self.assertEqual(hub.session, 0)
+
+
+class StatusPageWithTokenTests(ChromiumMixin, unittest.TestCase):
+    """With --token the page, opened once with ?token=, keeps polling through its cookie."""
+
+    token = "lab-Secret_token.7~z"
+
+    def setUp(self):
+        config = ServerConfig(
+            port="tcp:0:interface=127.0.0.1", mock=True, mock_rate=120, token=self.token
+        )
+        self.service, self.port = serve(self, config)
+        self.url = f"http://127.0.0.1:{self.port}/?token={self.token}"
+
+    @defer.inlineCallbacks
+    def test_status_page_with_the_token(self):
+        state, dom = yield self.page_state()
+        self.assertGreaterEqual(int(state["updates"]), 2, dom[-2000:])
+        self.assertEqual(state["tracker"], "connected")
+        self.assertNotIn("error", state)

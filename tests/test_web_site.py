@@ -4,8 +4,11 @@ jsPsych client's WebSocket at the root, behind twisted.web, with its flow
 control and TCP_NODELAY; plain HTTP requests get the status page.
 """
 
+import os
 import re
+import shutil
 import socket
+import tempfile
 import time
 
 from twisted.internet import defer
@@ -245,3 +248,64 @@ class HTTPLimitTests(unittest.TestCase):
         yield wait(0.2)
         self.assertGreater(len(page.gaze), count, "the WebSocket was closed as idle HTTP")
         self.assertEqual(page.state, page.STATE_OPEN)
+
+
+class TokenTests(unittest.TestCase):
+    """With --token, HTTP requests show it too: ?token= once, then the cookie."""
+
+    token = "lab-Secret_token.7~z"
+
+    def setUp(self):
+        folder = tempfile.mkdtemp(prefix="jspsych-tobii-serve-")
+        self.addCleanup(shutil.rmtree, folder, True)
+        with open(os.path.join(folder, "index.html"), "w") as f:
+            f.write("<!doctype html><title>exp</title>")
+        config = ServerConfig(
+            port="tcp:0:interface=127.0.0.1", mock=True, token=self.token, serve=folder
+        )
+        self.service, self.port = serve(self, config)
+
+    @defer.inlineCallbacks
+    def test_without_the_token_nothing_is_shown(self):
+        for path in (
+            "/",
+            "/status.json",
+            "/status.js",
+            "/experiment/",
+            "/?token=wrong",
+            f"/?token={self.token}x",
+            f"/status.json?tok={self.token}",
+        ):
+            response = yield request(self.port, path)
+            self.assertEqual(response.code, 403, path)
+            self.assertIn(b"?token=", response.body)
+            self.assertNotIn(b"jspsych-tobii status", response.body)
+            self.assertIsNone(response.header("set-cookie"), path)
+        wrong = {"Cookie": "jspsych_tobii_token=wrong"}
+        response = yield request(self.port, "/status.json", headers=wrong)
+        self.assertEqual(response.code, 403)
+        preview = yield request(
+            self.port,
+            "/preview",
+            method="POST",
+            headers={"Content-Type": "application/json"},
+            body=b'{"id": "p", "on": true}',
+        )
+        self.assertEqual(preview.code, 403)
+        self.assertFalse(self.service.state.hub.previewing)
+
+    @defer.inlineCallbacks
+    def test_the_token_once_then_the_cookie(self):
+        page = yield request(self.port, f"/?token={self.token}")
+        self.assertEqual(page.code, 200)
+        self.assertIn(b"jspsych-tobii status", page.body)
+        cookie = page.header("set-cookie")
+        self.assertTrue(cookie.startswith(f"jspsych_tobii_token={self.token}"), cookie)
+        attributes = {part.strip().lower() for part in cookie.split(";")[1:]}
+        self.assertTrue({"httponly", "samesite=strict", "path=/"} <= attributes, attributes)
+        headers = {"Cookie": cookie.split(";")[0]}
+        for path in ("/status.json", "/status.js", "/experiment/"):
+            response = yield request(self.port, path, headers=headers)
+            self.assertEqual(response.code, 200, path)
+        status = yield request(self.port, f"/status.json?token={self.token}")
+        self.assertEqual(status.code, 200, "a script may give the token in the URL each time")

@@ -12,6 +12,11 @@ ones the client always spoke to.  Plain HTTP requests get:
   - C{/preview}: the status page's switch for a preview-only gaze stream;
   - C{/experiment/}: the folder given with C{--serve}.
 
+With a token (C{--token}), every HTTP request must present it too, as the
+WebSocket handshake must: C{?token=...} in the URL (the answer then sets an
+HttpOnly, SameSite=Strict cookie, so the page's own requests, its scripts
+and C{status.json} carry it), or that cookie; anything else gets 403.
+
 Requests are not written to the log (the status page polls several times a
 second); the WebSocket factory is started and stopped with the site.  An
 HTTP connection idle for L{IDLE_TIMEOUT_SECONDS} is closed (a WebSocket is
@@ -26,6 +31,7 @@ from typing import Any, Optional
 from autobahn.twisted.resource import WebSocketResource
 from twisted.web import pages, resource, server
 
+from jspsych_tobii.core.access import token_matches
 from jspsych_tobii.logs import Logger
 from jspsych_tobii.web.static import ExperimentFolder, NoExperimentFolder
 from jspsych_tobii.web.status import (
@@ -42,6 +48,14 @@ from jspsych_tobii.web.status import (
 IDLE_TIMEOUT_SECONDS = 60
 #: Largest request body accepted, bytes (the one POST is a few dozen bytes).
 MAX_REQUEST_BODY = 64 * 1024
+#: The cookie that carries the token after a page was opened with ?token=.
+TOKEN_COOKIE = b"jspsych_tobii_token"
+
+_TOKEN_REQUIRED = pages.forbidden(
+    "Token required",
+    "This server wants its token: open this address with ?token=<the --token value> "
+    "at the end (for example /?token=...); the browser then keeps it for this server.",
+)
 
 
 def is_websocket_upgrade(request: Any) -> bool:
@@ -54,18 +68,41 @@ def is_websocket_upgrade(request: Any) -> bool:
 
 class FrontDoor(resource.Resource):
     """
-    The root resource: WebSocket upgrades to C{websocket}, other requests
-    to the children.
+    The root resource: WebSocket upgrades to C{websocket} (which checks
+    origin and token itself), other requests, once they show the C{token}
+    if there is one, to the children.
     """
 
-    def __init__(self, websocket: resource.Resource):
+    def __init__(self, websocket: resource.Resource, token: Optional[str] = None):
         super().__init__()
         self._websocket = websocket
+        self._token = token
 
     def getChildWithDefault(self, path, request):
         if is_websocket_upgrade(request):
             return self._websocket
+        if self._token is not None and not self._shows_token(request):
+            return _TOKEN_REQUIRED
         return super().getChildWithDefault(path, request)
+
+    def _shows_token(self, request) -> bool:
+        given = request.args.get(b"token")
+        if given:
+            if not token_matches(given[0].decode("utf-8", "surrogateescape"), self._token):
+                return False
+            request.addCookie(
+                TOKEN_COOKIE,
+                self._token.encode("utf-8"),
+                path=b"/",
+                httpOnly=True,
+                sameSite="strict",
+                secure=request.isSecure() or None,
+            )
+            return True
+        cookie = request.getCookie(TOKEN_COOKIE)
+        return cookie is not None and token_matches(
+            cookie.decode("utf-8", "surrogateescape"), self._token
+        )
 
     def getChild(self, path, request):
         return pages.notFound("Not found", "No such page. The status page is at /.")
@@ -180,7 +217,9 @@ def build_site(
     board = StatusBoard(state, websocket_factory.connections, serve_dir=serve_dir)
     previews = PreviewLeases(state.hub, state.reactor)
     board.previews = previews
-    root = FrontDoor(WebSocketResource(websocket_factory))
+    root = FrontDoor(
+        WebSocketResource(websocket_factory), token=getattr(websocket_factory, "token", None)
+    )
     root.putChild(b"", StatusPage())
     root.putChild(b"status.json", StatusJSON(board))
     root.putChild(b"status.js", StatusAsset("status.js"))
