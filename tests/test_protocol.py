@@ -624,7 +624,8 @@ class KeepaliveTests(unittest.SynchronousTestCase):
         self.patch(txaio.config, "loop", clock)
         client_factory = WebSocketClientFactory("ws://localhost:8080", reactor=clock)
         client_factory.protocol = protocol
-        factory = self.server.service.getServiceNamed("websocket").factory
+        # the port's factory is the HTTP site; WebSocket connections come from its factory
+        factory = self.server.service.site.websocket_factory
         server = factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 50000))
         client = client_factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 8080))
         pump = iosim.connect(

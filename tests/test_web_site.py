@@ -108,18 +108,23 @@ class SharedPortTests(unittest.TestCase):
 
 class OwnOriginTests(unittest.TestCase):
     def test_own_origins(self):
+        def http(origins):
+            return [o for o in origins if o.startswith("http:")]
+
         self.assertEqual(
             own_origins(IPv4Address("TCP", "192.168.1.5", 8080), "0.0.0.0"),
-            ["http://192.168.1.5:8080"],
+            ["http://192.168.1.5:8080", "https://192.168.1.5:8080"],
         )
         self.assertEqual(
-            own_origins(IPv4Address("TCP", "10.0.0.2", 80), "LabPC.example"),
+            http(own_origins(IPv4Address("TCP", "10.0.0.2", 80), "LabPC.example")),
             ["http://10.0.0.2:80", "http://labpc.example:80"],
         )
-        self.assertEqual(own_origins(IPv6Address("TCP", "::1", 8080), "::"), ["http://::1:8080"])
         self.assertEqual(
-            own_origins(IPv6Address("TCP", "::ffff:192.168.1.5", 8080), "::"),
-            ["http://::ffff:192.168.1.5:8080", "http://192.168.1.5:8080"],
+            http(own_origins(IPv6Address("TCP", "::1", 8080), "::")), ["http://[::1]:8080"]
+        )
+        self.assertEqual(
+            http(own_origins(IPv6Address("TCP", "::ffff:192.168.1.5", 8080), "::")),
+            ["http://[::ffff:192.168.1.5]:8080", "http://192.168.1.5:8080"],
         )
         self.assertEqual(own_origins(UNIXAddress("/run/tobii.sock"), "localhost"), [])
 
@@ -140,9 +145,9 @@ class OwnOriginTests(unittest.TestCase):
             status = yield _handshake_at(address, port, f"http://{address}:{port}")
             self.assertEqual(status, 101, host)
             status = yield _handshake_at(address, port, f"http://{address}:{port + 1}")
-            self.assertEqual(status, 400, host)
+            self.assertEqual(status, 403, host)
             status = yield _handshake_at(address, port, f"http://evil.example:{port}")
-            self.assertEqual(status, 400, host)
+            self.assertEqual(status, 403, host)
 
     @defer.inlineCallbacks
     def test_the_host_name_is_admitted(self):
@@ -151,7 +156,7 @@ class OwnOriginTests(unittest.TestCase):
         )
         _, port = serve(self, config)
         self.assertEqual((yield handshake_status(port, f"http://localhost:{port}")), 101)
-        self.assertEqual((yield handshake_status(port, f"http://localhost:{port + 1}")), 400)
+        self.assertEqual((yield handshake_status(port, f"http://localhost:{port + 1}")), 403)
 
 
 def _a_non_loopback_address():

@@ -136,8 +136,8 @@ class ExperimentFolderTests(unittest.TestCase):
         reply = yield page.request("time_sync", clientTime=1.0)
         self.assertIs(reply["success"], True)
         self.assertEqual((yield handshake_status(port, f"http://127.0.0.1:{port}")), 101)
-        self.assertEqual((yield handshake_status(port, "http://elsewhere.example:8080")), 400)
-        self.assertEqual((yield handshake_status(port, f"http://127.0.0.1:{port + 1}")), 400)
+        self.assertEqual((yield handshake_status(port, "http://elsewhere.example:8080")), 403)
+        self.assertEqual((yield handshake_status(port, f"http://127.0.0.1:{port + 1}")), 403)
 
 
 class WithoutServeTests(unittest.TestCase):

@@ -106,7 +106,7 @@ def connect(port, protocol=ExtensionClient, path="/", tls=None, origin=None, **a
 def handshake_status(port, origin, path="/"):
     """
     Fires with the HTTP status of a WebSocket handshake with this Origin
-    (101 when admitted; Autobahn refuses with 400), sent from a thread.
+    (101 when admitted, 403 when refused), sent from a thread.
     """
     import socket
 
