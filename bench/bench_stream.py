@@ -3,7 +3,7 @@ Streaming benchmark: the server with its mock tracker at 1200 Hz and N
 clients, against a bare Autobahn server pushing pre-encoded frames at the
 same rate (the floor), measured in the same run.
 
-    python bench/bench_stream.py [--clients 4] [--rate 1200] [--seconds 10]
+    python bench/bench_stream.py [--clients 4] [--rate 1200] [--seconds 10] [--status-poll 5]
 
 For each server it starts the server in its own process, connects N
 WebSocket clients from this process, sends start_tracking, lets the stream
@@ -13,6 +13,12 @@ receipt (both on CLOCK_MONOTONIC, which the mock stamps capture times with,
 so no clock sync is involved); and the server process's CPU time from
 /proc.  It prints our/floor ratios and checks the targets: no lost samples,
 p99 capture-to-receipt <= 5 ms, server CPU <= 2x the floor.
+
+With --status-poll HZ the server is measured a second time while this
+process also fetches /status.json HZ times a second over a kept-alive
+connection, as an open status page does, and it prints what watching costs
+the experiment pages: the ratios of CPU, delivered rate and p99 latency with
+and without the page, and the status.json response time.
 """
 
 import argparse
@@ -24,6 +30,7 @@ import time
 
 from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientProtocol
 from twisted.internet import defer, reactor, task
+from twisted.web.client import Agent, HTTPConnectionPool, readBody
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
@@ -70,8 +77,48 @@ def percentile(values, q):
     return ordered[min(len(ordered) - 1, int(round(q / 100.0 * (len(ordered) - 1))))]
 
 
+class StatusPoller:
+    """Fetches /status.json at a rate, one request at a time, as the status page does."""
+
+    def __init__(self, port, rate):
+        self.url = f"http://127.0.0.1:{port}/status.json".encode()
+        self.pool = HTTPConnectionPool(reactor, persistent=True)
+        self.agent = Agent(reactor, pool=self.pool)
+        self.rate = rate
+        self.busy = False
+        self.times = []
+        self.sizes = []
+        self.errors = 0
+        self.loop = task.LoopingCall(self.poll)
+
+    def start(self):
+        self.loop.start(1.0 / self.rate, now=True)
+
+    def stop(self):
+        self.loop.stop()
+        return self.pool.closeCachedConnections()
+
+    def poll(self):
+        if self.busy:
+            return
+        self.busy = True
+        started = time.monotonic()
+
+        def done(body):
+            self.busy = False
+            self.times.append((time.monotonic() - started) * 1000.0)
+            self.sizes.append(len(body))
+
+        def failed(f):
+            self.busy = False
+            self.errors += 1
+
+        d = self.agent.request(b"GET", self.url)
+        d.addCallback(readBody).addCallbacks(done, failed)
+
+
 @defer.inlineCallbacks
-def measure(name, command, port, clients, seconds):
+def measure(name, command, port, clients, seconds, status_poll=0.0):
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         for _ in range(200):
@@ -101,7 +148,14 @@ def measure(name, command, port, clients, seconds):
         while len(opened) < clients:
             yield task.deferLater(reactor, 0.05, lambda: None)
         Client.onOpen = original
+        poller = None
+        if status_poll:
+            poller = StatusPoller(port, status_poll)
+            poller.start()
         yield task.deferLater(reactor, 1.0, lambda: None)  # settle
+        if poller is not None:
+            poller.times.clear()
+            poller.sizes.clear()
         cpu0, t0 = cpu_seconds(process.pid), time.monotonic()
         for p in opened:
             p.measuring = True
@@ -109,6 +163,8 @@ def measure(name, command, port, clients, seconds):
         for p in opened:
             p.measuring = False
         cpu1, t1 = cpu_seconds(process.pid), time.monotonic()
+        if poller is not None:
+            yield poller.stop()
         for p in opened:
             p.dropConnection(abort=True)
     finally:
@@ -128,7 +184,17 @@ def measure(name, command, port, clients, seconds):
                 "max": max(p.latencies),
             }
         )
-    return {"name": name, "clients": rows, "cpu": (cpu1 - cpu0) / elapsed}
+    result = {"name": name, "clients": rows, "cpu": (cpu1 - cpu0) / elapsed}
+    if poller is not None:
+        result["status"] = {
+            "polls": len(poller.times),
+            "rate": len(poller.times) / elapsed,
+            "errors": poller.errors,
+            "p50": percentile(poller.times, 50) if poller.times else None,
+            "p99": percentile(poller.times, 99) if poller.times else None,
+            "bytes": sum(poller.sizes) / len(poller.sizes) if poller.sizes else 0,
+        }
+    return result
 
 
 def report(result):
@@ -141,29 +207,55 @@ def report(result):
         )
 
 
+def server_command(port, rate):
+    return [
+        sys.executable,
+        "-m",
+        "jspsych_tobii.cli",
+        "--mock",
+        "--mock-rate",
+        str(rate),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--log-level",
+        "ERROR",
+    ]
+
+
+def summary(result):
+    rows = result["clients"]
+    return {
+        "rate": min(r["rate"] for r in rows),
+        "lost": sum(r["lost"] for r in rows),
+        "p50": max(r["p50"] for r in rows),
+        "p99": max(r["p99"] for r in rows),
+        "cpu": result["cpu"],
+    }
+
+
 @defer.inlineCallbacks
 def run(args):
     ours_port, floor_port = free_port(), free_port()
     ours = yield measure(
         "jspsych-tobii (mock tracker)",
-        [
-            sys.executable,
-            "-m",
-            "jspsych_tobii.cli",
-            "--mock",
-            "--mock-rate",
-            str(args.rate),
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(ours_port),
-            "--log-level",
-            "ERROR",
-        ],
+        server_command(ours_port, args.rate),
         ours_port,
         args.clients,
         args.seconds,
     )
+    watched = None
+    if args.status_poll:
+        watched_port = free_port()
+        watched = yield measure(
+            f"jspsych-tobii (mock tracker), status.json polled at {args.status_poll:g} Hz",
+            server_command(watched_port, args.rate),
+            watched_port,
+            args.clients,
+            args.seconds,
+            status_poll=args.status_poll,
+        )
     floor = yield measure(
         "floor (bare Autobahn, pre-encoded frames)",
         [sys.executable, os.path.join(HERE, "floor_server.py"), str(floor_port), str(args.rate)],
@@ -173,6 +265,8 @@ def run(args):
     )
     print(f"\n{args.clients} clients, {args.rate:g} Hz, {args.seconds:g} s measured per server")
     report(ours)
+    if watched is not None:
+        report(watched)
     report(floor)
     lost = sum(r["lost"] for r in ours["clients"])
     p99 = max(r["p99"] for r in ours["clients"])
@@ -187,6 +281,30 @@ def run(args):
         ("p99 capture-to-receipt <= 5 ms", p99 <= 5.0, f"{p99:.2f} ms"),
         ("server CPU <= 2x floor", cpu_ratio <= 2.0, f"{cpu_ratio:.2f}x"),
     ]
+    if watched is not None:
+        a, b, st = summary(ours), summary(watched), watched["status"]
+        print("\nwatching the status page (with / without)")
+        for label, key, fmt in (
+            ("server CPU    ", "cpu", "{:.1%}"),
+            ("delivered rate", "rate", "{:.1f}/s"),
+            ("p50 latency   ", "p50", "{:.2f} ms"),
+            ("p99 latency   ", "p99", "{:.2f} ms"),
+        ):
+            with_, without = fmt.format(b[key]), fmt.format(a[key])
+            print(f"  {label} {b[key] / a[key]:.3f}x   ({with_} vs {without})")
+        print(f"  lost samples   {b['lost']} vs {a['lost']}")
+        print(
+            f"  status.json: {st['polls']} answers ({st['rate']:.1f}/s), {st['errors']} errors, "
+            f"{st['bytes'] / 1024:.1f} KiB each, p50 {st['p50']:.2f} ms, p99 {st['p99']:.2f} ms"
+        )
+        checks.append(("no lost samples while watched", b["lost"] == 0, f"{b['lost']} lost"))
+        checks.append(
+            (
+                "p99 capture-to-receipt <= 5 ms while watched",
+                b["p99"] <= 5.0,
+                f"{b['p99']:.2f} ms",
+            )
+        )
     for label, ok, value in checks:
         print(f"  [{'PASS' if ok else 'FAIL'}] {label}: {value}")
     return all(ok for _, ok, _ in checks)
@@ -197,6 +315,13 @@ def main():
     parser.add_argument("--clients", type=int, default=4)
     parser.add_argument("--rate", type=float, default=1200.0)
     parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument(
+        "--status-poll",
+        type=float,
+        default=0.0,
+        help="also measure the server while /status.json is fetched this often (Hz; the "
+        "status page polls at 5)",
+    )
     args = parser.parse_args()
     outcome = {}
 

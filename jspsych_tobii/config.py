@@ -67,6 +67,7 @@ class ServerConfig:
         dropped (0: never dropped for that).
     @ivar secret: the token in force (from C{token} or C{token_file}), after
         L{validate}.
+    @ivar serve: serve the files of this folder at C{/experiment/}.
     """
 
     host: str = "localhost"
@@ -96,6 +97,7 @@ class ServerConfig:
     ping_interval: float = 10.0
     ping_timeout: float = 10.0
     lsl: bool = False
+    serve: Optional[str] = None
 
     def __post_init__(self) -> None:
         self.port = str(self.port)
@@ -161,6 +163,11 @@ class ServerConfig:
         self.secret = self._read_token()
         self.ping_interval = _number("--ping-interval", self.ping_interval, 0.0, 3600.0)
         self.ping_timeout = _number("--ping-timeout", self.ping_timeout, 0.0, 3600.0)
+        if self.serve is not None:
+            folder = os.path.expanduser(str(self.serve).strip())
+            if not folder or not os.path.isdir(folder):
+                raise ConfigError(f"--serve: no such folder: {self.serve}")
+            self.serve = os.path.abspath(folder)
         if self.record_dir is not None and not str(self.record_dir).strip():
             raise ConfigError("--record-dir: the folder name is empty")
         self.refuse_ignored()

@@ -26,6 +26,7 @@ from jspsych_tobii.server.resume import ResumeRegistry
 from jspsych_tobii.server.service import TrackerService
 from jspsych_tobii.server.state import ServerState
 from jspsych_tobii.server.work import WorkerPool
+from jspsych_tobii.web.site import build_site
 
 _log = Logger()
 
@@ -61,6 +62,7 @@ CONFIG_OPTIONS = {
     "token-file": "token_file",
     "ping-interval": "ping_interval",
     "ping-timeout": "ping_timeout",
+    "serve": "serve",
 }
 
 
@@ -161,6 +163,7 @@ class Options(usage.Options):
             "default: 10).",
         ],
         ["record-dir", None, None, "Record every tracking session to a file in this folder."],
+        ["serve", None, None, "Serve the experiment files of this folder at /experiment/."],
         ["replay", None, None, "Play a recording back as the tracker (instead of a device)."],
         ["speed", None, None, "Replay speed factor (2 = twice as fast; default: 1)."],
         [
@@ -370,7 +373,8 @@ def makeService(
     clock_us: Optional[Callable[[], int]] = None,
 ) -> service.MultiService:
     """
-    Build the server: the tracker service and the listening WebSocket port.
+    Build the server: the tracker service and the listening port (the
+    WebSocket, the status page and, with C{serve}, the experiment folder).
 
     @param options: an L{Options} (twistd) or a L{ServerConfig}.
     @param reactor: defaults to the global reactor, imported only here.
@@ -407,9 +411,10 @@ def makeService(
         event_sinks=[lsl] if lsl is not None else [],
         work=WorkerPool(reactor),
     )
+    numbered = config.port.isdigit()
     where = (
         f"ws://{config.host}:{config.port}"
-        if config.port.isdigit()
+        if numbered
         else describe_endpoint(config.endpoint)  # no key or certificate paths
     )
     factory = TobiiServerFactory(
@@ -420,6 +425,7 @@ def makeService(
         ping_interval=config.ping_interval,
         ping_timeout=config.ping_timeout,
         exposed=is_exposed(config.port, config.host),
+        own_host=config.host if numbered else None,
     )
     state.hub = GazeHub(trackers, clock, config.buffer_size, factory.prepareMessage)
     trackers.hub = state.hub
@@ -452,10 +458,17 @@ def makeService(
         LslService(lsl).setServiceParent(top)
     trackers.setServiceParent(top)
     state.resumes.setServiceParent(top)
-    port = strports.service(config.endpoint, factory, reactor=reactor)
+    site = build_site(
+        state,
+        factory,
+        serve_dir=config.serve,
+        where=f"http://{config.host}:{config.port}/" if numbered else "",
+    )
+    port = strports.service(config.endpoint, site, reactor=reactor)
     port.setName("websocket")
     port.setServiceParent(top)
     top.state = state  # for tests and embedding
+    top.site = site
     top.config = config
     return top
 

@@ -293,7 +293,7 @@ class Lab:
         loop.__enter__()
         case.addCleanup(loop.__exit__, None, None, None)
         self.server = FakeServer(clock=self.clock, rate=120, reconnect_grace=grace)
-        self.factory = self.server.service.getServiceNamed("websocket").factory
+        self.factory = self.server.service.site.websocket_factory
         self.pumps = []
         self.ports = iter(range(40000, 41000))
 

@@ -1,9 +1,12 @@
 """
 Tests for L{jspsych_tobii.server.hub}: the shared gaze stream, on a fake
-clock with the mock tracker, in memory.
+clock with the mock tracker, in memory; and its preview, the tracker's
+stream run for the status page without a tracking session.
 """
 
 from twisted.trial import unittest
+
+from jspsych_tobii.interfaces import NotificationKind, TrackerError
 
 from .support import FakeServer, capture_log
 
@@ -47,3 +50,106 @@ class ObserverTests(unittest.SynchronousTestCase):
         a.request("start_tracking")
         server.advance(0.1)
         self.assertEqual(len(self.flushLoggedErrors(OSError)), 1)
+
+
+class Listener:
+    """Stands where the recorder stands: told sessions, handed batches."""
+
+    def __init__(self):
+        self.events = []
+        self.samples = 0
+
+    def session_started(self, number, started_us, info):
+        self.events.append(("started", number))
+
+    def session_ended(self, reason):
+        self.events.append(("ended", reason))
+
+    def write_batch(self, batch):
+        self.samples += len(batch)
+
+
+class PreviewTests(unittest.SynchronousTestCase):
+    def setUp(self):
+        self.server = FakeServer(rate=120)
+        self.hub = self.server.state.hub
+        self.listener = Listener()
+        self.hub.session_listeners.append(self.listener)
+        self.hub.observers.append(self.listener.write_batch)
+
+    def test_preview_streams_without_a_session(self):
+        """No session, nothing recorded, nothing sent: samples go to the preview buffer only."""
+        watcher = self.server.client()
+        d = self.hub.preview("page")
+        self.server.advance(1.0)
+        self.successResultOf(d)
+        self.assertTrue(self.hub.previewing)
+        self.assertFalse(self.hub.running)
+        self.assertEqual(self.hub.session, 0)
+        self.assertEqual(self.listener.events, [])
+        self.assertEqual(self.listener.samples, 0)
+        self.assertEqual(watcher.gaze, [])
+        self.assertEqual(len(self.hub.buffer), 0)
+        self.assertGreater(len(self.hub.preview_buffer), 100)
+        # the client contract: no sample of a session that is not running
+        self.assertIsNone(watcher.request("get_current_gaze")["gaze"])
+        self.assertEqual(watcher.request("get_status")["streaming"], False)
+
+    def test_tracking_during_a_preview_starts_a_session_on_the_same_stream(self):
+        self.hub.preview("page")
+        self.server.advance(0.5)
+        page = self.server.client()
+        reply = page.request("start_tracking", advance=0.5)
+        self.assertIs(reply["success"], True)
+        self.assertEqual(reply["session"], 1)
+        self.assertEqual(self.listener.events, [("started", 1)])
+        seqs = [g["seq"] for g in page.gaze]
+        self.assertEqual(seqs, list(range(len(seqs))))
+        self.assertGreater(len(seqs), 50)
+        self.assertEqual(self.listener.samples, len(seqs))
+        self.assertTrue(self.hub.running)
+        self.assertFalse(self.hub.previewing)
+        # the experiment stops: the session ends, the preview goes on
+        page.request("stop_tracking", advance=0.1)
+        self.assertEqual(self.listener.events, [("started", 1), ("ended", "no client tracking")])
+        recorded, previewed = self.listener.samples, self.hub.preview_buffer.appended
+        self.server.advance(0.5)
+        self.assertTrue(self.hub.previewing)
+        self.assertEqual(self.listener.samples, recorded)
+        self.assertGreater(self.hub.preview_buffer.appended, previewed + 50)
+        # the preview ends: the stream stops
+        self.successResultOf(self.hub.end_preview("page"))
+        self.assertFalse(self.hub.previewing)
+        previewed = self.hub.preview_buffer.appended
+        self.server.advance(0.5)
+        self.assertEqual(self.hub.preview_buffer.appended, previewed)
+
+    def test_preview_during_a_session_changes_nothing(self):
+        page = self.server.client()
+        page.request("start_tracking", advance=0.5)
+        before = len(page.gaze)
+        self.successResultOf(self.hub.preview("page"))
+        self.server.advance(0.5)
+        self.successResultOf(self.hub.end_preview("page"))
+        self.server.advance(0.5)
+        self.assertTrue(self.hub.running)
+        self.assertEqual(self.listener.events, [("started", 1)])
+        seqs = [g["seq"] for g in page.gaze]
+        self.assertEqual(seqs, list(range(len(seqs))))
+        self.assertGreater(len(seqs), before + 100)
+
+    def test_preview_without_a_tracker_fails_and_holds_nothing(self):
+        server = FakeServer(rate=120, start=False)
+        d = server.state.hub.preview("page")
+        self.assertIsInstance(self.failureResultOf(d).value, TrackerError)
+        self.assertEqual(server.state.hub.preview_count, 0)
+
+    def test_tracker_lost_during_a_preview_is_no_session_event(self):
+        self.hub.preview("page")
+        self.server.advance(0.2)
+        self.server.tracker.notify(NotificationKind.CONNECTION_LOST, "cable")
+        self.assertFalse(self.hub.previewing)
+        self.server.tracker.notify(NotificationKind.CONNECTION_RESTORED, "cable")
+        self.server.advance(0.2)
+        self.assertTrue(self.hub.previewing)
+        self.assertEqual(self.listener.events, [])

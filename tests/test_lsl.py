@@ -412,12 +412,14 @@ class FlagTests(unittest.SynchronousTestCase):
         self.assertTrue(options.config.lsl)
         service = makeService(options, Clock())
         publisher = service.getServiceNamed("lsl").publisher
-        self.assertEqual(service.state.event_sinks, [publisher])
+        # beside the status page's board, which every server has
+        self.assertEqual(service.state.event_sinks, [publisher, service.site.board])
         self.assertIn(publisher.write_batch, service.state.hub.observers)
         self.assertIn(publisher, service.state.hub.session_listeners)
         options = Options()
         options.parseOptions(["--mock", "--port", "0"])
-        self.assertEqual(makeService(options, Clock()).state.event_sinks, [])
+        service = makeService(options, Clock())
+        self.assertEqual(service.state.event_sinks, [service.site.board])
 
     def test_not_with_list_trackers(self):
         with self.assertRaises(usage.UsageError) as caught:

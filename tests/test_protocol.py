@@ -586,20 +586,33 @@ class BannerTests(HandshakeMixin, unittest.TestCase):
         self.assertNotIn("autobahn", repr(headers).lower())
 
     @defer.inlineCallbacks
-    def test_plain_http_gets_no_status_page(self):
+    def test_plain_http_names_no_software(self):
+        """
+        A plain HTTP request gets the status page (jspsych_tobii.web), which
+        names no software either, and no redirect.
+        """
+
         def get(path):
             def act(c):
-                c.send(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode())
-                c.read_frames()
-                return c.buffer
+                request = f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+                c.send(request.encode())
+                answer = b""
+                while True:
+                    chunk = c.sock.recv(65536)
+                    if not chunk:
+                        return answer
+                    answer += chunk
 
             return raw(self.port, act)
 
-        for path in ("/", "/?redirect=http%3A%2F%2Fevil.example"):
+        for path in ("/", "/?redirect=http%3A%2F%2Fevil.example", "/status.json", "/nothing"):
             response = yield get(path)
-            self.assertTrue(response.startswith(b"HTTP/1.1 426 "), response[:40])
+            head = response.split(b"\r\n\r\n", 1)[0].lower()
+            self.assertTrue(response.startswith(b"HTTP/1.1 "), response[:40])
+            self.assertNotIn(b"\r\nserver:", head)
             self.assertNotIn(b"autobahn", response.lower())
-            self.assertNotIn(b"location", response.lower())
+            self.assertNotIn(b"twisted", response.lower())
+            self.assertNotIn(b"location", head)
 
 
 class KeepaliveTests(unittest.SynchronousTestCase):
@@ -615,7 +628,8 @@ class KeepaliveTests(unittest.SynchronousTestCase):
         self.patch(txaio.config, "loop", clock)
         client_factory = WebSocketClientFactory("ws://localhost:8080", reactor=clock)
         client_factory.protocol = protocol
-        factory = self.server.service.getServiceNamed("websocket").factory
+        # the port's factory is the HTTP site; WebSocket connections come from its factory
+        factory = self.server.service.site.websocket_factory
         server = factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 50000))
         client = client_factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 8080))
         pump = iosim.connect(

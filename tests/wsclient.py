@@ -79,14 +79,15 @@ class ExtensionClient(WebSocketClientProtocol):
         return self.offset_ab
 
 
-def connect(port, protocol=ExtensionClient, path="/", tls=None, **attributes):
+def connect(port, protocol=ExtensionClient, path="/", tls=None, origin=None, **attributes):
     """
     Connect to ws://127.0.0.1:port/ (the root path, like the extension's
     default URL), or to another C{path} (C{/?token=...}).  With C{tls} (a
-    client TLS options object) the URL is wss://localhost:port/.
+    client TLS options object) the URL is wss://localhost:port/.  With
+    C{origin}, the handshake says it comes from a page of that origin.
     """
     scheme, host = ("wss", "localhost") if tls is not None else ("ws", "127.0.0.1")
-    factory = WebSocketClientFactory(f"{scheme}://{host}:{port}{path}")
+    factory = WebSocketClientFactory(f"{scheme}://{host}:{port}{path}", origin=origin)
     factory.protocol = protocol
     factory.setProtocolOptions(maxMessagePayloadSize=0, maxFramePayloadSize=0)
     endpoint = endpoints.TCP4ClientEndpoint(reactor, "127.0.0.1", port)
@@ -100,6 +101,28 @@ def connect(port, protocol=ExtensionClient, path="/", tls=None, **attributes):
         return proto.opened
 
     return d.addCallback(opened)
+
+
+def handshake_status(port, origin, path="/"):
+    """
+    Fires with the HTTP status of a WebSocket handshake with this Origin
+    (101 when admitted, 403 when refused), sent from a thread.
+    """
+    import socket
+
+    from twisted.internet.threads import deferToThread
+
+    def attempt():
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+            s.sendall(
+                f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
+                f"Connection: Upgrade\r\nOrigin: {origin}\r\n"
+                "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                "Sec-WebSocket-Version: 13\r\n\r\n".encode()
+            )
+            return int(s.recv(4096).split(b" ", 2)[1])
+
+    return deferToThread(attempt)
 
 
 def wait(seconds):

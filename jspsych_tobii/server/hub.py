@@ -8,6 +8,13 @@ period) and unsubscribes when no one does.  Each run of the stream is a
 tracking session: it starts with an empty buffer and sample numbers from 0,
 so nothing from an earlier session is ever answered.
 
+A preview (L{preview}, asked for by the status page) runs the tracker's
+stream without a tracking session: its samples go only to a small buffer of
+their own (L{preview_buffer}), never to a client, the session buffer or the
+recorder.  When a client starts tracking during a preview, a session begins
+on the stream that already runs; when the last one stops, the session ends
+and the preview goes on.
+
 A batch's path: the tracker's receiver (L{_on_gaze}) stamps sequence numbers
 and arrival time, appends to the buffer, encodes each sample once, frames it
 once with Autobahn's C{prepareMessage}, and hands the same prepared frame to
@@ -30,6 +37,9 @@ from jspsych_tobii.core.markers import MarkerLog
 from jspsych_tobii.core.timesync import ServerClock
 from jspsych_tobii.logs import Logger
 from jspsych_tobii.server.gate import SendGate
+
+#: Samples of a preview kept for the status page (2 s at 1200 Hz).
+PREVIEW_SAMPLES = 2400
 
 
 class GazeHub:
@@ -55,6 +65,7 @@ class GazeHub:
         self._prepare = prepare
         self._subscribers: Set[SendGate] = set()
         self._holds: Set[object] = set()
+        self._previews: Set[object] = set()
         self.gates: Set[SendGate] = set()  # every open connection
         self.observers: List[Callable[[np.ndarray], Any]] = []
         #: batches each observer failed on in the current tracking session
@@ -65,6 +76,9 @@ class GazeHub:
         self.session_listeners: List[Any] = []
         self._lock = defer.DeferredLock()
         self._tracker = None  # the tracker the stream runs on, while it runs
+        self._in_session = False  # the stream that runs is a tracking session (not a preview)
+        #: the newest samples of a preview (see L{preview})
+        self.preview_buffer = GazeBuffer(PREVIEW_SAMPLES)
         self.session = 0
         self.session_started_us: Optional[int] = None
         self._seq = 0
@@ -76,7 +90,13 @@ class GazeHub:
 
     @property
     def running(self) -> bool:
-        return self._tracker is not None
+        """A tracking session runs (a preview alone is not one)."""
+        return self._tracker is not None and self._in_session
+
+    @property
+    def previewing(self) -> bool:
+        """The stream runs for a preview only."""
+        return self._tracker is not None and not self._in_session
 
     def is_subscribed(self, gate: SendGate) -> bool:
         return gate in self._subscribers
@@ -112,37 +132,89 @@ class GazeHub:
         self._holds.discard(token)
         return self._sync()
 
+    def preview(self, token: object) -> defer.Deferred:
+        """
+        Run the stream for a preview on behalf of C{token}: no tracking
+        session, nothing sent to clients or recorded (see L{preview_buffer}).
+        """
+        self._previews.add(token)
+        d = self._sync()
+
+        def failed(f):
+            self._previews.discard(token)
+            return f
+
+        return d.addErrback(failed)
+
+    def end_preview(self, token: object) -> defer.Deferred:
+        self._previews.discard(token)
+        return self._sync()
+
+    @property
+    def preview_count(self) -> int:
+        return len(self._previews)
+
     def _sync(self) -> defer.Deferred:
         return self._lock.run(self._apply)
 
     @defer.inlineCallbacks
     def _apply(self):
         want = bool(self._subscribers or self._holds)
+        stream = want or bool(self._previews)
         if not want and self._interrupted:
             # the tracker went away and no one waits for it any more
             self._interrupted = False
             self._session_ended(reason="tracker lost")
-        if want and self._tracker is None:
+        if stream and self._tracker is None:
             tracker = self._trackers.require()
-            if not self._interrupted:
+            if want and not self._interrupted:
                 self._begin_session(tracker)
+            elif not want:
+                self.preview_buffer.clear()
+            self._in_session = want
             try:
                 yield tracker.startGaze(self._on_gaze)
             except Exception as e:
-                self._session_ended(reason=f"could not start: {e}")
+                self._in_session = False
+                if want:
+                    self._session_ended(reason=f"could not start: {e}")
                 raise
             self._interrupted = False
             self._tracker = tracker
-            self.log.info("gaze stream started (tracking session {n})", n=self.session)
-        elif not want and self._tracker is not None:
+            if want:
+                self.log.info("gaze stream started (tracking session {n})", n=self.session)
+            else:
+                self.log.info("gaze stream started for a preview (no tracking session)")
+        elif stream and want != self._in_session:
+            # the stream runs on; a session begins or ends on it
+            if want:
+                self._begin_session(self._tracker)
+                self._in_session = True
+                self.log.info(
+                    "tracking session {n} started on the preview's stream", n=self.session
+                )
+            else:
+                self._in_session = False
+                self.preview_buffer.clear()
+                self._session_stopped()
+        elif not stream and self._tracker is not None:
             tracker, self._tracker = self._tracker, None
-            self.log.info(
-                "gaze stream stopped after {count} samples (tracking session {n})",
-                count=self._seq,
-                n=self.session,
-            )
-            self._session_ended(reason="no client tracking")
-            yield tracker.stopGaze()
+            if self._in_session:
+                self._session_stopped()
+            else:
+                self.log.info("gaze stream stopped (the preview ended)")
+            try:
+                yield tracker.stopGaze()
+            finally:
+                self._in_session = False
+
+    def _session_stopped(self) -> None:
+        self.log.info(
+            "gaze stream stopped after {count} samples (tracking session {n})",
+            count=self._seq,
+            n=self.session,
+        )
+        self._session_ended(reason="no client tracking")
 
     def _tell(self, event: str, *args: Any, **kwargs: Any) -> None:
         for listener in self.session_listeners:
@@ -163,7 +235,8 @@ class GazeHub:
         """
         if self._tracker is not None:
             self._tracker = None
-            self._interrupted = True
+            self._interrupted = self._in_session
+            self._in_session = False
 
     def restart(self) -> defer.Deferred:
         """Re-subscribe after the tracker came back, if anyone still holds the stream."""
@@ -173,6 +246,7 @@ class GazeHub:
         """Release everything (service shutdown)."""
         self._subscribers.clear()
         self._holds.clear()
+        self._previews.clear()
         return self._sync()
 
     def add_marker(self, encoded: bytes) -> None:
@@ -193,6 +267,10 @@ class GazeHub:
     def _on_gaze(self, batch: np.ndarray) -> None:
         if self._tracker is None and not self._lock.locked:
             return  # a late batch after stopGaze
+        if not self._in_session:
+            batch["server_time_us"] = self.clock.now_us()
+            self.preview_buffer.extend(batch)
+            return
         n = len(batch)
         batch["seq"] = np.arange(self._seq, self._seq + n)
         self._seq += n

@@ -13,7 +13,8 @@ carries the shared L{ServerState} and the protocol options: messages up to
 
 Who may connect is decided at the handshake (L{TobiiServerProtocol.onConnect}):
 the page's origin must be allowed (L{OriginPolicy}; by default pages of this
-machine and pages opened from disk) and, with a token, the URL must carry it
+machine and pages opened from disk; pages this server serves itself with
+C{--serve} always, see L{own_origins}) and, with a token, the URL must carry it
 (C{?token=...}); a refusal is an HTTP 403 and one log line saying which
 option would admit the client.  The token never reaches the log.
 
@@ -27,7 +28,7 @@ unread.
 from __future__ import annotations
 
 import re
-from typing import Any, Optional, Sequence, Tuple
+from typing import Any, List, Optional, Sequence, Set, Tuple
 
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
 from autobahn.websocket.types import ConnectionDeny
@@ -35,7 +36,7 @@ from twisted.internet.interfaces import IHalfCloseableDescriptor
 from twisted.internet.protocol import connectionDone
 from twisted.logger import Logger as _TwistedLogger
 
-from jspsych_tobii.core.access import OriginPolicy, token_matches
+from jspsych_tobii.core.access import OriginPolicy, normalize_origin, token_matches
 from jspsych_tobii.logs import Logger
 from jspsych_tobii.server.gate import SendGate
 from jspsych_tobii.server.resume import Fingerprint
@@ -115,6 +116,7 @@ class TobiiServerProtocol(WebSocketServerProtocol):
     _ping_tokens = float(PING_BURST)
     _ping_ms: Optional[float] = None
     closed_for: Optional[str] = None  # why the server closed it, if it did
+    opened_us: Optional[int] = None
 
     def connectionMade(self):
         super().connectionMade()
@@ -131,7 +133,7 @@ class TobiiServerProtocol(WebSocketServerProtocol):
         self.host = getattr(peer, "host", None) or str(peer)
         factory: TobiiServerFactory = self.factory
         origin = request.origin or None
-        if not factory.origins.allows(origin):
+        if not factory.origins.allows(origin) and not self._own_page(origin):
             self._refusal = (
                 ("origin", origin),
                 "refused a connection from {peer}: pages from {origin} may not connect; "
@@ -153,6 +155,14 @@ class TobiiServerProtocol(WebSocketServerProtocol):
                 raise ConnectionDeny(ConnectionDeny.FORBIDDEN, "token missing or wrong")
         self.fingerprint = Fingerprint.of(self.host, request.headers, self.http_request_uri)
         return None
+
+    def _own_page(self, origin: Optional[str]) -> bool:
+        """The page comes from this server (C{--serve}): its origin is this connection's."""
+        try:
+            normal = normalize_origin(origin or "")
+        except ValueError:
+            return False
+        return normal in own_origins(self.transport.getHost(), self.factory.own_host)
 
     def failHandshake(self, reason, code=400, responseHeaders=None):
         """
@@ -182,7 +192,12 @@ class TobiiServerProtocol(WebSocketServerProtocol):
     def onOpen(self):
         app: ServerState = self.factory.app
         self.gate = SendGate(self, app.reactor, peer=self.peer)
+        if getattr(self.transport, "producer", None) is not None:
+            # behind twisted.web the HTTP channel is still the transport's producer
+            self.transport.unregisterProducer()
         self.registerProducer(self.gate, True)
+        self.opened_us = app.clock.now_us()
+        self.factory.connections.add(self)
         app.hub.gates.add(self.gate)
         self.session = ClientSession(app, self.gate, self.peer, reader=self.transport)
         self.log.info("client {peer} connected", peer=self.peer)
@@ -354,6 +369,7 @@ class TobiiServerProtocol(WebSocketServerProtocol):
         super().onAutoPingTimeout()
 
     def onClose(self, wasClean, code, reason):
+        self.factory.connections.discard(self)
         session, gate = self.session, self.gate
         if session is None:
             return
@@ -394,6 +410,7 @@ class TobiiServerFactory(WebSocketServerFactory):
         ping_interval: float = 10.0,
         ping_timeout: float = 10.0,
         exposed: bool = False,
+        own_host: Optional[str] = None,
     ):
         """
         @param where: the listening address as the log shows it.
@@ -402,6 +419,8 @@ class TobiiServerFactory(WebSocketServerFactory):
         @param ping_interval: seconds between keepalive pings (0: none).
         @param ping_timeout: seconds to answer a ping (0: no limit).
         @param exposed: other machines can reach the listening address.
+        @param own_host: the C{--host} the server listens on, whose pages
+            (C{--serve}) are admitted whatever the origin list says.
         """
         # server=None: the handshake response names no software or version
         super().__init__(url, server=None, reactor=app.reactor)
@@ -410,6 +429,9 @@ class TobiiServerFactory(WebSocketServerFactory):
         self.origins = OriginPolicy(origins)
         self.token = token
         self.exposed = exposed
+        self.own_host = own_host
+        #: the open connections (the status page lists them)
+        self.connections: Set[TobiiServerProtocol] = set()
         self._refused: set = set()
         self.noisy = False
         self.setProtocolOptions(
@@ -452,3 +474,27 @@ class TobiiServerFactory(WebSocketServerFactory):
                 "--token-file), list the allowed origins, or listen on localhost",
                 where=self.where or "the listening address",
             )
+
+
+def own_origins(address: Any, host: Optional[str] = None) -> List[str]:
+    """
+    The origins of pages this server serves (C{--serve}), for a connection
+    that arrived at C{address} (its local L{IPv4Address} or L{IPv6Address}):
+    that address and C{host} (the name given with C{--host}), on that port,
+    over http or https, normalised as L{normalize_origin} writes them.  A
+    name the browser resolved is not included unless it is C{host}, so a
+    rebound name cannot pass as this server.
+    """
+    port = getattr(address, "port", None)
+    if port is None:
+        return []  # not TCP
+    names = [address.host]
+    if address.host.startswith("::ffff:") and "." in address.host:
+        names.append(address.host[7:])  # an IPv4 client of a dual-stack socket
+    if host and host.strip("[]") not in ("0.0.0.0", "::", ""):
+        names.append(host.strip("[]"))
+    origins = []
+    for name in names:
+        shown = f"[{name.lower()}]" if ":" in name else name.lower()
+        origins += [f"http://{shown}:{port}", f"https://{shown}:{port}"]
+    return origins
