@@ -67,7 +67,11 @@ class TobiiServer:
             if self.config.log_file:
                 undo.append(logs.add_log_file(self.config.log_file))
             self.service = makeService(self.config, reactor)
-            self.service.startService()
+            try:
+                self.service.startService()
+            except BaseException:  # the port is taken...: what did start stops again
+                await self.service.stopService().asFuture(loop)
+                raise
             restore_signals = _stop_on_signals(loop, self.stop) if handle_signals else _nothing
             self.started.set()
             try:

@@ -8,6 +8,9 @@ reply, the state after the stop, and the log records.
 
 C{embed_child PORT serve}: the README's use as is (C{logging.basicConfig},
 then C{asyncio.run(TobiiServer(...).start())}), for a signal to end.
+
+C{embed_child PORT busy}: start() on a port another socket holds; prints
+what it raised and what was logged.
 """
 
 import asyncio
@@ -64,8 +67,27 @@ def serve(port):
     print("returned", flush=True)
 
 
+async def busy(port):
+    import socket
+
+    records = Records()
+    logging.getLogger("jspsych_tobii").addHandler(records)
+    logging.getLogger("jspsych_tobii").setLevel(logging.INFO)
+    holder = socket.socket()
+    holder.bind(("127.0.0.1", port))
+    holder.listen()
+    server = TobiiServer(ServerConfig(host="127.0.0.1", port=port, mock=True))
+    try:
+        await server.start()
+    except Exception as e:
+        print(json.dumps({"raised": type(e).__name__}), flush=True)
+    print(json.dumps(records.records), flush=True)
+
+
 if __name__ == "__main__":
     if sys.argv[2:] == ["serve"]:
         serve(int(sys.argv[1]))
+    elif sys.argv[2:] == ["busy"]:
+        asyncio.run(busy(int(sys.argv[1])))
     else:
         asyncio.run(main(int(sys.argv[1])))

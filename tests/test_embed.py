@@ -100,6 +100,18 @@ class EmbedTests(unittest.TestCase):
     def test_sigterm(self):
         self.assert_signal_stops(signal.SIGTERM)
 
+    def test_port_taken(self):
+        """start() raises the listening error, and what had started is stopped again."""
+        child = start_child(str(free_port()), "busy")
+        stdout, stderr = child.communicate(timeout=60)
+        self.assertEqual(child.returncode, 0, stderr)
+        outcome, records = (json.loads(line) for line in stdout.splitlines())
+        self.assertEqual(outcome, {"raised": "CannotListenError"})
+        self.assertEqual(
+            [message for name, _, message in records if name.endswith("TrackerService")][-1],
+            "eye tracker released",
+        )
+
     def test_stop_before_start(self):
         """C{await server.stop()} on a server never started returns at once."""
         server = TobiiServer(port=0, mock=True)
