@@ -100,42 +100,73 @@ def request(host: str, port: int, message: dict, timeout: float = 20.0):
 # -- the Python snippets
 
 
+#: What tells each snippet apart, and the test that runs it.
+SNIPPETS = {
+    "asyncio.run(": "test_asyncio_snippet",
+    "np.fromfile(": "test_numpy_snippet",
+    "pd.read_parquet(": "test_parquet_snippet",
+    "pylsl.StreamInlet(": "test_lsl_snippet",
+}
+
+
+def snippet(marker: str) -> str:
+    (found,) = [block for block in blocks("python") if marker in block]
+    return found
+
+
+#: liblsl's configuration for the LSL snippet: this machine only, and a
+#: session of its own, so the snippet finds this test's server and no other.
+LSL_CONFIG = """\
+[multicast]
+ResolveScope = machine
+[lab]
+SessionID = {session}
+[log]
+level = -3
+"""
+
+
 class PythonSnippetTests(unittest.TestCase):
     """Every ```python block of the README runs as written."""
 
-    def setUp(self):
-        self.snippets = blocks("python")
-
     def test_found(self):
-        self.assertEqual(len(self.snippets), 2, "a new snippet needs a way to be run here")
-        self.assertEqual(len([s for s in self.snippets if "asyncio.run(" in s]), 1)
-        self.assertEqual(len([s for s in self.snippets if "np.fromfile(" in s]), 1)
+        """Each snippet is one this class knows how to run."""
+        for block in blocks("python"):
+            markers = [marker for marker in SNIPPETS if marker in block]
+            self.assertEqual(len(markers), 1, f"a new snippet needs a test here:\n{block}")
+        for marker in SNIPPETS:
+            snippet(marker)
 
-    def run_python(self, code: str, cwd: str, *args: str):
+    def run_python(self, code: str, cwd: str, env=None):
         path = os.path.join(cwd, "snippet.py")
         with open(path, "w", encoding="utf-8") as f:
             f.write(code)
         return subprocess.Popen(
-            [sys.executable, path, *args],
+            [sys.executable, path],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
             cwd=cwd,
-            env=dict(ENV, PYTHONPATH=ROOT),
+            env=dict(env or ENV, PYTHONPATH=ROOT),
         )
+
+    def finish(self, child, timeout=60):
+        stdout, stderr = child.communicate(timeout=timeout)
+        self.assertEqual(child.returncode, 0, stderr)
+        return stdout
 
     def test_asyncio_snippet(self):
         """
         The embedding snippet serves (on a free port instead of 8080), logs
         through C{logging}, and Ctrl-C ends it: status 0, no traceback.
         """
-        (snippet,) = [s for s in self.snippets if "asyncio.run(" in s]
-        self.assertIn("port=8080", snippet)
+        code = snippet("asyncio.run(")
+        self.assertIn("port=8080", code)
         port = free_port()
         # as a terminal starts it: Ctrl-C raises KeyboardInterrupt (a shell may
         # start background jobs with SIGINT ignored)
         prelude = "import signal\nsignal.signal(signal.SIGINT, signal.default_int_handler)\n"
-        code = prelude + snippet.replace("port=8080", f"port={port}")
+        code = prelude + code.replace("port=8080", f"port={port}")
         child = self.run_python(code, make_temp_dir(self))
         self.addCleanup(lambda: child.poll() is None and child.kill())
         wait_listening(port, child)
@@ -150,23 +181,82 @@ class PythonSnippetTests(unittest.TestCase):
             "INFO:jspsych_tobii.server.service.TrackerService:eye tracker released", stderr
         )
 
-    def test_numpy_snippet(self):
-        """The numpy snippet reads a recording (made here, where the snippet looks)."""
-        (snippet,) = [s for s in self.snippets if "np.fromfile(" in s]
-        (relative,) = re.findall(r'np\.fromfile\("([^"]+)"', snippet)
-        cwd = make_temp_dir(self)
+    def recording(self, cwd: str, relative: str = "DIR/20261124T081500.123Z-s1.gaze"):
+        """A recording at C{relative} in C{cwd}, where the README's commands look."""
         path = os.path.join(cwd, relative)
         os.makedirs(os.path.dirname(path), exist_ok=True)
         samples = synthetic_samples(500)
         write_recording(path, samples)
+        return path, samples
+
+    def test_numpy_snippet(self):
+        """The numpy snippet reads a recording (made here, where the snippet looks)."""
+        code = snippet("np.fromfile(")
+        (relative,) = re.findall(r'np\.fromfile\("([^"]+)"', code)
+        cwd = make_temp_dir(self)
+        _, samples = self.recording(cwd, relative)
         check = "\nprint(len(samples), samples['system_time_us'][-1], samples['left_x'][7])\n"
-        child = self.run_python(snippet + check, cwd)
-        stdout, stderr = child.communicate(timeout=60)
-        self.assertEqual(child.returncode, 0, stderr)
+        stdout = self.finish(self.run_python(code + check, cwd))
         self.assertEqual(
             stdout.split(),
             ["500", str(samples["system_time_us"][-1]), str(samples["left_x"][7])],
         )
+
+    def test_parquet_snippet(self):
+        """The pandas snippet reads what jspsych-tobii-export --format parquet wrote."""
+        code = snippet("pd.read_parquet(")
+        (exported,) = re.findall(r'pd\.read_parquet\("([^"]+)"\)', code)
+        cwd = make_temp_dir(self)
+        path, samples = self.recording(cwd)
+        export = subprocess.run(
+            [sys.executable, "-m", "jspsych_tobii.recording.export", path]
+            + ["--format", "parquet", "-o", os.path.join(cwd, exported)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env=ENV,
+        )
+        self.assertEqual(export.returncode, 0, export.stderr)
+        check = "\nprint(len(samples), samples['unix_time'].dt.tz)\n"
+        stdout = self.finish(self.run_python(code + check, cwd))
+        self.assertEqual(stdout.split(), [str(len(samples)), "UTC"])
+
+    def test_lsl_snippet(self):
+        """
+        The pylsl snippet, while the server runs with --lsl and a page is
+        tracking, finds the gaze stream and pulls samples from it.
+        """
+        import uuid
+
+        cwd = make_temp_dir(self)
+        config = os.path.join(cwd, "lsl_api.cfg")
+        with open(config, "w") as f:
+            f.write(LSL_CONFIG.format(session=f"jspsych-tobii-readme-{uuid.uuid4().hex}"))
+        env = dict(ENV, LSLAPICFG=config)
+        port = free_port()
+        server = subprocess.Popen(
+            [sys.executable, "-m", "jspsych_tobii.cli", "--mock", "--lsl"]
+            + ["--host", "127.0.0.1", "--port", str(port)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env=env,
+        )
+        self.addCleanup(lambda: server.poll() is None and (server.kill(), server.communicate()))
+        wait_listening(port, server)
+        with socket.create_connection(("127.0.0.1", port), timeout=20) as page:
+            handshake(page, "127.0.0.1", port)
+            send_json(page, {"type": "start_tracking", "requestId": "t"})
+            reply = read_json(page)
+            while reply.get("requestId") != "t":
+                reply = read_json(page)
+            self.assertIs(reply["success"], True)
+            check = "\nprint(len(chunk), len(stamps), len(chunk[0]))\n"
+            stdout = self.finish(self.run_python(snippet("pylsl.StreamInlet(") + check, cwd, env))
+        count, stamps, channels = (int(n) for n in stdout.split())
+        self.assertGreater(count, 0)
+        self.assertEqual(stamps, count)
+        self.assertGreater(channels, 2)
 
 
 # -- the protocol summary
