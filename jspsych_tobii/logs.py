@@ -86,7 +86,44 @@ def add_log_file(path: str) -> Callable[[], None]:
 OTHERS = "jspsych_tobii.twisted"
 
 
-def to_stdlib(publisher=globalLogPublisher) -> Callable[[], None]:
+class _StdlibBridge:
+    """The observer that L{to_stdlib} adds once, however many servers ask."""
+
+    def __init__(self, publisher) -> None:
+        self.publisher = publisher
+        self.users = 0
+        self.observers: Dict[str, ILogObserver] = {}
+
+    def __call__(self, event: dict) -> None:
+        namespace = event.get("log_namespace") or ""
+        own = namespace == "jspsych_tobii" or namespace.startswith("jspsych_tobii.")
+        name = namespace if own else OTHERS
+        observer = self.observers.get(name)
+        if observer is None:
+            observer = self.observers[name] = STDLibLogObserver(name)
+        observer(event)
+
+    def add_user(self) -> Callable[[], None]:
+        self.users += 1
+        if self.users == 1:
+            self.publisher.addObserver(self)
+        done = []
+
+        def remove() -> None:
+            if done:
+                return
+            done.append(True)
+            self.users -= 1
+            if self.users == 0:
+                self.publisher.removeObserver(self)
+
+        return remove
+
+
+_bridge = _StdlibBridge(globalLogPublisher)
+
+
+def to_stdlib() -> Callable[[], None]:
     """
     Pass every log event to the standard library's C{logging}: this
     package's under their own names (C{jspsych_tobii.server.protocol...}),
@@ -94,23 +131,12 @@ def to_stdlib(publisher=globalLogPublisher) -> Callable[[], None]:
     under L{OTHERS}; so all of it is under the C{jspsych_tobii} logger.
     Levels map to C{logging}'s, failures come with their traceback.  Where
     the messages go (and from which level) is the program's C{logging}
-    configuration, as for any library.
+    configuration, as for any library.  Callers share one bridge, so each
+    event is passed once however many servers run.
 
-    @return: what stops passing them.
+    @return: what stops passing them (once every caller has called its own).
     """
-    observers: Dict[str, ILogObserver] = {}
-
-    def observe(event: dict) -> None:
-        namespace = event.get("log_namespace") or ""
-        own = namespace == "jspsych_tobii" or namespace.startswith("jspsych_tobii.")
-        name = namespace if own else OTHERS
-        observer = observers.get(name)
-        if observer is None:
-            observer = observers[name] = STDLibLogObserver(name)
-        observer(event)
-
-    publisher.addObserver(observe)
-    return lambda: publisher.removeObserver(observe)
+    return _bridge.add_user()
 
 
 def start_logging(level: str = "INFO", path: Optional[str] = None, stream: IO = sys.stdout):
