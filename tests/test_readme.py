@@ -17,6 +17,7 @@ import signal
 import socket
 import subprocess
 import sys
+import textwrap
 import time
 
 from twisted.trial import unittest
@@ -37,8 +38,11 @@ def readme() -> str:
 
 
 def blocks(language: str) -> list:
-    """The fenced code blocks of README.md in C{language}, in order."""
-    return re.findall(rf"^```{language}\n(.*?)^```", readme(), re.MULTILINE | re.DOTALL)
+    """The fenced code blocks of README.md in C{language}, in order (list items' too)."""
+    found = re.findall(
+        rf"^([ \t]*)```{language}\n(.*?)^\1```", readme(), re.MULTILINE | re.DOTALL
+    )
+    return [textwrap.dedent(text) for _, text in found]
 
 
 # -- a WebSocket client on a plain socket, reading every frame
