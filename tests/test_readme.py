@@ -39,9 +39,7 @@ def readme() -> str:
 
 def blocks(language: str) -> list:
     """The fenced code blocks of README.md in C{language}, in order (list items' too)."""
-    found = re.findall(
-        rf"^([ \t]*)```{language}\n(.*?)^\1```", readme(), re.MULTILINE | re.DOTALL
-    )
+    found = re.findall(rf"^([ \t]*)```{language}\n(.*?)^\1```", readme(), re.MULTILINE | re.DOTALL)
     return [textwrap.dedent(text) for _, text in found]
 
 
