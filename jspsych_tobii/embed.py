@@ -5,14 +5,19 @@ L{TobiiServer}: the server for Python programs that use asyncio.
 C{await TobiiServer(config).start()} installs Twisted's asyncio reactor on
 the running event loop (unless it is installed already), builds the service
 with L{jspsych_tobii.tap.makeService}, and serves until L{TobiiServer.stop}
-is called or the task is cancelled; either way the service is stopped
-cleanly (gaze stream released, tracker disconnected, port closed).
+is called, the task is cancelled, or (on the main thread) the process gets
+SIGINT (Ctrl-C) or SIGTERM; every way the service is stopped cleanly (gaze
+stream released, tracker disconnected, port closed) and C{start()} returns.
+
+While it serves, the server's log goes to the standard library's
+C{logging}, under the C{jspsych_tobii} logger (L{jspsych_tobii.logs.to_stdlib});
+configure C{logging} to see it, e.g. C{logging.basicConfig(level=logging.INFO)}.
 """
 
 from __future__ import annotations
 
 import asyncio
-from typing import Optional
+from typing import Any, Callable, Generator, List, Optional
 
 from jspsych_tobii.config import ServerConfig
 
@@ -22,6 +27,7 @@ class TobiiServer:
         self.config = config if config is not None else ServerConfig(**settings)
         self.service = None
         self._stop: Optional[asyncio.Event] = None
+        self._finished: Optional[asyncio.Future] = None
         self.started: Optional[asyncio.Event] = None
 
     @property
@@ -34,32 +40,113 @@ class TobiiServer:
         address = getattr(port, "getHost", lambda: None)()
         return getattr(address, "port", None)
 
-    async def start(self) -> None:
-        """Serve until L{stop} (or cancellation)."""
+    async def start(self, handle_signals: bool = True) -> None:
+        """
+        Serve until L{stop}, cancellation or, with C{handle_signals} on the
+        main thread, SIGINT or SIGTERM.  A second Ctrl-C during the shutdown
+        interrupts it as Python does by default.
+
+        @param handle_signals: stop on SIGINT and SIGTERM (the handlers the
+            program had are put back when serving ends; a signal the program
+            ignores stays ignored).  Pass C{False} if the program handles
+            these signals itself.
+        """
         loop = asyncio.get_running_loop()
         reactor = _asyncio_reactor(loop)
         from jspsych_tobii import logs
         from jspsych_tobii.tap import makeService
 
         self._stop = asyncio.Event()
+        self._finished = loop.create_future()
         self.started = self.started or asyncio.Event()
         if not reactor.running:
             reactor.startRunning(installSignalHandlers=False)
-        logs.set_level(self.config.log_level)
-        if self.config.log_file:
-            logs.add_log_file(self.config.log_file)
-        self.service = makeService(self.config, reactor)
-        self.service.startService()
-        self.started.set()
+        undo: List[Callable[[], None]] = [logs.to_stdlib()]
         try:
-            await self._stop.wait()
+            logs.set_level(self.config.log_level)
+            if self.config.log_file:
+                undo.append(logs.add_log_file(self.config.log_file))
+            self.service = makeService(self.config, reactor)
+            try:
+                self.service.startService()
+            except BaseException:  # the port is taken...: what did start stops again
+                await self.service.stopService().asFuture(loop)
+                raise
+            restore_signals = _stop_on_signals(loop, self.stop) if handle_signals else _nothing
+            self.started.set()
+            try:
+                await self._stop.wait()
+            finally:
+                restore_signals()
+                await self.service.stopService().asFuture(loop)
         finally:
-            await self.service.stopService().asFuture(loop)
+            for step in reversed(undo):
+                step()
+            if not self._finished.done():
+                self._finished.set_result(None)
 
-    def stop(self) -> None:
-        """Ask a running L{start} to finish."""
+    def stop(self) -> "Stopping":
+        """
+        Ask a running L{start} to finish.  The result can be awaited:
+        C{await server.stop()} returns once the server has shut down.
+        """
         if self._stop is not None:
             self._stop.set()
+        return Stopping(self._finished)
+
+
+class Stopping:
+    """What L{TobiiServer.stop} returns: awaiting it waits for the shutdown."""
+
+    def __init__(self, finished: Optional[asyncio.Future]):
+        self._finished = finished
+
+    def __await__(self) -> Generator[Any, None, None]:
+        if self._finished is None:  # never started: nothing to wait for
+            return _done().__await__()
+        # shielded: a waiter that is cancelled does not cancel the shutdown
+        return asyncio.shield(self._finished).__await__()
+
+
+async def _done() -> None:
+    return None
+
+
+def _nothing() -> None:
+    pass
+
+
+def _stop_on_signals(loop: asyncio.AbstractEventLoop, stop: Callable[[], Any]):
+    """
+    Call C{stop} on SIGINT and SIGTERM, on the main thread's loop (not on
+    Windows, whose loops take no signal handlers).
+
+    @return: what puts the program's own handlers back.
+    """
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return _nothing
+    previous = {}
+    for number in (signal.SIGINT, signal.SIGTERM):
+        before = signal.getsignal(number)
+        if before == signal.SIG_IGN:
+            continue
+        try:
+            loop.add_signal_handler(number, stop)
+        except (NotImplementedError, RuntimeError, ValueError):
+            continue
+        previous[number] = before
+
+    def restore() -> None:
+        for number, before in previous.items():
+            loop.remove_signal_handler(number)
+            if before is not None:
+                signal.signal(number, before)
+        previous.clear()
+
+    return restore
 
 
 def _asyncio_reactor(loop: asyncio.AbstractEventLoop):

@@ -3,18 +3,22 @@ Logging: every module logs through L{Logger} (a C{twisted.logger.Logger}
 whose events pass a level filter before reaching the global publisher), so
 C{--log-level} applies to this server's messages whichever door started it.
 L{start_logging} is for the console script; under twistd, twistd owns the
-log destination and C{--log-file} adds a file beside it.
+log destination and C{--log-file} adds a file beside it; in an asyncio
+program (L{jspsych_tobii.TobiiServer}) L{to_stdlib} passes the log to the
+standard library's C{logging}, under the C{jspsych_tobii} logger.
 """
 
 from __future__ import annotations
 
 import sys
-from typing import IO, List, Optional
+from typing import IO, Callable, Dict, List, Optional
 
 from twisted.logger import (
     FilteringLogObserver,
+    ILogObserver,
     LogLevel,
     LogLevelFilterPredicate,
+    STDLibLogObserver,
     globalLogBeginner,
     globalLogPublisher,
     textFileLogObserver,
@@ -58,11 +62,81 @@ def set_level(name: str) -> None:
         pass
 
 
-def add_log_file(path: str) -> None:
-    """Also write every log event to C{path} (appending)."""
+def add_log_file(path: str) -> Callable[[], None]:
+    """
+    Also write every log event to C{path} (appending).
+
+    @return: what stops writing there and closes the file.
+    """
     stream = open(path, "a", encoding="utf-8")
     _files.append(stream)
-    globalLogPublisher.addObserver(textFileLogObserver(stream))
+    observer = textFileLogObserver(stream)
+    globalLogPublisher.addObserver(observer)
+
+    def remove() -> None:
+        globalLogPublisher.removeObserver(observer)
+        if stream in _files:
+            _files.remove(stream)
+        stream.close()
+
+    return remove
+
+
+#: The C{logging} logger that Twisted's and Autobahn's own messages go to.
+OTHERS = "jspsych_tobii.twisted"
+
+
+class _StdlibBridge:
+    """The observer that L{to_stdlib} adds once, however many servers ask."""
+
+    def __init__(self, publisher) -> None:
+        self.publisher = publisher
+        self.users = 0
+        self.observers: Dict[str, ILogObserver] = {}
+
+    def __call__(self, event: dict) -> None:
+        namespace = event.get("log_namespace") or ""
+        own = namespace == "jspsych_tobii" or namespace.startswith("jspsych_tobii.")
+        name = namespace if own else OTHERS
+        observer = self.observers.get(name)
+        if observer is None:
+            observer = self.observers[name] = STDLibLogObserver(name)
+        observer(event)
+
+    def add_user(self) -> Callable[[], None]:
+        self.users += 1
+        if self.users == 1:
+            self.publisher.addObserver(self)
+        done = []
+
+        def remove() -> None:
+            if done:
+                return
+            done.append(True)
+            self.users -= 1
+            if self.users == 0:
+                self.publisher.removeObserver(self)
+
+        return remove
+
+
+_bridge = _StdlibBridge(globalLogPublisher)
+
+
+def to_stdlib() -> Callable[[], None]:
+    """
+    Pass every log event to the standard library's C{logging}: this
+    package's under their own names (C{jspsych_tobii.server.protocol...}),
+    the rest (Twisted's, Autobahn's: the listening port, unhandled errors)
+    under L{OTHERS}; so all of it is under the C{jspsych_tobii} logger.
+    Levels map to C{logging}'s, failures come with their traceback.  Where
+    the messages go (and from which level) is the program's C{logging}
+    configuration, as for any library.  Callers share one bridge, so each
+    event is passed once however many servers run.
+
+    @return: what stops passing them (once every caller has called its own).
+    """
+    return _bridge.add_user()
 
 
 def start_logging(level: str = "INFO", path: Optional[str] = None, stream: IO = sys.stdout):

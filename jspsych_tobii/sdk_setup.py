@@ -2,8 +2,10 @@
 """
 C{jspsych-tobii-sdk-setup}: make a Python for the SDK process.
 
-    jspsych-tobii-sdk-setup --python /usr/bin/python3.10
+    jspsych-tobii-sdk-setup --python "$(uv python find 3.10)"
     jspsych-tobii-sdk-setup --python C:\\Python310\\python.exe --older-trackers
+
+(the README says where to get a CPython 3.10: uv, pyenv, python.org).
 
 It creates a virtual environment with the given interpreter, installs the
 chosen tobii-research (2.x by default, 1.x with C{--older-trackers}) and what
@@ -214,7 +216,8 @@ def _parse(argv: Optional[List[str]]) -> argparse.Namespace:
         "--python",
         required=True,
         help="the interpreter to build it on: a CPython 3.10 (tobii-research has wheels "
-        "for 3.10 only)",
+        "for 3.10 only; get one with 'uv python install 3.10', 'pyenv install 3.10' or "
+        "python.org's installer)",
     )
     which = parser.add_mutually_exclusive_group()
     which.add_argument(

@@ -438,7 +438,10 @@ class FakeDevice:
         self.resume_streams_on_restore = resume_streams_on_restore
         self.present = present
         self.connected = True
-        #: Eye positions in track box coordinates (None: eye not found).
+        #: Eye positions in the SDK's track box coordinates, normalised over the
+        #: track box with (0, 0, 0) its top right corner nearest the tracker, seen
+        #: from the user: x grows toward the user's left, y downward, z away
+        #: from the tracker (None: eye not found).
         self.left_position: Optional[Tuple[float, float, float]] = (0.6, 0.5, 0.5)
         self.right_position: Optional[Tuple[float, float, float]] = (0.4, 0.5, 0.5)
         #: Calibration: time one collect_data takes, and the status it returns
@@ -666,6 +669,10 @@ class FakeDevice:
         }
         nan2 = (math.nan, math.nan)
         nan3 = (math.nan, math.nan, math.nan)
+        # user coordinates: z is the distance from the tracker, so track box
+        # z 0 lies on the front face (nearest), 1 on the back face
+        near = self.track_box["front_upper_right"][2]
+        far = self.track_box["back_upper_right"][2]
         for side, position, dx in (
             ("left", self.left_position, -31.0),
             ("right", self.right_position, 31.0),
@@ -673,7 +680,7 @@ class FakeDevice:
             valid = position is not None
             tb = position if valid else nan3
             origin = (
-                (dx + (0.5 - tb[0]) * 300.0, (0.5 - tb[1]) * 300.0, 800.0 - tb[2] * 300.0)
+                (dx + (0.5 - tb[0]) * 300.0, (0.5 - tb[1]) * 300.0, near + tb[2] * (far - near))
                 if valid
                 else nan3
             )

@@ -46,7 +46,8 @@ ROOT = os.path.dirname(HERE)
 
 #: Options of L{fake_sdk}, as JSON, in the child's environment.
 FAKE_ENV = "JSPSYCH_TOBII_TEST_FAKE_SDK"
-#: A Python 3.10 with tobii-research 2.x, Twisted, numpy, zope.interface (CI sets it).
+#: A Python 3.10 with tobii-research (2.x or 1.x), Twisted, numpy, zope.interface (CI
+#: sets it, once for each SDK line).
 SDK_PYTHON_ENV = "JSPSYCH_TOBII_SDK_PYTHON"
 FAKE = "tests.test_child:fake_sdk"
 
@@ -754,6 +755,15 @@ def _sdk_python():
 SDK_PYTHON = _sdk_python()
 
 
+def installed_sdk(python: str) -> str:
+    """The version of the tobii-research distribution installed for C{python}."""
+    code = "from importlib.metadata import version; print(version('tobii-research'))"
+    result = subprocess.run(
+        [python, "-I", "-c", code], capture_output=True, text=True, timeout=30, check=True
+    )
+    return result.stdout.strip()
+
+
 @pyunittest.skipIf(not SDK_PYTHON, f"set {SDK_PYTHON_ENV} to a Python 3.10 with tobii-research")
 class RealSDKChildTests(unittest.TestCase):
     """A child on Python 3.10 with the real tobii-research, and no tracker attached."""
@@ -768,7 +778,10 @@ class RealSDKChildTests(unittest.TestCase):
         self.assertEqual(str(error), "no eye tracker connected")
         hello = tracker._process.hello
         self.assertTrue(hello["python"].startswith("3.10."), hello["python"])
-        self.assertTrue(hello["sdk"].startswith("2."), hello["sdk"])
+        # either SDK line (2.x, or 1.x for older trackers): the one installed there
+        installed = installed_sdk(SDK_PYTHON)
+        self.assertRegex(installed, r"^[12]\.")
+        self.assertTrue(hello["sdk"].startswith(installed), (hello["sdk"], installed))
         self.assertIsNone(hello["sdkError"])
 
     def test_list_trackers(self):

@@ -868,6 +868,54 @@ class UserPositionTests(TobiiTestCase):
         device.lose_connection()
         yield waitFor(lambda: tracker.getUserPosition() is None, what="no position")
 
+    @defer.inlineCallbacks
+    def head_moving_closer(self, version):
+        """
+        A head moving from the back of the track box toward the tracker: as
+        the SDK has it, its gaze origins come nearer (user coordinates: z is
+        the distance from the tracker) while its track box z falls toward 0;
+        the position the client reads rises toward 1 (close), live and as a
+        replay computes it from the recorded origins.
+        """
+        from jspsych_tobii.trackers.replay import user_position_from_origins
+
+        sdk, device, tracker, info, notes = yield self.connected(version, frequency=120)
+        samples = []
+        yield tracker.startGaze(samples.extend)
+        # where the head starts (the middle of the box), then each step away from it
+        start = yield self.position(tracker)
+        yield waitFor(lambda: samples, what="gaze")
+        distances, live, replayed = [], [], []
+        last_z, last_distance = start.left[2], samples[-1]["left_origin_z"]
+        for depth in (0.9, 0.6, 0.3, 0.1):  # track box z: from the back toward the front
+            device.left_position = (0.6, 0.5, depth)
+            device.right_position = (0.4, 0.5, depth)
+            position = yield self.position(tracker, lambda p, z=last_z: p.left[2] != z)
+            samples.clear()
+
+            def moved(distance=last_distance):
+                return samples and samples[-1]["left_origin_z"] != distance
+
+            yield waitFor(moved, what="gaze from the new place")
+            last_z, last_distance = position.left[2], samples[-1]["left_origin_z"]
+            live.append(last_z)
+            distances.append(float(last_distance))
+            replayed.append(user_position_from_origins(samples[-1]).left[2])
+        yield tracker.stopGaze()
+        self.assertEqual(distances, sorted(distances, reverse=True), "origins come nearer")
+        self.assertEqual(live, sorted(live), "z rises as the head comes closer")
+        self.assertLess(live[0], 0.2)
+        self.assertGreater(live[-1], 0.8)
+        self.assertEqual(replayed, sorted(replayed), "the replay agrees")
+
+    def test_head_moving_closer_2x(self):
+        """2.x: positions from the user position guide."""
+        return self.head_moving_closer("2.x")
+
+    def test_head_moving_closer_1x(self):
+        """1.x without the guide: positions from the gaze origins in the track box."""
+        return self.head_moving_closer("1.x")
+
     def test_mapping(self):
         self.assertEqual(tobii_sdk.guide_axes((0.0, 0.0, 0.0)), (1.0, 1.0, 1.0))
         self.assertEqual(tobii_sdk.guide_axes((1.0, 1.0, 1.0)), (0.0, 0.0, 0.0))
