@@ -94,7 +94,7 @@ def run(args):
     from twisted.internet import defer, reactor, task
 
     sys.path.insert(0, ROOT)
-    from jspsych_tobii.trackers.child import ChildTracker
+    from jspsych_tobii.trackers.child.tracker import ChildTracker
     from jspsych_tobii.trackers.tobii import TobiiTracker
     from tests import fake_tobii_research as fake
 

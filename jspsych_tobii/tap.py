@@ -275,7 +275,7 @@ def list_trackers(out=None, sdk_python: Optional[str] = None) -> int:
     """
     import sys
 
-    from jspsych_tobii.trackers.child_launch import find_trackers_in, sdk_unavailable_message
+    from jspsych_tobii.trackers.child.launch import find_trackers_in, sdk_unavailable_message
     from jspsych_tobii.trackers.tobii_sdk import describe, find_trackers
 
     out = out or sys.stdout
@@ -340,7 +340,7 @@ def tracker_factory(
     if config.sdk_python:
 
         def make_child() -> ITracker:
-            from jspsych_tobii.trackers.child import ChildTracker
+            from jspsych_tobii.trackers.child.tracker import ChildTracker
 
             return ChildTracker(
                 reactor, config.sdk_python, address=config.tracker, frequency=config.frequency
@@ -349,7 +349,7 @@ def tracker_factory(
         return make_child
 
     def make_tobii() -> ITracker:
-        from jspsych_tobii.trackers.child_launch import sdk_unavailable_message
+        from jspsych_tobii.trackers.child.launch import sdk_unavailable_message
         from jspsych_tobii.trackers.tobii import TobiiTracker
         from jspsych_tobii.trackers.tobii_sdk import load_sdk
 

@@ -32,11 +32,12 @@ from jspsych_tobii.interfaces import (
     TrackerError,
     TrackerInfo,
 )
-from jspsych_tobii.trackers import child as childmodule
-from jspsych_tobii.trackers import child_launch, childwire
-from jspsych_tobii.trackers.child import ChildTracker
-from jspsych_tobii.trackers.child_launch import sdk_unavailable_message
-from jspsych_tobii.trackers.child_main import SDKProcess
+from jspsych_tobii.trackers.child import launch as child_launch
+from jspsych_tobii.trackers.child import tracker as childmodule
+from jspsych_tobii.trackers.child import wire as childwire
+from jspsych_tobii.trackers.child.launch import sdk_unavailable_message
+from jspsych_tobii.trackers.child.main import SDKProcess
+from jspsych_tobii.trackers.child.tracker import ChildTracker
 
 from . import fake_tobii_research as fake
 from .tracker_contract import TrackerContractMixin
@@ -424,7 +425,7 @@ class LifecycleTests(ChildTestCase):
         script = (
             "import sys, json\n"
             "from twisted.internet import reactor\n"
-            "from jspsych_tobii.trackers.child import ChildTracker\n"
+            "from jspsych_tobii.trackers.child.tracker import ChildTracker\n"
             "t = ChildTracker(reactor, sys.executable, sdk_module=sys.argv[1],"
             " python_path=[sys.argv[2]])\n"
             "def ok(info):\n"

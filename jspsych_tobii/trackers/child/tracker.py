@@ -7,8 +7,8 @@ Why: tobii-research publishes wheels for CPython 3.10 only, older trackers
 need its 1.x and newer ones its 2.x (one module name, so one interpreter
 cannot hold both), and a crash in the SDK's native code must not take the
 server down.  The child runs the in-process adapter, L{TobiiTracker}, in
-L{jspsych_tobii.trackers.child_main}; only plain records cross the pipes,
-framed by L{jspsych_tobii.trackers.childwire} (gaze as raw L{GAZE_DTYPE}
+L{jspsych_tobii.trackers.child.main}; only plain records cross the pipes,
+framed by L{jspsych_tobii.trackers.child.wire} (gaze as raw L{GAZE_DTYPE}
 bytes, in batches; requests and replies as JSON, matched by id).
 
 The child interpreter needs no copy of this package: it is started with a
@@ -51,8 +51,8 @@ from jspsych_tobii.interfaces import (
     UserPosition,
 )
 from jspsych_tobii.logs import Logger
-from jspsych_tobii.trackers.child_launch import child_command, describe_exit
-from jspsych_tobii.trackers.childwire import (
+from jspsych_tobii.trackers.child.launch import child_command, describe_exit
+from jspsych_tobii.trackers.child.wire import (
     GAZE,
     PROTOCOL,
     FrameDecoder,
