@@ -313,9 +313,9 @@ def tracker_factory(
             _log.warn("using the MOCK tracker (--mock): gaze is synthetic, no eye tracker is used")
             return MockTracker(
                 reactor,
+                clock.source,
                 rate=config.mock_rate,
                 seed=config.mock_seed,
-                clock_us=clock.now_us,
                 offset_deg=config.mock_offset_deg,
                 noise_deg=config.mock_noise_deg,
             )
@@ -329,10 +329,10 @@ def tracker_factory(
 
             return ReplayTracker(
                 reactor,
+                clock.source,
                 config.replay,
                 speed=config.replay_speed,
                 loop=config.replay_loop,
-                clock_us=clock.now_us,
             )
 
         return make_replay
