@@ -94,6 +94,7 @@ def run(args):
     from twisted.internet import defer, reactor, task
 
     sys.path.insert(0, ROOT)
+    from jspsych_tobii.core.timesync import monotonic_us
     from jspsych_tobii.trackers.child.tracker import ChildTracker
     from jspsych_tobii.trackers.tobii import TobiiTracker
     from tests import fake_tobii_research as fake
@@ -131,7 +132,7 @@ def run(args):
             sdk = fake.make_sdk("2.x")
             sdk.add_device(frequency=args.rate)
             try:
-                yield measure("in-process", TobiiTracker(reactor, sdk=sdk))
+                yield measure("in-process", TobiiTracker(reactor, monotonic_us, sdk=sdk))
             finally:
                 sdk.shutdown()
             child = ChildTracker(

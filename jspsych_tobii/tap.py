@@ -358,7 +358,9 @@ def tracker_factory(
         except TrackerError as e:
             detail = "" if isinstance(e.__cause__, ImportError) else str(e)
             raise TrackerError(sdk_unavailable_message(detail)) from None
-        return TobiiTracker(reactor, address=config.tracker, sdk=sdk, frequency=config.frequency)
+        return TobiiTracker(
+            reactor, clock.source, address=config.tracker, sdk=sdk, frequency=config.frequency
+        )
 
     return make_tobii
 

@@ -17,6 +17,7 @@ from twisted.internet import defer, reactor, task
 from twisted.trial import unittest
 from zope.interface.verify import verifyObject
 
+from jspsych_tobii.core.timesync import clock_from_seconds, monotonic_us
 from jspsych_tobii.interfaces import (
     GAZE_DTYPE,
     CalibrationResult,
@@ -64,7 +65,7 @@ class TobiiTestCase(unittest.TestCase):
         return sdk
 
     def makeTracker(self, sdk, **kwargs):
-        tracker = TobiiTracker(reactor, sdk=sdk, **kwargs)
+        tracker = TobiiTracker(reactor, monotonic_us, sdk=sdk, **kwargs)
         self.addCleanup(tracker.disconnect)
         return tracker
 
@@ -78,7 +79,7 @@ class TobiiTestCase(unittest.TestCase):
         return sdk, sdk.device(), tracker, info, notes
 
     def workerThreadNames(self, tracker):
-        return {thread.name for thread in tracker._pool.threads}
+        return {thread.name for thread in tracker._worker.threads}
 
 
 class ContractTests(TrackerContractMixin, unittest.TestCase):
@@ -91,7 +92,7 @@ class ContractTests(TrackerContractMixin, unittest.TestCase):
         sdk = fake.make_sdk(self.version)
         device = sdk.add_device(frequency=self.frequency)
         device.collect_seconds = 0.05
-        return TobiiTracker(reactor, sdk=sdk), sdk.shutdown
+        return TobiiTracker(reactor, monotonic_us, sdk=sdk), sdk.shutdown
 
 
 class Contract1xTests(ContractTests):
@@ -275,7 +276,7 @@ class ConnectTests(TobiiTestCase):
         sys.modules["tobii_research"] = None  # makes the import fail
         try:
             with self.assertRaises(TrackerError) as caught:
-                TobiiTracker(reactor)
+                TobiiTracker(reactor, monotonic_us)
         finally:
             if saved is None:
                 del sys.modules["tobii_research"]
@@ -330,7 +331,7 @@ class GazeTests(TobiiTestCase):
         np.testing.assert_allclose(rows["left_pupil"], 3.0)
         np.testing.assert_allclose(rows["right_pupil"], 3.1)
         # coalesced: fewer hand-offs (and receiver calls) than samples
-        handoff = tracker._gazeHandoff
+        handoff = tracker._callbacks.gazeHandoff
         self.assertLess(handoff.handoffs, handoff.items)
         self.assertLess(len(batches), len(rows))
         self.assertEqual(sdk.calls_from_callback, [])
@@ -386,12 +387,12 @@ class GazeTests(TobiiTestCase):
         """Malformed data is counted, never raised into the SDK."""
         sdk = self.makeSDK()
         tracker = self.makeTracker(sdk)
-        tracker._gazeWanted = True
-        tracker._onGaze({})
-        tracker._onGaze(None)
-        tracker._onUserPosition({"left_user_position": (0, 0, 0)})
-        tracker._onNotification("connection_lost", 42)
-        tracker._onStreamError(None)
+        tracker._callbacks.gazeWanted = True
+        tracker._callbacks.gaze({})
+        tracker._callbacks.gaze(None)
+        tracker._callbacks.userPosition({"left_user_position": (0, 0, 0)})
+        tracker._callbacks.notification("connection_lost", 42)
+        tracker._callbacks.streamError(None)
         self.assertEqual(tracker.callbackErrors, 5)
         self.assertEqual(
             tracker.streamErrors,
@@ -515,7 +516,7 @@ class StreamFailureTests(TobiiTestCase):
     notifications (the clients), counted, and logged at a bounded rate.
     """
 
-    namespace = "jspsych_tobii.trackers.tobii"
+    namespace = "jspsych_tobii.trackers.tobii_callbacks"
 
     @defer.inlineCallbacks
     def test_a_record_missing_a_field(self):
@@ -541,7 +542,7 @@ class StreamFailureTests(TobiiTestCase):
         self.assertEqual(tracker.callbackErrors, tracker.streamErrors["gaze"])
         # logged once, with the traceback; nothing raised into the SDK
         [failure] = self.flushLoggedErrors(KeyError)
-        self.assertIn("_onGaze", failure.getTraceback())
+        self.assertIn("gaze_row", failure.getTraceback())
         self.assertEqual(len(lines), 1)
         self.assertIn("gaze", lines[0]["log_format"].format(**lines[0]))
         self.assertEqual(sdk.callback_errors, 0)
@@ -599,17 +600,17 @@ class StreamFailureTests(TobiiTestCase):
         """
         clock = ClockReactor()
         sdk = self.makeSDK()
-        tracker = TobiiTracker(clock, sdk=sdk)
+        tracker = TobiiTracker(clock, clock_from_seconds(clock.seconds), sdk=sdk)
         self.addCleanup(tracker.disconnect)
         notes = []
         tracker.setNotificationReceiver(notes.append)
         lines = capture_log(self, self.namespace)
         record = sdk.device()._gaze(0, 0, 1000.0)
         del record["right_pupil_validity"]
-        tracker._gazeWanted = True  # as startGaze leaves it
+        tracker._callbacks.gazeWanted = True  # as startGaze leaves it
         for _ in range(600):
             for _ in range(10):
-                tracker._onGaze(record)
+                tracker._callbacks.gaze(record)
             clock.advance(1.0)
         self.assertEqual(tracker.streamErrors, {"gaze": 6000})
         self.assertEqual(len(self.flushLoggedErrors(KeyError)), 1)
@@ -620,8 +621,8 @@ class StreamFailureTests(TobiiTestCase):
 
         clock.advance(tracker.callbackErrorInterval * 10)  # no more failures
         self.assertEqual([event["log_level"].name for event in lines[11:]], ["info"])
-        tracker._onGaze(record)
-        tracker._onGaze(record)
+        tracker._callbacks.gaze(record)
+        tracker._callbacks.gaze(record)
         self.assertEqual([event["log_level"].name for event in lines[12:]], ["error"])
         self.assertEqual(self.flushLoggedErrors(KeyError), [])  # no second traceback
         self.assertEqual(notes[-1].data["count"], 6001)
@@ -631,16 +632,16 @@ class StreamFailureTests(TobiiTestCase):
         """What the callback copied but the reactor cannot convert is counted the same way."""
         clock = ClockReactor()
         sdk = self.makeSDK()
-        tracker = TobiiTracker(clock, sdk=sdk)
+        tracker = TobiiTracker(clock, clock_from_seconds(clock.seconds), sdk=sdk)
         self.addCleanup(tracker.disconnect)
         notes = []
         tracker.setNotificationReceiver(notes.append)
         batches = []
-        tracker._gazeWanted = True
+        tracker._callbacks.gazeWanted = True
         tracker._gazeReceiver = batches.append
         record = sdk.device()._gaze(0, 0, 1000.0)
         record["left_gaze_point_on_display_area"] = (0.5, 0.5, 0.0)
-        tracker._onGaze(record)
+        tracker._callbacks.gaze(record)
         self.assertEqual(batches, [])
         self.assertEqual(tracker.streamErrors, {"gaze": 1})
         self.assertEqual([n.data["stream"] for n in notes], ["gaze"])
@@ -901,8 +902,8 @@ class DisconnectTests(TobiiTestCase):
         self.assertEqual(len(unsubscribed), len(subscribed))
         # the worker did it, so the pool was still running; now it is stopped
         self.assertEqual({name for call, name in unsubscribed}, workers)
-        self.assertFalse(tracker._pool.started)
-        self.assertFalse(any(thread.is_alive() for thread in tracker._pool.threads))
+        self.assertFalse(tracker._worker.started)
+        self.assertFalse(any(thread.is_alive() for thread in tracker._worker.threads))
         count = len(batches)
         yield sleep(0.05)
         self.assertEqual(len(batches), count)
@@ -936,7 +937,7 @@ class DisconnectTests(TobiiTestCase):
         self.assertLess(time.monotonic() - started, 0.5)
         yield self.assertFailure(connecting, TrackerError)
         yield waitFor(
-            lambda: not any(thread.is_alive() for thread in tracker._pool.threads),
+            lambda: not any(thread.is_alive() for thread in tracker._worker.threads),
             what="the worker to end",
         )
         self.assertEqual(sdk.device().subscriptions(), {})
@@ -1059,7 +1060,7 @@ class RealSDKTests(unittest.TestCase):
 
     @defer.inlineCallbacks
     def test_no_tracker(self):
-        tracker = TobiiTracker(reactor)
+        tracker = TobiiTracker(reactor, monotonic_us)
         self.addCleanup(tracker.disconnect)
         self.assertIs(tracker._sdk, real_sdk)
         started = time.monotonic()

@@ -481,10 +481,11 @@ def main(argv: Optional[List[str]] = None) -> int:
 
     from twisted.internet import reactor
 
+    from jspsych_tobii.core.timesync import monotonic_us
     from jspsych_tobii.trackers.tobii import TobiiTracker
 
     def make_tracker(address, frequency):
-        return TobiiTracker(reactor, address=address, sdk=sdk, frequency=frequency)
+        return TobiiTracker(reactor, monotonic_us, address=address, sdk=sdk, frequency=frequency)
 
     writer = FrameWriter(frames_fd)
     process = SDKProcess(
