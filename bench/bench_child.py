@@ -137,6 +137,7 @@ def run(args):
                 sdk.shutdown()
             child = ChildTracker(
                 reactor,
+                monotonic_us,
                 sys.executable,
                 frequency=args.rate,
                 sdk_module="bench_child:fake_sdk",

@@ -343,7 +343,11 @@ def tracker_factory(
             from jspsych_tobii.trackers.child.tracker import ChildTracker
 
             return ChildTracker(
-                reactor, config.sdk_python, address=config.tracker, frequency=config.frequency
+                reactor,
+                clock.source,
+                config.sdk_python,
+                address=config.tracker,
+                frequency=config.frequency,
             )
 
         return make_child

@@ -33,7 +33,6 @@ from jspsych_tobii.interfaces import (
     TrackerInfo,
 )
 from jspsych_tobii.trackers.child import launch as child_launch
-from jspsych_tobii.trackers.child import tracker as childmodule
 from jspsych_tobii.trackers.child import wire as childwire
 from jspsych_tobii.trackers.child.launch import sdk_unavailable_message
 from jspsych_tobii.trackers.child.main import SDKProcess
@@ -126,6 +125,7 @@ def make_child(python=None, sdk_module=FAKE, python_path=(ROOT,), **options):
     settings.setdefault("restart_delay", 0.05)
     return ChildTracker(
         reactor,
+        monotonic_us,
         python or sys.executable,
         sdk_module=sdk_module,
         python_path=python_path,
@@ -294,7 +294,7 @@ class StreamTests(ChildTestCase):
         yield tracker.startGaze(batches.append)
         yield sleep(0.2)
         self.assertTrue(batches)
-        process = tracker._process
+        process = tracker.supervisor.process
         self.assertIsNone(process.brokenWire)
         self.assertIn("a print() from the SDK", list(process.tail))
 
@@ -343,8 +343,10 @@ class RestartTests(ChildTestCase):
         self.assertEqual(tracker.restarts, 2)
 
     def test_delays(self):
-        tracker = ChildTracker(Clock(), sys.executable, restart_delay=0.5, restart_max_delay=3)
-        self.assertEqual([tracker._nextDelay() for _ in range(5)], [0.5, 1.0, 2.0, 3, 3])
+        tracker = ChildTracker(
+            Clock(), monotonic_us, sys.executable, restart_delay=0.5, restart_max_delay=3
+        )
+        self.assertEqual([tracker.supervisor._nextDelay() for _ in range(5)], [0.5, 1.0, 2.0, 3, 3])
 
     @defer.inlineCallbacks
     def test_calibration_fails_cleanly_during_restart(self):
@@ -411,8 +413,8 @@ class LifecycleTests(ChildTestCase):
     def test_deaf_child_is_killed(self):
         """A child that does not exit when its stdin closes is killed after stopTimeout."""
         tracker = self.tracker(deaf=True)
-        tracker.stopTimeout = 0.3
-        yield tracker._ready()
+        tracker.supervisor.stopTimeout = 0.3
+        yield tracker.supervisor.ready()
         pid = tracker.pid
         started = time.monotonic()
         yield tracker.disconnect()
@@ -426,7 +428,8 @@ class LifecycleTests(ChildTestCase):
             "import sys, json\n"
             "from twisted.internet import reactor\n"
             "from jspsych_tobii.trackers.child.tracker import ChildTracker\n"
-            "t = ChildTracker(reactor, sys.executable, sdk_module=sys.argv[1],"
+            "from jspsych_tobii.core.timesync import monotonic_us\n"
+            "t = ChildTracker(reactor, monotonic_us, sys.executable, sdk_module=sys.argv[1],"
             " python_path=[sys.argv[2]])\n"
             "def ok(info):\n"
             "    print(t.pid, flush=True)\n"
@@ -494,7 +497,7 @@ class LifecycleTests(ChildTestCase):
 
     def test_needs_a_python(self):
         with self.assertRaises(TrackerError):
-            ChildTracker(Clock(), "")
+            ChildTracker(Clock(), monotonic_us, "")
 
     def test_command_isolates_the_child(self):
         """Isolated mode, and only this package's directory, loaded by path."""
@@ -502,99 +505,6 @@ class LifecycleTests(ChildTestCase):
         self.assertEqual(args[:4], ["/py/bin/python", "-I", "-u", "-c"])
         self.assertEqual(args[5], os.path.join(ROOT, "jspsych_tobii"))
         self.assertEqual(args[6:], ["--path", "/x", "--sdk", "m:f"])
-
-
-class FakeTransport:
-    pid = 4242
-
-    def __init__(self):
-        self.signals = []
-        self.written = []
-
-    def signalProcess(self, name):
-        self.signals.append(name)
-
-    def write(self, data):
-        self.written.append(data)
-
-
-class ProtocolTests(unittest.SynchronousTestCase):
-    """The server side of the pipes, without a process."""
-
-    def protocol(self):
-        clock = Clock()
-        tracker = ChildTracker(clock, sys.executable)
-        process = childmodule._SDKProcessProtocol(tracker)
-        process.makeConnection(FakeTransport())
-        return clock, tracker, process
-
-    def hello(self, **changes):
-        message = {
-            "type": "hello",
-            "protocol": childwire.PROTOCOL,
-            "dtype": childwire.dtype_descr(),
-        }
-        message.update(changes)
-        return childwire.encode_message(message)
-
-    def test_garbage_kills(self):
-        clock, tracker, process = self.protocol()
-        process.outReceived(b"Segmentation fault\n")
-        self.assertEqual(process.transport.signals, ["KILL"])
-        self.assertIn("not a frame", process.brokenWire)
-        self.flushLoggedErrors()
-
-    def test_other_layout_refused(self):
-        clock, tracker, process = self.protocol()
-        ready = process.whenReady()
-        process.outReceived(self.hello(dtype=childwire.dtype_descr()[:-1], package="0.1"))
-        failure = self.failureResultOf(ready, TrackerError)
-        self.assertIn("gaze record layout", failure.getErrorMessage())
-        self.assertEqual(process.transport.signals, ["KILL"])
-
-    def test_hello_timeout(self):
-        clock, tracker, process = self.protocol()
-        ready = process.whenReady()
-        clock.advance(tracker.startTimeout + 1)
-        failure = self.failureResultOf(ready, TrackerError)
-        self.assertIn("did not start", failure.getErrorMessage())
-        self.assertEqual(process.transport.signals, ["KILL"])
-
-    def test_replies_matched_by_id(self):
-        clock, tracker, process = self.protocol()
-        process.outReceived(self.hello())
-        first = process.request("collectCalibrationData", x=0.5, y=0.5)
-        second = process.request("computeCalibration")
-        sent = childwire.FrameDecoder().feed(b"".join(process.transport.written))
-        ids = [childwire.decode_message(payload)["id"] for _, payload in sent]
-        self.assertEqual(len(set(ids)), 2)
-        reply = {"type": "reply", "id": ids[1], "error": {"kind": "NoTrackerError", "message": "x"}}
-        process.outReceived(childwire.encode_message(reply))
-        process.outReceived(
-            childwire.encode_message({"type": "reply", "id": ids[0], "result": True})
-        )
-        self.assertIs(self.successResultOf(first), True)
-        self.failureResultOf(second, NoTrackerError)
-
-    def test_stderr_lines(self):
-        clock, tracker, process = self.protocol()
-        process.errReceived(b"info hello\nwarn par")
-        self.assertEqual(process.lastLine(), "")
-        process.errReceived(b"tial line\ninfo connected\n")
-        self.assertEqual(process.lastLine(), "partial line")
-        process.errReceived(b"Fatal Python error: Segmentation fault\n\n  File x\ninfo z\n")
-        self.assertEqual(
-            list(process.tail),
-            [
-                "hello",
-                "partial line",
-                "connected",
-                "Fatal Python error: Segmentation fault",
-                "  File x",
-                "z",
-            ],
-        )
-        self.assertEqual(process.lastLine(), "Fatal Python error: Segmentation fault")
 
 
 class StubTracker:
@@ -763,11 +673,11 @@ class RealSDKChildTests(unittest.TestCase):
 
     @defer.inlineCallbacks
     def test_no_tracker(self):
-        tracker = ChildTracker(reactor, SDK_PYTHON)
+        tracker = ChildTracker(reactor, monotonic_us, SDK_PYTHON)
         self.addCleanup(tracker.disconnect)
         error = yield self.assertFailure(tracker.connect(), NoTrackerError)
         self.assertEqual(str(error), "no eye tracker connected")
-        hello = tracker._process.hello
+        hello = tracker.supervisor.process.hello
         self.assertTrue(hello["python"].startswith("3.10."), hello["python"])
         self.assertTrue(hello["sdk"].startswith("2."), hello["sdk"])
         self.assertIsNone(hello["sdkError"])

@@ -176,10 +176,11 @@ class TobiiTracker:
             return defer.fail(TrackerError("this tracker was disconnected"))
         if self.info is not None:
             return defer.succeed(self.info)
-        if self._connecting is None:  # else join the connect under way
-            self._connecting = Waiters()
+        connecting = self._connecting
+        if connecting is None:  # else join the connect under way
+            self._connecting = connecting = Waiters()
             self._worker.call(SDKWorker.open).addBoth(self._connectDone)
-        return self._connecting.wait()
+        return connecting.wait()
 
     def disconnect(self) -> defer.Deferred:
         if self._closed is not None:
