@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.test_child_main -*-
 """
 The SDK process: L{TobiiTracker} in an interpreter of its own, driven over
 pipes by L{jspsych_tobii.trackers.child.tracker.ChildTracker}.

@@ -281,6 +281,8 @@ class SDKSupervisor:
         failure = TrackerError(f"the SDK process {status}" + (f": {last}" if last else ""))
         if self._clock_us() - process.startedAt >= self.stableSeconds * 1e6:
             self._failures = 0
+        # decided before the requests fail: a failing restore reacts at once
+        restart = self._keepAlive and not self._restoring
         if self._stopped is not None:
             _log.info("the SDK process (pid {pid}) {status}", pid=process.pid, status=status)
             process.failAll(TrackerError("the eye tracker was disconnected"))
@@ -292,8 +294,8 @@ class SDKSupervisor:
             tail=" | ".join(process.tail) or "(none)",
         )
         process.failAll(failure)
-        if not self._keepAlive or self._restoring:
-            return  # a restore under way tries again when it fails
+        if not restart:
+            return  # not connected yet, or a restore under way tries again when it fails
         delay = self._nextDelay()
         _log.warn("restarting the SDK process in {delay:g} s", delay=delay)
         value = reason.value
