@@ -94,7 +94,8 @@ def run(args):
     from twisted.internet import defer, reactor, task
 
     sys.path.insert(0, ROOT)
-    from jspsych_tobii.trackers.child import ChildTracker
+    from jspsych_tobii.core.timesync import monotonic_us
+    from jspsych_tobii.trackers.child.tracker import ChildTracker
     from jspsych_tobii.trackers.tobii import TobiiTracker
     from tests import fake_tobii_research as fake
 
@@ -131,11 +132,12 @@ def run(args):
             sdk = fake.make_sdk("2.x")
             sdk.add_device(frequency=args.rate)
             try:
-                yield measure("in-process", TobiiTracker(reactor, sdk=sdk))
+                yield measure("in-process", TobiiTracker(reactor, monotonic_us, sdk=sdk))
             finally:
                 sdk.shutdown()
             child = ChildTracker(
                 reactor,
+                monotonic_us,
                 sys.executable,
                 frequency=args.rate,
                 sdk_module="bench_child:fake_sdk",

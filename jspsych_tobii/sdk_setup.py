@@ -126,7 +126,7 @@ def check_interpreter(
     @return: the report (C{python}, C{sdk}, C{twisted}, C{numpy}, ...).
     @raise SetupError: the SDK process cannot start there, or the SDK does not load.
     """
-    from jspsych_tobii.trackers.child_launch import child_command
+    from jspsych_tobii.trackers.child.launch import child_command
 
     args = child_command(python, sdk_module, python_path) + ["--check"]
     try:

@@ -278,7 +278,7 @@ def list_trackers(out=None, sdk_python: Optional[str] = None) -> int:
     """
     import sys
 
-    from jspsych_tobii.trackers.child_launch import find_trackers_in, sdk_unavailable_message
+    from jspsych_tobii.trackers.child.launch import find_trackers_in, sdk_unavailable_message
     from jspsych_tobii.trackers.tobii_sdk import describe, find_trackers
 
     out = out or sys.stdout
@@ -316,9 +316,9 @@ def tracker_factory(
             _log.warn("using the MOCK tracker (--mock): gaze is synthetic, no eye tracker is used")
             return MockTracker(
                 reactor,
+                clock.source,
                 rate=config.mock_rate,
                 seed=config.mock_seed,
-                clock_us=clock.now_us,
                 offset_deg=config.mock_offset_deg,
                 noise_deg=config.mock_noise_deg,
             )
@@ -332,10 +332,10 @@ def tracker_factory(
 
             return ReplayTracker(
                 reactor,
+                clock.source,
                 config.replay,
                 speed=config.replay_speed,
                 loop=config.replay_loop,
-                clock_us=clock.now_us,
             )
 
         return make_replay
@@ -343,16 +343,20 @@ def tracker_factory(
     if config.sdk_python:
 
         def make_child() -> ITracker:
-            from jspsych_tobii.trackers.child import ChildTracker
+            from jspsych_tobii.trackers.child.tracker import ChildTracker
 
             return ChildTracker(
-                reactor, config.sdk_python, address=config.tracker, frequency=config.frequency
+                reactor,
+                clock.source,
+                config.sdk_python,
+                address=config.tracker,
+                frequency=config.frequency,
             )
 
         return make_child
 
     def make_tobii() -> ITracker:
-        from jspsych_tobii.trackers.child_launch import sdk_unavailable_message
+        from jspsych_tobii.trackers.child.launch import sdk_unavailable_message
         from jspsych_tobii.trackers.tobii import TobiiTracker
         from jspsych_tobii.trackers.tobii_sdk import load_sdk
 
@@ -361,7 +365,9 @@ def tracker_factory(
         except TrackerError as e:
             detail = "" if isinstance(e.__cause__, ImportError) else str(e)
             raise TrackerError(sdk_unavailable_message(detail)) from None
-        return TobiiTracker(reactor, address=config.tracker, sdk=sdk, frequency=config.frequency)
+        return TobiiTracker(
+            reactor, clock.source, address=config.tracker, sdk=sdk, frequency=config.frequency
+        )
 
     return make_tobii
 

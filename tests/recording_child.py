@@ -21,7 +21,7 @@ def main(directory: str, limit: float = 60.0) -> None:
     from jspsych_tobii.recording.writer import SessionRecorder
     from jspsych_tobii.trackers.mock import MockTracker
 
-    tracker = MockTracker(reactor, rate=1200, clock_us=monotonic_us)
+    tracker = MockTracker(reactor, monotonic_us, rate=1200)
     recorder = SessionRecorder(directory, reactor, clock_us=monotonic_us)
     state = {"seq": 0, "ready": False, "markers": 0}
 

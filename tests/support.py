@@ -12,6 +12,7 @@ from twisted.test import iosim
 from txaio.testutil import replace_loop
 
 from jspsych_tobii.config import ServerConfig
+from jspsych_tobii.core.timesync import clock_from_seconds
 from jspsych_tobii.server.gate import SendGate
 from jspsych_tobii.server.resume import Fingerprint
 from jspsych_tobii.server.session import ClientSession
@@ -23,6 +24,12 @@ def assert_close(case, actual, expected, tolerance, message=""):
     """Fail C{case} unless |actual - expected| <= tolerance."""
     if actual is None or abs(actual - expected) > tolerance:
         case.fail(f"{actual!r} is not within {tolerance} of {expected!r}. {message}")
+
+
+def mock_tracker(clock=None, **options):
+    """A L{MockTracker} on C{clock} (a new L{Clock} by default), stamping with its time."""
+    clock = clock or Clock()
+    return MockTracker(clock, clock_from_seconds(clock.seconds), **options)
 
 
 def capture_log(case, namespace):
@@ -151,7 +158,7 @@ class FakeServer:
                 settings.setdefault("mock", True)
                 settings.setdefault("mock_rate", rate)
                 options = self.config = ServerConfig(port="0", **settings)
-            self.tracker = tracker or MockTracker(self.clock, rate=rate)
+            self.tracker = tracker or mock_tracker(self.clock, rate=rate)
             self.service = makeService(options, self.clock, make_tracker=lambda: self.tracker)
         self.state = self.service.state
         self.state.work = InlineWork()

@@ -3,14 +3,12 @@ Tests for calibration and validation flows (L{jspsych_tobii.server.calibration}
 and the validation handlers), as the jsPsych plugins run them.
 """
 
-from twisted.internet.task import Clock
 from twisted.trial import unittest
 
 from jspsych_tobii.interfaces import TrackerError
 from jspsych_tobii.server.calibration import MAX_CALIBRATION_POINTS
-from jspsych_tobii.trackers.mock import MockTracker
 
-from .support import FakeServer, HeldWork, assert_close
+from .support import FakeServer, HeldWork, assert_close, mock_tracker
 
 POINTS = [(0.1, 0.1), (0.9, 0.1), (0.5, 0.5), (0.1, 0.9), (0.9, 0.9)]
 
@@ -208,7 +206,7 @@ class KnownTruthTests(unittest.SynchronousTestCase):
         each target is (mock_look_at), is validated through the protocol:
         accuracy comes back as 0.5 deg within 0.05 deg, per-eye STD as 0.1.
         """
-        tracker = MockTracker(Clock(), rate=300, offset_deg=0.5, noise_deg=0.1, blinks=False)
+        tracker = mock_tracker(rate=300, offset_deg=0.5, noise_deg=0.1, blinks=False)
         server = FakeServer(clock=tracker._reactor, tracker=tracker, validation_skip_ms=300)
         client = server.client()
         client.send({"type": "validation_start"})

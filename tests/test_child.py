@@ -1,10 +1,14 @@
 """
-Tests for L{jspsych_tobii.trackers.child}: the SDK adapter in a child
-process.  The child runs this interpreter with the fake SDK of
-L{tests.fake_tobii_research} (real threads, up to 1200 Hz), built in the
-child by L{fake_sdk} from options passed in the environment; one class runs
-a Python 3.10 with the real tobii-research when C{JSPSYCH_TOBII_SDK_PYTHON}
-names one.
+Tests for L{jspsych_tobii.trackers.child.tracker}: the SDK adapter in a
+child process, with real children.  The child runs this interpreter with
+the fake SDK of L{tests.fake_tobii_research} (real threads, up to 1200 Hz),
+built in the child by L{fake_sdk} from options passed in the environment;
+one class runs a Python 3.10 with the real tobii-research when
+C{JSPSYCH_TOBII_SDK_PYTHON} names one.  The parts are tested on their own,
+without a process, in L{tests.test_child_supervisor} (restarts, backoff,
+stopping, on a L{task.Clock}), L{tests.test_child_process} (the pipes),
+L{tests.test_child_main} (the child's side), L{tests.test_child_wire} and
+L{tests.test_child_launch}.
 """
 
 from __future__ import annotations
@@ -23,20 +27,19 @@ from twisted.internet import defer, reactor, task
 from twisted.internet.task import Clock
 from twisted.logger import globalLogPublisher
 from twisted.trial import unittest
+from zope.interface.verify import verifyObject
 
 from jspsych_tobii.core.timesync import monotonic_us
 from jspsych_tobii.interfaces import (
     GAZE_DTYPE,
+    ITracker,
     NotificationKind,
     NoTrackerError,
     TrackerError,
-    TrackerInfo,
 )
-from jspsych_tobii.trackers import child as childmodule
-from jspsych_tobii.trackers import child_launch, childwire
-from jspsych_tobii.trackers.child import ChildTracker
-from jspsych_tobii.trackers.child_launch import sdk_unavailable_message
-from jspsych_tobii.trackers.child_main import SDKProcess
+from jspsych_tobii.trackers.child import launch as child_launch
+from jspsych_tobii.trackers.child.supervisor import ISupervised
+from jspsych_tobii.trackers.child.tracker import ChildTracker
 
 from . import fake_tobii_research as fake
 from .tracker_contract import TrackerContractMixin
@@ -126,6 +129,7 @@ def make_child(python=None, sdk_module=FAKE, python_path=(ROOT,), **options):
     settings.setdefault("restart_delay", 0.05)
     return ChildTracker(
         reactor,
+        monotonic_us,
         python or sys.executable,
         sdk_module=sdk_module,
         python_path=python_path,
@@ -136,6 +140,13 @@ def make_child(python=None, sdk_module=FAKE, python_path=(ROOT,), **options):
 
 class ChildTestCase(unittest.TestCase):
     timeout = 20
+
+    def capture_log(self, namespace):
+        # imported here: the child interpreter imports this module for its
+        # fake SDK, and has no autobahn (which tests.support needs)
+        from .support import capture_log
+
+        return capture_log(self, namespace)
 
     def tracker(self, **options):
         tracker = make_child(**options)
@@ -294,7 +305,7 @@ class StreamTests(ChildTestCase):
         yield tracker.startGaze(batches.append)
         yield sleep(0.2)
         self.assertTrue(batches)
-        process = tracker._process
+        process = tracker.supervisor.process
         self.assertIsNone(process.brokenWire)
         self.assertIn("a print() from the SDK", list(process.tail))
 
@@ -317,6 +328,7 @@ class RestartTests(ChildTestCase):
         self.assertEqual(lost.kind, NotificationKind.CONNECTION_LOST)
         self.assertIn("signal 9 (SIGKILL)", lost.message)
         self.assertEqual(lost.data["signal"], signal.SIGKILL)
+        self.assertEqual(lost.data["restartIn"], 0.05)
         self.assertIsNone(tracker.getUserPosition())
         yield self.assertFailure(tracker.enterCalibration(), TrackerError)
         count = sum(len(b) for b in batches)
@@ -329,22 +341,6 @@ class RestartTests(ChildTestCase):
         self.assertGreater(len(resumed), 250)
         self.assertTrue(np.all(np.diff(resumed["system_time_us"]) > 0))
         yield tracker.stopGaze()
-
-    @defer.inlineCallbacks
-    def test_backoff(self):
-        """A child that dies again soon after its restart waits twice as long."""
-        tracker, info, notes = yield self.connected(restart_delay=0.05)
-        os.kill(tracker.pid, signal.SIGKILL)
-        yield waitFor(lambda: len(connection(notes)) >= 2, what="the first restart")
-        os.kill(tracker.pid, signal.SIGKILL)
-        yield waitFor(lambda: len(connection(notes)) >= 4, what="the second restart")
-        lost = [n for n in notes if n.kind == NotificationKind.CONNECTION_LOST]
-        self.assertEqual([n.data["restartIn"] for n in lost], [0.05, 0.1])
-        self.assertEqual(tracker.restarts, 2)
-
-    def test_delays(self):
-        tracker = ChildTracker(Clock(), sys.executable, restart_delay=0.5, restart_max_delay=3)
-        self.assertEqual([tracker._nextDelay() for _ in range(5)], [0.5, 1.0, 2.0, 3, 3])
 
     @defer.inlineCallbacks
     def test_calibration_fails_cleanly_during_restart(self):
@@ -393,10 +389,12 @@ class LifecycleTests(ChildTestCase):
         tracker, info, notes = yield self.connected()
         yield tracker.startGaze(lambda batch: None)
         pid = tracker.pid
-        started = time.monotonic()
+        lines = self.capture_log("jspsych_tobii.trackers.child.supervisor")
         yield tracker.disconnect()
-        self.assertLess(time.monotonic() - started, 1.0)
         self.assertTrue(child_is_gone(pid))
+        # it let go and exited by itself, without being killed
+        [line] = [event["log_format"].format(**event) for event in lines]
+        self.assertEqual(line, f"the SDK process (pid {pid}) exited with status 0")
         yield tracker.disconnect()
         yield self.assertFailure(tracker.connect(), TrackerError)
 
@@ -411,13 +409,20 @@ class LifecycleTests(ChildTestCase):
     def test_deaf_child_is_killed(self):
         """A child that does not exit when its stdin closes is killed after stopTimeout."""
         tracker = self.tracker(deaf=True)
-        tracker.stopTimeout = 0.3
-        yield tracker._ready()
+        tracker.supervisor.stopTimeout = 0.3
+        yield tracker.supervisor.ready()
         pid = tracker.pid
-        started = time.monotonic()
+        lines = self.capture_log("jspsych_tobii.trackers.child.supervisor")
         yield tracker.disconnect()
-        self.assertGreaterEqual(time.monotonic() - started, 0.3)
         self.assertTrue(child_is_gone(pid))
+        told = [event["log_format"].format(**event) for event in lines]
+        self.assertEqual(
+            told,
+            [
+                "the SDK process did not exit within 0.3 s; killing it",
+                f"the SDK process (pid {pid}) was killed by signal 9 (SIGKILL)",
+            ],
+        )
         self.flushLoggedErrors()
 
     def test_child_dies_with_the_server(self):
@@ -425,8 +430,9 @@ class LifecycleTests(ChildTestCase):
         script = (
             "import sys, json\n"
             "from twisted.internet import reactor\n"
-            "from jspsych_tobii.trackers.child import ChildTracker\n"
-            "t = ChildTracker(reactor, sys.executable, sdk_module=sys.argv[1],"
+            "from jspsych_tobii.trackers.child.tracker import ChildTracker\n"
+            "from jspsych_tobii.core.timesync import monotonic_us\n"
+            "t = ChildTracker(reactor, monotonic_us, sys.executable, sdk_module=sys.argv[1],"
             " python_path=[sys.argv[2]])\n"
             "def ok(info):\n"
             "    print(t.pid, flush=True)\n"
@@ -478,228 +484,15 @@ class LifecycleTests(ChildTestCase):
         self.assertIsNone(tracker.pid)
         self.assertEqual(tracker.restarts, 0)
 
-    def test_find_trackers_in(self):
-        """--list-trackers through the SDK process."""
-        [info] = child_launch.find_trackers_in(sys.executable, FAKE, [ROOT])
-        self.assertEqual(info.model, "Tobii Pro Spectrum")
-        self.assertEqual(info.frequencies, fake.SPECTRUM_FREQUENCIES)
-        with self.assertRaises(TrackerError) as caught:
-            child_launch.find_trackers_in(sys.executable, "tobii_research_not_here")
-        self.assertIn("jspsych-tobii-sdk-setup", str(caught.exception))
-        with self.assertRaises(TrackerError) as caught:
-            child_launch.find_trackers_in(sys.executable, "os:abort")
-        self.assertIn("SIGABRT", str(caught.exception))
-        with self.assertRaises(TrackerError):
-            child_launch.find_trackers_in("/nonexistent/python")
-
     def test_needs_a_python(self):
         with self.assertRaises(TrackerError):
-            ChildTracker(Clock(), "")
+            ChildTracker(Clock(), monotonic_us, "")
 
-    def test_command_isolates_the_child(self):
-        """Isolated mode, and only this package's directory, loaded by path."""
-        args = child_launch.child_command("/py/bin/python", "m:f", ["/x"])
-        self.assertEqual(args[:4], ["/py/bin/python", "-I", "-u", "-c"])
-        self.assertEqual(args[5], os.path.join(ROOT, "jspsych_tobii"))
-        self.assertEqual(args[6:], ["--path", "/x", "--sdk", "m:f"])
-
-
-class FakeTransport:
-    pid = 4242
-
-    def __init__(self):
-        self.signals = []
-        self.written = []
-
-    def signalProcess(self, name):
-        self.signals.append(name)
-
-    def write(self, data):
-        self.written.append(data)
-
-
-class ProtocolTests(unittest.SynchronousTestCase):
-    """The server side of the pipes, without a process."""
-
-    def protocol(self):
-        clock = Clock()
-        tracker = ChildTracker(clock, sys.executable)
-        process = childmodule._SDKProcessProtocol(tracker)
-        process.makeConnection(FakeTransport())
-        return clock, tracker, process
-
-    def hello(self, **changes):
-        message = {
-            "type": "hello",
-            "protocol": childwire.PROTOCOL,
-            "dtype": childwire.dtype_descr(),
-        }
-        message.update(changes)
-        return childwire.encode_message(message)
-
-    def test_garbage_kills(self):
-        clock, tracker, process = self.protocol()
-        process.outReceived(b"Segmentation fault\n")
-        self.assertEqual(process.transport.signals, ["KILL"])
-        self.assertIn("not a frame", process.brokenWire)
-        self.flushLoggedErrors()
-
-    def test_other_layout_refused(self):
-        clock, tracker, process = self.protocol()
-        ready = process.whenReady()
-        process.outReceived(self.hello(dtype=childwire.dtype_descr()[:-1], package="0.1"))
-        failure = self.failureResultOf(ready, TrackerError)
-        self.assertIn("gaze record layout", failure.getErrorMessage())
-        self.assertEqual(process.transport.signals, ["KILL"])
-
-    def test_hello_timeout(self):
-        clock, tracker, process = self.protocol()
-        ready = process.whenReady()
-        clock.advance(tracker.startTimeout + 1)
-        failure = self.failureResultOf(ready, TrackerError)
-        self.assertIn("did not start", failure.getErrorMessage())
-        self.assertEqual(process.transport.signals, ["KILL"])
-
-    def test_replies_matched_by_id(self):
-        clock, tracker, process = self.protocol()
-        process.outReceived(self.hello())
-        first = process.request("collectCalibrationData", x=0.5, y=0.5)
-        second = process.request("computeCalibration")
-        sent = childwire.FrameDecoder().feed(b"".join(process.transport.written))
-        ids = [childwire.decode_message(payload)["id"] for _, payload in sent]
-        self.assertEqual(len(set(ids)), 2)
-        reply = {"type": "reply", "id": ids[1], "error": {"kind": "NoTrackerError", "message": "x"}}
-        process.outReceived(childwire.encode_message(reply))
-        process.outReceived(
-            childwire.encode_message({"type": "reply", "id": ids[0], "result": True})
-        )
-        self.assertIs(self.successResultOf(first), True)
-        self.failureResultOf(second, NoTrackerError)
-
-    def test_stderr_lines(self):
-        clock, tracker, process = self.protocol()
-        process.errReceived(b"info hello\nwarn par")
-        self.assertEqual(process.lastLine(), "")
-        process.errReceived(b"tial line\ninfo connected\n")
-        self.assertEqual(process.lastLine(), "partial line")
-        process.errReceived(b"Fatal Python error: Segmentation fault\n\n  File x\ninfo z\n")
-        self.assertEqual(
-            list(process.tail),
-            [
-                "hello",
-                "partial line",
-                "connected",
-                "Fatal Python error: Segmentation fault",
-                "  File x",
-                "z",
-            ],
-        )
-        self.assertEqual(process.lastLine(), "Fatal Python error: Segmentation fault")
-
-
-class StubTracker:
-    """Enough of an ITracker for L{SDKProcess}'s dispatch."""
-
-    def __init__(self):
-        self.info = None
-        self.receiver = None
-
-    def setNotificationReceiver(self, receiver):
-        self.receiver = receiver
-
-    def connect(self):
-        self.info = TrackerInfo("stub://1", "Stub", "1", "0", frequencies=(60.0,), frequency=60.0)
-        return defer.succeed(self.info)
-
-    def collectCalibrationData(self, x, y):
-        raise KeyError("boom")
-
-    def getUserPosition(self):
-        return None
-
-    def disconnect(self):
-        return defer.succeed(None)
-
-
-class SDKProcessTests(unittest.SynchronousTestCase):
-    """The child's side of the pipes, without a process."""
-
-    def process(self, sdk_error=None):
-        self.frames = []
-        self.stub = StubTracker()
-        process = SDKProcess(
-            Clock(),
-            self.frames.append,
-            lambda address, frequency: self.stub,
-            sdk=None if sdk_error else fake.make_sdk(),
-            sdk_error=sdk_error,
-        )
-        return process
-
-    def sent(self):
-        frames = childwire.FrameDecoder().feed(b"".join(self.frames))
-        return [childwire.decode_message(payload) for kind, payload in frames]
-
-    def request(self, process, op, **args):
-        frame = childwire.encode_message({"type": "request", "id": 7, "op": op, "args": args})
-        process.framesReceived(childwire.FrameDecoder().feed(frame))
-        return [m for m in self.sent() if m["type"] == "reply"][-1]
-
-    def test_hello(self):
-        process = self.process()
-        process.hello()
-        [hello] = self.sent()
-        self.assertEqual(hello["type"], "hello")
-        self.assertTrue(childwire.same_dtype(hello["dtype"]))
-        self.assertEqual(hello["sdk"], "2.1.0.1")
-        self.assertIsNone(hello["sdkError"])
-
-    def test_connect_sends_info_first(self):
-        process = self.process()
-        self.request(process, "connect", address=None, frequency=None)
-        info, reply = self.sent()
-        self.assertEqual(info["type"], "info")
-        self.assertEqual(reply["id"], 7)
-        self.assertEqual(reply["result"]["model"], "Stub")
-        process.stop()
-
-    def test_unknown_request(self):
-        reply = self.request(self.process(), "warp")
-        self.assertEqual(reply["error"]["kind"], "TrackerError")
-        self.assertIn("unknown request 'warp'", reply["error"]["message"])
-
-    def test_unexpected_error(self):
-        process = self.process()
-        self.request(process, "connect")
-        reply = self.request(process, "collectCalibrationData", x=0.5, y=0.5)
-        self.assertEqual(reply["error"]["kind"], "InternalError")
-        self.assertEqual(len(self.flushLoggedErrors(KeyError)), 1)
-        process.stop()
-
-    def test_not_connected(self):
-        reply = self.request(self.process(), "startGaze")
-        self.assertEqual(reply["error"]["message"], "the eye tracker is not connected")
-
-    def test_no_sdk(self):
-        process = self.process(sdk_error="tobii_research cannot be imported by X")
-        reply = self.request(process, "connect")
-        self.assertEqual(reply["error"]["message"], "tobii_research cannot be imported by X")
-        reply = self.request(process, "clock")
-        self.assertIn("cannot be imported", reply["error"]["message"])
-
-    def test_stop_without_tracker(self):
-        process = self.process()
-        self.successResultOf(process.stop("end of file"))
-
-
-class MessageTests(unittest.SynchronousTestCase):
-    def test_sdk_unavailable_message(self):
-        message = sdk_unavailable_message()
-        self.assertNotIn("\n", message)
-        self.assertIn("--sdk-python", message)
-        self.assertIn("jspsych-tobii-sdk-setup", message)
-        self.assertIn("3.10", message)
-        self.assertIn("because", sdk_unavailable_message("because"))
+    def test_interfaces(self):
+        """What the server and what the supervisor see of it."""
+        tracker = ChildTracker(Clock(), monotonic_us, sys.executable)
+        self.assertTrue(verifyObject(ITracker, tracker))
+        self.assertTrue(verifyObject(ISupervised, tracker))
 
 
 class ServerTests(ChildTestCase):
@@ -772,11 +565,11 @@ class RealSDKChildTests(unittest.TestCase):
 
     @defer.inlineCallbacks
     def test_no_tracker(self):
-        tracker = ChildTracker(reactor, SDK_PYTHON)
+        tracker = ChildTracker(reactor, monotonic_us, SDK_PYTHON)
         self.addCleanup(tracker.disconnect)
         error = yield self.assertFailure(tracker.connect(), NoTrackerError)
         self.assertEqual(str(error), "no eye tracker connected")
-        hello = tracker._process.hello
+        hello = tracker.supervisor.process.hello
         self.assertTrue(hello["python"].startswith("3.10."), hello["python"])
         # either SDK line (2.x, or 1.x for older trackers): the one installed there
         installed = installed_sdk(SDK_PYTHON)

@@ -28,7 +28,7 @@ from twisted.trial import unittest
 
 from jspsych_tobii import cli
 from jspsych_tobii.config import ConfigError, ServerConfig
-from jspsych_tobii.core.timesync import monotonic_us
+from jspsych_tobii.core.timesync import clock_from_seconds, monotonic_us
 from jspsych_tobii.server.lsl import GAZE_CHANNELS, ClockMapping, gaze_chunk, source_ids
 from jspsych_tobii.tap import Options, makeService
 from jspsych_tobii.trackers.mock import MockTracker
@@ -75,7 +75,10 @@ def fake_server(case, rate=1200.0):
     clock = Clock()
     serial = new_serial()
     server = FakeServer(
-        clock, rate=rate, lsl=True, tracker=NamedMock(clock, rate=rate, serial=serial)
+        clock,
+        rate=rate,
+        lsl=True,
+        tracker=NamedMock(clock, clock_from_seconds(clock.seconds), rate=rate, serial=serial),
     )
     case.addCleanup(server.service.getServiceNamed("lsl").stopService)
     server.gaze_id, server.marker_id = stream_ids(serial)
@@ -281,9 +284,7 @@ class RealClockTests(unittest.TestCase):
         service, port = serve(
             self,
             config,
-            make_tracker=lambda: NamedMock(
-                reactor, rate=1200.0, serial=serial, clock_us=monotonic_us
-            ),
+            make_tracker=lambda: NamedMock(reactor, monotonic_us, rate=1200.0, serial=serial),
         )
         client = yield connect(port)
         self.addCleanup(client.dropConnection, abort=True)
@@ -366,7 +367,10 @@ class RestartTests(unittest.SynchronousTestCase):
 
         clock = Clock()
         server = FakeServer(
-            clock, rate=1200.0, lsl=True, tracker=NamedMock(clock, rate=1200.0, serial=serial)
+            clock,
+            rate=1200.0,
+            lsl=True,
+            tracker=NamedMock(clock, clock_from_seconds(clock.seconds), rate=1200.0, serial=serial),
         )
         self.addCleanup(server.service.getServiceNamed("lsl").stopService)
         client = server.client()

@@ -3,7 +3,6 @@ Tests for L{jspsych_tobii.trackers.mock} and its L{EyeModel}.
 """
 
 import numpy as np
-from twisted.internet import reactor
 from twisted.internet.task import Clock
 from twisted.trial import unittest
 
@@ -12,13 +11,13 @@ from jspsych_tobii.interfaces import GAZE_DTYPE, NotificationKind, TrackerError
 from jspsych_tobii.trackers.eyemodel import EyeModel
 from jspsych_tobii.trackers.mock import MockTracker
 
-from .support import assert_close
-from .tracker_contract import TrackerContractMixin
+from .support import assert_close, mock_tracker
+from .tracker_contract import ClockContractMixin
 
 
-class MockContractTests(TrackerContractMixin, unittest.TestCase):
+class MockContractTests(ClockContractMixin, unittest.TestCase):
     def makeTracker(self):
-        return MockTracker(reactor, rate=600), None
+        return MockTracker(self.clock, self.clock_us, rate=600), None
 
 
 def stream(tracker, clock, seconds, step=0.002):
@@ -35,7 +34,7 @@ class MockTrackerTests(unittest.SynchronousTestCase):
     def test_rate_and_timing(self):
         """At 1200 Hz, 2 s of simulated time gives 2400 samples 833-834 µs apart."""
         clock = Clock()
-        samples = stream(MockTracker(clock, rate=1200), clock, 2.0)
+        samples = stream(mock_tracker(clock, rate=1200), clock, 2.0)
         self.assertEqual(len(samples), 2400)
         gaps = np.diff(samples["system_time_us"])
         self.assertEqual(set(gaps.tolist()), {833, 834})
@@ -47,14 +46,14 @@ class MockTrackerTests(unittest.SynchronousTestCase):
         runs = []
         for seed in (3, 3, 4):
             clock = Clock()
-            runs.append(stream(MockTracker(clock, rate=300, seed=seed), clock, 3.0))
+            runs.append(stream(mock_tracker(clock, rate=300, seed=seed), clock, 3.0))
         self.assertTrue(runs[0].tobytes() == runs[1].tobytes())
         self.assertFalse(runs[0].tobytes() == runs[2].tobytes())
 
     def test_plausible_behaviour(self):
         """Over a minute: saccades, blinks and one-eye losses happen, gaze stays on screen."""
         clock = Clock()
-        samples = stream(MockTracker(clock, rate=120, seed=1), clock, 60.0, step=0.05)
+        samples = stream(mock_tracker(clock, rate=120, seed=1), clock, 60.0, step=0.05)
         left, right = samples["left_gaze_valid"], samples["right_gaze_valid"]
         self.assertTrue(np.any(~left & ~right), "no blink")
         self.assertTrue(np.any(left ^ right), "no one-eye track loss")
@@ -77,7 +76,7 @@ class MockTrackerTests(unittest.SynchronousTestCase):
     def test_look_at_and_known_offset(self):
         """A fixed target with a known offset and noise is measured back in degrees."""
         clock = Clock()
-        tracker = MockTracker(clock, rate=600, offset_deg=0.5, noise_deg=0.1, blinks=False)
+        tracker = mock_tracker(clock, rate=600, offset_deg=0.5, noise_deg=0.1, blinks=False)
         tracker.lookAt(0.3, 0.6)
         samples = stream(tracker, clock, 2.0)
         metrics = quality.validation_summary([(0.3, 0.6, samples)], tracker.info.display_area)
@@ -88,7 +87,7 @@ class MockTrackerTests(unittest.SynchronousTestCase):
 
     def test_calibration_collects_at_target_with_delay(self):
         clock = Clock()
-        tracker = MockTracker(clock, rate=120)
+        tracker = mock_tracker(clock, rate=120)
         tracker.connect()
         results = []
         tracker.enterCalibration()
@@ -108,20 +107,20 @@ class MockTrackerTests(unittest.SynchronousTestCase):
 
     def test_collect_outside_calibration_fails(self):
         clock = Clock()
-        tracker = MockTracker(clock)
+        tracker = mock_tracker(clock)
         tracker.connect()
         self.failureResultOf(tracker.collectCalibrationData(0.5, 0.5), TrackerError)
 
     def test_fail_next(self):
         clock = Clock()
-        tracker = MockTracker(clock)
+        tracker = mock_tracker(clock)
         tracker.failNext("connect", TrackerError("boom"))
         self.failureResultOf(tracker.connect(), TrackerError)
         self.successResultOf(tracker.connect())
 
     def test_frequency_change_notifies(self):
         clock = Clock()
-        tracker = MockTracker(clock, rate=120)
+        tracker = mock_tracker(clock, rate=120)
         notes = []
         tracker.setNotificationReceiver(notes.append)
         tracker.connect()
@@ -131,11 +130,11 @@ class MockTrackerTests(unittest.SynchronousTestCase):
         self.assertEqual(len(samples), 600)
 
     def test_rejects_bad_rate(self):
-        self.assertRaises(TrackerError, MockTracker, Clock(), rate=0)
+        self.assertRaises(TrackerError, mock_tracker, Clock(), rate=0)
 
     def test_user_position_centered(self):
         """The synthetic head sits near the middle of the head box."""
         clock = Clock()
-        position = MockTracker(clock).getUserPosition()
+        position = mock_tracker(clock).getUserPosition()
         assert_close(self, position.left[2], 0.5, 0.15)
         self.assertLess(position.left[0], position.right[0])

@@ -17,7 +17,6 @@ import json
 import math
 
 import numpy as np
-from twisted.internet.task import Clock
 from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -30,8 +29,7 @@ from jspsych_tobii.interfaces import (
     empty_gaze,
 )
 from jspsych_tobii.tap import Options
-from jspsych_tobii.trackers.mock import MockTracker
-from tests.support import FakeServer
+from tests.support import FakeServer, mock_tracker
 
 DISPLAY = DisplayArea(
     top_left=(-200.0, 150.0, 0.0),
@@ -1278,7 +1276,7 @@ class ValidationWindowServerTests(SynchronousTestCase, AssertionsMixin):
     TARGETS = [(0.2, 0.2), (0.8, 0.3), (0.5, 0.8)]
 
     def validate(self, argv):
-        tracker = MockTracker(Clock(), rate=300, offset_deg=0.0, noise_deg=0.05, blinks=False)
+        tracker = mock_tracker(rate=300, offset_deg=0.0, noise_deg=0.05, blinks=False)
         server = FakeServer(clock=tracker._reactor, tracker=tracker, rate=300, argv=argv)
         client = server.client()
         client.send({"type": "validation_start"})

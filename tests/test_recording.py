@@ -16,7 +16,7 @@ from twisted.internet.task import Clock
 from twisted.trial import unittest
 
 from jspsych_tobii.core.buffer import GazeBuffer
-from jspsych_tobii.core.timesync import ServerClock, clock_from_seconds
+from jspsych_tobii.core.timesync import ServerClock, clock_from_seconds, monotonic_us
 from jspsych_tobii.interfaces import (
     GAZE_DTYPE,
     NotificationKind,
@@ -57,7 +57,7 @@ def scratch(case) -> str:
 
 def tracker_description() -> dict:
     """What the mock tracker says about itself, as a recording header holds it."""
-    tracker = MockTracker(Clock(), rate=600)
+    tracker = MockTracker(Clock(), monotonic_us, rate=600)
     return tracker.connect().result.to_dict()
 
 
@@ -580,7 +580,7 @@ class HubIntegrationTests(unittest.SynchronousTestCase):
 
         clock = Clock()
         clock.advance(1000)
-        tracker = MockTracker(clock, rate=1200)
+        tracker = MockTracker(clock, clock_from_seconds(clock.seconds), rate=1200)
         tracker.connect()
 
         class Trackers:

@@ -7,17 +7,18 @@ from __future__ import annotations
 import os
 
 import numpy as np
-from twisted.internet import defer, reactor
+from twisted.internet import defer
 from twisted.internet.task import Clock
 from twisted.trial import unittest
 
+from jspsych_tobii.core.timesync import clock_from_seconds
 from jspsych_tobii.interfaces import GAZE_DTYPE, TrackerError
 from jspsych_tobii.recording.format import write_recording
 from jspsych_tobii.trackers.eyemodel import EyeModel
 from jspsych_tobii.trackers.replay import REPLAY_FINISHED, ReplayTracker
 
 from .test_recording import scratch, synthetic_samples, tracker_description
-from .tracker_contract import TrackerContractMixin
+from .tracker_contract import ClockContractMixin
 
 #: fields the replay hands over unchanged
 KEPT = [
@@ -36,11 +37,11 @@ def long_recording(directory: str) -> str:
     return path
 
 
-class ReplayContractTests(TrackerContractMixin, unittest.TestCase):
+class ReplayContractTests(ClockContractMixin, unittest.TestCase):
     def makeTracker(self):
         directory = scratch(self)
         os.makedirs(directory)
-        return ReplayTracker(reactor, long_recording(directory)), None
+        return ReplayTracker(self.clock, self.clock_us, long_recording(directory)), None
 
     # A replay cannot calibrate: these two contract tests check, instead,
     # that it says so clearly.
@@ -55,26 +56,20 @@ class ReplayContractTests(TrackerContractMixin, unittest.TestCase):
             lambda: tracker.discardCalibrationData(0.5, 0.5),
             tracker.computeCalibration,
         ):
-            error = yield self.assertFailure(call(), TrackerError)
+            error = yield self.assertFailure(self.settle(call()), TrackerError)
             self.assertIn("cannot be calibrated", str(error))
-        yield tracker.leaveCalibration()
+        yield self.settle(tracker.leaveCalibration())
 
     @defer.inlineCallbacks
     def test_gaze_flows_during_calibration(self):
         tracker, info = yield self.connected()
         batches = []
-        yield tracker.startGaze(batches.append)
-        yield self.assertFailure(tracker.enterCalibration(), TrackerError)
+        yield self.settle(tracker.startGaze(batches.append))
+        yield self.assertFailure(self.settle(tracker.enterCalibration()), TrackerError)
         before = len(batches)
-        yield task_sleep(0.1)
+        yield self.sleep(0.1)
         self.assertGreater(len(batches), before)
-        yield tracker.stopGaze()
-
-
-def task_sleep(seconds):
-    from twisted.internet import task
-
-    return task.deferLater(reactor, seconds, lambda: None)
+        yield self.settle(tracker.stopGaze())
 
 
 class ReplayTests(unittest.SynchronousTestCase):
@@ -87,6 +82,9 @@ class ReplayTests(unittest.SynchronousTestCase):
         self.clock = Clock()
         self.clock.advance(500.0)
 
+    def replay(self, path, **options):
+        return ReplayTracker(self.clock, clock_from_seconds(self.clock.seconds), path, **options)
+
     def play(self, tracker, seconds, step=0.002, batches=None):
         batches = [] if batches is None else batches
         if tracker.info is None:
@@ -98,7 +96,7 @@ class ReplayTests(unittest.SynchronousTestCase):
 
     def test_samples_equal_the_recording(self):
         """Every field is the recording's but the time stamp, restamped with the same spacing."""
-        tracker = ReplayTracker(self.clock, self.path)
+        tracker = self.replay(self.path)
         start_us = int(self.clock.seconds() * 1e6)
         batches = self.play(tracker, 1.2)
         played = np.concatenate(batches)
@@ -118,7 +116,7 @@ class ReplayTests(unittest.SynchronousTestCase):
 
     def test_batches_follow_the_clock(self):
         """Batches come every 2 ms, each holding the samples due by then, none from the future."""
-        tracker = ReplayTracker(self.clock, self.path)
+        tracker = self.replay(self.path)
         arrivals = []
 
         def receive(batch):
@@ -136,25 +134,25 @@ class ReplayTests(unittest.SynchronousTestCase):
 
     def test_speed(self):
         """At speed 2 the recording plays in half the time, with half the spacing."""
-        tracker = ReplayTracker(self.clock, self.path, speed=2.0)
+        tracker = self.replay(self.path, speed=2.0)
         played = np.concatenate(self.play(tracker, 0.6))
         self.assertEqual(len(played), len(self.samples))
         recorded = np.diff(self.samples["system_time_us"])
         stamps = np.diff(played["system_time_us"])
         self.assertTrue(np.all(np.abs(stamps - recorded / 2) <= 1))
-        slow = ReplayTracker(self.clock, self.path, speed=0.5)
+        slow = self.replay(self.path, speed=0.5)
         played = np.concatenate(self.play(slow, 1.2))
         self.assertEqual(len(played), 721)  # 1.2 s plays 0.6 s of the recording
 
     def test_extreme_speed_keeps_time_increasing(self):
-        tracker = ReplayTracker(self.clock, self.path, speed=1000.0)
+        tracker = self.replay(self.path, speed=1000.0)
         played = np.concatenate(self.play(tracker, 0.01))
         self.assertEqual(len(played), len(self.samples))
         self.assertTrue(np.all(np.diff(played["system_time_us"]) > 0))
 
     def test_end_of_recording(self):
         """Without loop the stream ends with a notification; starting again starts over."""
-        tracker = ReplayTracker(self.clock, self.path)
+        tracker = self.replay(self.path)
         notes = []
         tracker.setNotificationReceiver(notes.append)
         first = self.play(tracker, 1.5)
@@ -167,7 +165,7 @@ class ReplayTests(unittest.SynchronousTestCase):
 
     def test_loop(self):
         """With loop the recording starts again one sample period after its end."""
-        tracker = ReplayTracker(self.clock, self.path, loop=True)
+        tracker = self.replay(self.path, loop=True)
         played = np.concatenate(self.play(tracker, 2.5))
         self.assertEqual(len(played), 3001)  # 0 to 2.5 s inclusive
         self.assertTrue(np.all(np.diff(played["system_time_us"]) > 0))
@@ -178,7 +176,7 @@ class ReplayTests(unittest.SynchronousTestCase):
 
     def test_pause_and_resume(self):
         """Stopping and starting again continues with the next sample, stamped from now."""
-        tracker = ReplayTracker(self.clock, self.path)
+        tracker = self.replay(self.path)
         first = np.concatenate(self.play(tracker, 0.2))
         tracker.stopGaze()
         self.clock.advance(5.0)
@@ -191,7 +189,7 @@ class ReplayTests(unittest.SynchronousTestCase):
         self.assertEqual(int(second["system_time_us"][0]), resumed_at)
 
     def test_no_batch_after_stop(self):
-        tracker = ReplayTracker(self.clock, self.path)
+        tracker = self.replay(self.path)
         batches = self.play(tracker, 0.1)
         tracker.stopGaze()
         count = len(batches)
@@ -201,7 +199,7 @@ class ReplayTests(unittest.SynchronousTestCase):
 
     def test_user_position(self):
         """The user position follows the latest sample's eyes, on the mock's scale."""
-        tracker = ReplayTracker(self.clock, self.path)
+        tracker = self.replay(self.path)
         self.assertIsNone(tracker.getUserPosition())  # not connected
         tracker.connect()
         model = EyeModel()
@@ -223,7 +221,7 @@ class ReplayTests(unittest.SynchronousTestCase):
         samples["right_origin_x"] = np.nan
         path = os.path.join(self.dir, "lost.gaze")
         write_recording(path, samples)
-        tracker = ReplayTracker(self.clock, path)
+        tracker = self.replay(path)
         self.play(tracker, 0.05)
         position = tracker.getUserPosition()
         self.assertIsNone(position.left)
@@ -232,7 +230,7 @@ class ReplayTests(unittest.SynchronousTestCase):
 
     def test_info(self):
         """The tracker description comes from the recording, minus calibration."""
-        tracker = ReplayTracker(self.clock, self.path, speed=2)
+        tracker = self.replay(self.path, speed=2)
         info = self.successResultOf(tracker.connect())
         self.assertEqual(info.model, "Replay of Mock Tracker")
         self.assertEqual(info.serial_number, "MOCK-0001")
@@ -250,13 +248,13 @@ class ReplayTests(unittest.SynchronousTestCase):
         """A header without a tracker: the rate is measured, the display assumed."""
         path = os.path.join(self.dir, "bare.gaze")
         write_recording(path, self.samples)
-        info = self.successResultOf(ReplayTracker(self.clock, path).connect())
+        info = self.successResultOf(self.replay(path).connect())
         self.assertEqual(info.frequency, 1200.0)
         self.assertIsNotNone(info.display_area)
         self.flushLoggedErrors()
 
     def test_calibration_fails_clearly(self):
-        tracker = ReplayTracker(self.clock, self.path)
+        tracker = self.replay(self.path)
         tracker.connect()
         failure = self.failureResultOf(tracker.enterCalibration(), TrackerError)
         self.assertIn("cannot be calibrated", failure.getErrorMessage())
@@ -276,6 +274,6 @@ class ReplayTests(unittest.SynchronousTestCase):
         cases[junk] = "not a jspsych-tobii"
         for path, words in cases.items():
             with self.assertRaises(TrackerError) as caught:
-                ReplayTracker(self.clock, path)
+                self.replay(path)
             self.assertIn(words, str(caught.exception))
-        self.assertRaises(TrackerError, ReplayTracker, self.clock, self.path, speed=0)
+        self.assertRaises(TrackerError, self.replay, self.path, speed=0)

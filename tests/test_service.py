@@ -6,6 +6,7 @@ fake clock, with a mock tracker that is absent until a test plugs it in.
 from twisted.internet.task import Clock
 from twisted.trial import unittest
 
+from jspsych_tobii.core.timesync import clock_from_seconds
 from jspsych_tobii.interfaces import NoTrackerError, TrackerError
 from jspsych_tobii.trackers.mock import MockTracker
 
@@ -21,7 +22,7 @@ class AbsentTracker(MockTracker):
     error = NoTrackerError()
 
     def __init__(self, clock, **kwargs):
-        super().__init__(clock, **kwargs)
+        super().__init__(clock, clock_from_seconds(clock.seconds), **kwargs)
         self.looked_at = []
 
     def connect(self):

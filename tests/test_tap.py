@@ -16,10 +16,16 @@ from twisted.python import usage
 from twisted.trial import unittest
 
 from jspsych_tobii.tap import TOKEN_ENV, Options, makeService
-from jspsych_tobii.trackers.mock import MockTracker
 
 from . import fake_tobii_research as fake
-from .support import FakeServer, assert_close, handshake_status, serve, temp_path
+from .support import (
+    FakeServer,
+    assert_close,
+    handshake_status,
+    mock_tracker,
+    serve,
+    temp_path,
+)
 from .test_cli import make_temp_dir
 from .wsclient import connect, wait
 
@@ -195,7 +201,7 @@ class MakeServiceTests(unittest.SynchronousTestCase):
         options = Options()
         options.parseOptions(["--mock", "--port", "tcp:0:interface=127.0.0.1"])
         clock = Clock()
-        top = makeService(options, clock, make_tracker=lambda: MockTracker(clock))
+        top = makeService(options, clock, make_tracker=lambda: mock_tracker(clock))
         self.assertTrue(IServiceCollection.providedBy(top))
         names = {s.name for s in top}
         self.assertEqual(names, {"work", "tracker", "resumes", "websocket"})

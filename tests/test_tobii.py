@@ -1,7 +1,12 @@
 """
-Tests for L{jspsych_tobii.trackers.tobii}, against the fake SDK in
-L{tests.fake_tobii_research} (real threads, real reactor), and against the
-real C{tobii_research} where it is installed (no tracker attached).
+Tests for L{jspsych_tobii.trackers.tobii}, the reactor side of the Tobii
+adapter, against the fake SDK in L{tests.fake_tobii_research} (real
+threads, real reactor: what crosses threads is what is tested here), and
+against the real C{tobii_research} where it is installed (no tracker
+attached).  What happens on one thread alone is tested, without the
+reactor, in L{tests.test_tobii_worker} (the SDK worker),
+L{tests.test_tobii_callbacks} (the SDK's threads) and L{tests.test_tobii_sdk}
+(the conversions).
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from twisted.internet import defer, reactor, task
 from twisted.trial import unittest
 from zope.interface.verify import verifyObject
 
+from jspsych_tobii.core.timesync import clock_from_seconds, monotonic_us
 from jspsych_tobii.interfaces import (
     GAZE_DTYPE,
     CalibrationResult,
@@ -26,8 +32,7 @@ from jspsych_tobii.interfaces import (
     TrackerError,
     TrackerInfo,
 )
-from jspsych_tobii.trackers import tobii_sdk
-from jspsych_tobii.trackers.tobii import TobiiTracker, describe, find_trackers
+from jspsych_tobii.trackers.tobii import TobiiTracker
 
 from . import fake_tobii_research as fake
 from .support import capture_log
@@ -64,7 +69,7 @@ class TobiiTestCase(unittest.TestCase):
         return sdk
 
     def makeTracker(self, sdk, **kwargs):
-        tracker = TobiiTracker(reactor, sdk=sdk, **kwargs)
+        tracker = TobiiTracker(reactor, monotonic_us, sdk=sdk, **kwargs)
         self.addCleanup(tracker.disconnect)
         return tracker
 
@@ -78,7 +83,7 @@ class TobiiTestCase(unittest.TestCase):
         return sdk, sdk.device(), tracker, info, notes
 
     def workerThreadNames(self, tracker):
-        return {thread.name for thread in tracker._pool.threads}
+        return {thread.name for thread in tracker._worker.threads}
 
 
 class ContractTests(TrackerContractMixin, unittest.TestCase):
@@ -91,7 +96,7 @@ class ContractTests(TrackerContractMixin, unittest.TestCase):
         sdk = fake.make_sdk(self.version)
         device = sdk.add_device(frequency=self.frequency)
         device.collect_seconds = 0.05
-        return TobiiTracker(reactor, sdk=sdk), sdk.shutdown
+        return TobiiTracker(reactor, monotonic_us, sdk=sdk), sdk.shutdown
 
 
 class Contract1xTests(ContractTests):
@@ -156,20 +161,6 @@ class ConnectTests(TobiiTestCase):
         self.assertGreaterEqual(len(sdk.calls_named("get_system_time_stamp")), 10)
 
     @defer.inlineCallbacks
-    def test_no_tracker(self):
-        sdk = self.makeSDK(devices=0)
-        tracker = self.makeTracker(sdk)
-        error = yield self.assertFailure(tracker.connect(), NoTrackerError)
-        self.assertEqual(str(error), "no eye tracker connected")
-        self.assertIsNone(tracker.info)
-
-    @defer.inlineCallbacks
-    def test_tracker_not_present(self):
-        sdk = self.makeSDK(present=False)
-        tracker = self.makeTracker(sdk)
-        yield self.assertFailure(tracker.connect(), NoTrackerError)
-
-    @defer.inlineCallbacks
     def test_retry_after_no_tracker(self):
         """The service retries connect() on the same tracker until one appears."""
         sdk = self.makeSDK(devices=0)
@@ -178,53 +169,6 @@ class ConnectTests(TobiiTestCase):
         sdk.add_device()
         info = yield tracker.connect()
         self.assertEqual(info.model, "Tobii Pro Spectrum")
-
-    @defer.inlineCallbacks
-    def test_bad_address(self):
-        sdk = self.makeSDK(devices=2)
-        tracker = self.makeTracker(sdk, address="tobii-prp://TPSP1-999999999999")
-        error = yield self.assertFailure(tracker.connect(), NoTrackerError)
-        message = str(error)
-        self.assertIn("tobii-prp://TPSP1-999999999999", message)
-        for device in sdk._devices.values():
-            self.assertIn(device.address, message)
-        self.assertNotIn("\n", message)
-
-    @defer.inlineCallbacks
-    def test_address(self):
-        sdk = self.makeSDK(devices=2)
-        second = list(sdk._devices.values())[1]
-        tracker = self.makeTracker(sdk, address=second.address)
-        info = yield tracker.connect()
-        self.assertEqual(info.address, second.address)
-        self.assertEqual(sdk.calls_named("find_all_eyetrackers"), [])
-
-    @defer.inlineCallbacks
-    def test_serial_number_as_address(self):
-        sdk = self.makeSDK(devices=2)
-        second = list(sdk._devices.values())[1]
-        tracker = self.makeTracker(sdk, address=second.serial_number)
-        info = yield tracker.connect()
-        self.assertEqual(info.address, second.address)
-
-    @defer.inlineCallbacks
-    def test_frequency_at_connect(self):
-        sdk, device, tracker, info, notes = yield self.connected(
-            tracker_options={"frequency": 1200}, frequency=60
-        )
-        self.assertEqual(info.frequency, 1200.0)
-        self.assertEqual(device.frequency, 1200.0)
-
-    @defer.inlineCallbacks
-    def test_bad_frequency_at_connect(self):
-        sdk = self.makeSDK()
-        tracker = self.makeTracker(sdk, frequency=100)
-        error = yield self.assertFailure(tracker.connect(), TrackerError)
-        self.assertNotIsInstance(error, NoTrackerError)
-        self.assertIn("100", str(error))
-        self.assertIn("60, 120, 150, 300, 600, 1200", str(error))
-        self.assertEqual(sdk.calls_named("set_gaze_output_frequency"), [])
-        self.assertEqual(sdk.device().subscriptions(), {})
 
     @defer.inlineCallbacks
     def test_set_frequency(self):
@@ -275,7 +219,7 @@ class ConnectTests(TobiiTestCase):
         sys.modules["tobii_research"] = None  # makes the import fail
         try:
             with self.assertRaises(TrackerError) as caught:
-                TobiiTracker(reactor)
+                TobiiTracker(reactor, monotonic_us)
         finally:
             if saved is None:
                 del sys.modules["tobii_research"]
@@ -330,7 +274,7 @@ class GazeTests(TobiiTestCase):
         np.testing.assert_allclose(rows["left_pupil"], 3.0)
         np.testing.assert_allclose(rows["right_pupil"], 3.1)
         # coalesced: fewer hand-offs (and receiver calls) than samples
-        handoff = tracker._gazeHandoff
+        handoff = tracker._callbacks.gazeHandoff
         self.assertLess(handoff.handoffs, handoff.items)
         self.assertLess(len(batches), len(rows))
         self.assertEqual(sdk.calls_from_callback, [])
@@ -381,22 +325,6 @@ class GazeTests(TobiiTestCase):
         self.assertEqual(sdk.calls_from_callback, [])
         self.assertEqual(sdk.callback_errors, 0)
         self.assertEqual(tracker.callbackErrors, 0)
-
-    def test_callbacks_never_raise(self):
-        """Malformed data is counted, never raised into the SDK."""
-        sdk = self.makeSDK()
-        tracker = self.makeTracker(sdk)
-        tracker._gazeWanted = True
-        tracker._onGaze({})
-        tracker._onGaze(None)
-        tracker._onUserPosition({"left_user_position": (0, 0, 0)})
-        tracker._onNotification("connection_lost", 42)
-        tracker._onStreamError(None)
-        self.assertEqual(tracker.callbackErrors, 5)
-        self.assertEqual(
-            tracker.streamErrors,
-            {"gaze": 2, "user_position": 1, "notifications": 1, "stream_errors": 1},
-        )
 
 
 class NotificationTests(TobiiTestCase):
@@ -515,7 +443,7 @@ class StreamFailureTests(TobiiTestCase):
     notifications (the clients), counted, and logged at a bounded rate.
     """
 
-    namespace = "jspsych_tobii.trackers.tobii"
+    namespace = "jspsych_tobii.trackers.tobii_callbacks"
 
     @defer.inlineCallbacks
     def test_a_record_missing_a_field(self):
@@ -541,7 +469,7 @@ class StreamFailureTests(TobiiTestCase):
         self.assertEqual(tracker.callbackErrors, tracker.streamErrors["gaze"])
         # logged once, with the traceback; nothing raised into the SDK
         [failure] = self.flushLoggedErrors(KeyError)
-        self.assertIn("_onGaze", failure.getTraceback())
+        self.assertIn("gaze_row", failure.getTraceback())
         self.assertEqual(len(lines), 1)
         self.assertIn("gaze", lines[0]["log_format"].format(**lines[0]))
         self.assertEqual(sdk.callback_errors, 0)
@@ -591,56 +519,20 @@ class StreamFailureTests(TobiiTestCase):
         self.assertEqual(client.gaze, [])
         self.assertEqual(len(self.flushLoggedErrors(KeyError)), 1)
 
-    def test_bounded_logging(self):
-        """
-        At 10 failures a second for 10 minutes: the traceback once, then a
-        count a minute; once quiet, one line saying so; a new failure later
-        is one line again.
-        """
-        clock = ClockReactor()
-        sdk = self.makeSDK()
-        tracker = TobiiTracker(clock, sdk=sdk)
-        self.addCleanup(tracker.disconnect)
-        notes = []
-        tracker.setNotificationReceiver(notes.append)
-        lines = capture_log(self, self.namespace)
-        record = sdk.device()._gaze(0, 0, 1000.0)
-        del record["right_pupil_validity"]
-        tracker._gazeWanted = True  # as startGaze leaves it
-        for _ in range(600):
-            for _ in range(10):
-                tracker._onGaze(record)
-            clock.advance(1.0)
-        self.assertEqual(tracker.streamErrors, {"gaze": 6000})
-        self.assertEqual(len(self.flushLoggedErrors(KeyError)), 1)
-        levels = [event["log_level"].name for event in lines]
-        self.assertEqual(levels, ["error"] + ["warn"] * 10)
-        self.assertIn("599 more gaze records", lines[1]["log_format"].format(**lines[1]))
-        self.assertEqual([n.data["count"] for n in notes], [1] + [600 * k for k in range(1, 11)])
-
-        clock.advance(tracker.callbackErrorInterval * 10)  # no more failures
-        self.assertEqual([event["log_level"].name for event in lines[11:]], ["info"])
-        tracker._onGaze(record)
-        tracker._onGaze(record)
-        self.assertEqual([event["log_level"].name for event in lines[12:]], ["error"])
-        self.assertEqual(self.flushLoggedErrors(KeyError), [])  # no second traceback
-        self.assertEqual(notes[-1].data["count"], 6001)
-        self.assertEqual(tracker.streamErrors, {"gaze": 6002})
-
     def test_a_record_of_the_wrong_shape(self):
         """What the callback copied but the reactor cannot convert is counted the same way."""
         clock = ClockReactor()
         sdk = self.makeSDK()
-        tracker = TobiiTracker(clock, sdk=sdk)
+        tracker = TobiiTracker(clock, clock_from_seconds(clock.seconds), sdk=sdk)
         self.addCleanup(tracker.disconnect)
         notes = []
         tracker.setNotificationReceiver(notes.append)
         batches = []
-        tracker._gazeWanted = True
+        tracker._callbacks.gazeWanted = True
         tracker._gazeReceiver = batches.append
         record = sdk.device()._gaze(0, 0, 1000.0)
         record["left_gaze_point_on_display_area"] = (0.5, 0.5, 0.0)
-        tracker._onGaze(record)
+        tracker._callbacks.gaze(record)
         self.assertEqual(batches, [])
         self.assertEqual(tracker.streamErrors, {"gaze": 1})
         self.assertEqual([n.data["stream"] for n in notes], ["gaze"])
@@ -690,59 +582,6 @@ class CalibrationTests(TobiiTestCase):
         self.assertEqual(sdk.calls_named("leave_calibration_mode"), [])
 
     @defer.inlineCallbacks
-    def test_collect_retries_once(self):
-        sdk, device, tracker, info, notes = yield self.connected()
-        tries = []
-
-        def status(x, y):
-            tries.append((x, y))
-            if len(tries) % 2:
-                return sdk.CALIBRATION_STATUS_FAILURE
-            return sdk.CALIBRATION_STATUS_SUCCESS
-
-        device.collect_status = status
-        yield tracker.enterCalibration()
-        collected = yield tracker.collectCalibrationData(0.5, 0.5)
-        self.assertIs(collected, True)
-        self.assertEqual(len(tries), 2)
-        device.collect_status = sdk.CALIBRATION_STATUS_FAILURE
-        collected = yield tracker.collectCalibrationData(0.1, 0.1)
-        self.assertIs(collected, False)
-
-    @defer.inlineCallbacks
-    def test_compute_without_data(self):
-        sdk, device, tracker, info, notes = yield self.connected()
-        yield tracker.enterCalibration()
-        result = yield tracker.computeCalibration()
-        self.assertFalse(result.success)
-        self.assertEqual(result.status, "failure")
-        self.assertEqual(result.points, ())
-
-    @defer.inlineCallbacks
-    def test_enter_twice_starts_over(self):
-        sdk, device, tracker, info, notes = yield self.connected()
-        yield tracker.enterCalibration()
-        yield tracker.collectCalibrationData(0.5, 0.5)
-        yield tracker.enterCalibration()
-        self.assertTrue(device.in_calibration)
-        self.assertEqual(device.calibration_points, {})
-
-    @defer.inlineCallbacks
-    def test_enter_when_left_in_calibration_mode(self):
-        """Another program left the tracker in calibration mode."""
-        sdk, device, tracker, info, notes = yield self.connected()
-        device.in_calibration = True
-        yield tracker.enterCalibration()
-        self.assertTrue(device.in_calibration)
-
-    @defer.inlineCallbacks
-    def test_not_in_calibration_mode(self):
-        sdk, device, tracker, info, notes = yield self.connected()
-        error = yield self.assertFailure(tracker.collectCalibrationData(0.5, 0.5), TrackerError)
-        self.assertIn("calibration mode", str(error))
-        yield self.assertFailure(tracker.computeCalibration(), TrackerError)
-
-    @defer.inlineCallbacks
     def test_no_calibration_capability(self):
         sdk, device, tracker, info, notes = yield self.connected(
             capabilities=(fake.CAPABILITY_HAS_GAZE_DATA,)
@@ -755,12 +594,13 @@ class CalibrationTests(TobiiTestCase):
         sdk, device, tracker, info, notes = yield self.connected()
         device.collect_seconds = 0.3
         yield tracker.enterCalibration()
+        collecting = tracker.collectCalibrationData(0.5, 0.5)
         ticks = []
-        loop = task.LoopingCall(lambda: ticks.append(time.monotonic()))
+        loop = task.LoopingCall(lambda: ticks.append(collecting.called))
         loop.start(0.01)
-        yield tracker.collectCalibrationData(0.5, 0.5)
+        yield collecting
         loop.stop()
-        self.assertGreater(len(ticks), 10)
+        self.assertGreaterEqual(ticks.count(False), 2)  # other work ran meanwhile
 
     @defer.inlineCallbacks
     def test_disconnect_leaves_calibration_mode(self):
@@ -916,11 +756,18 @@ class UserPositionTests(TobiiTestCase):
         """1.x without the guide: positions from the gaze origins in the track box."""
         return self.head_moving_closer("1.x")
 
-    def test_mapping(self):
-        self.assertEqual(tobii_sdk.guide_axes((0.0, 0.0, 0.0)), (1.0, 1.0, 1.0))
-        self.assertEqual(tobii_sdk.guide_axes((1.0, 1.0, 1.0)), (0.0, 0.0, 0.0))
-        self.assertIsNone(tobii_sdk.guide_axes((math.nan, 0.5, 0.5)))
-        self.assertIsNone(tobii_sdk.guide_axes(None))
+    def test_stale_after_max_age(self):
+        """A position older than positionMaxAge on the server's clock is no position."""
+        clock = ClockReactor()
+        sdk = self.makeSDK()
+        tracker = TobiiTracker(clock, clock_from_seconds(clock.seconds), sdk=sdk)
+        self.addCleanup(tracker.disconnect)
+        tracker._callbacks.userPosition(sdk.device()._guide())  # as the SDK's thread does
+        self.assertIsNotNone(tracker.getUserPosition())
+        clock.advance(tracker.positionMaxAge - 0.01)
+        self.assertIsNotNone(tracker.getUserPosition())
+        clock.advance(0.02)
+        self.assertIsNone(tracker.getUserPosition())
 
 
 class DisconnectTests(TobiiTestCase):
@@ -928,7 +775,7 @@ class DisconnectTests(TobiiTestCase):
     def test_while_streaming(self):
         """
         Every stream is unsubscribed, on the worker, then the worker stops;
-        all in well under 2 s even with a slow SDK.
+        all within the stop timeout even with a slow SDK.
         """
         sdk, device, tracker, info, notes = yield self.connected(frequency=1200)
         batches = []
@@ -939,18 +786,15 @@ class DisconnectTests(TobiiTestCase):
         subscribed = device.subscriptions()
         self.assertGreaterEqual(len(subscribed), 8)
         workers = self.workerThreadNames(tracker)
-        started = time.monotonic()
         yield tracker.disconnect()
-        elapsed = time.monotonic() - started
-        self.assertLess(elapsed, 2.0)
         self.assertEqual(device.subscriptions(), {})
         self.assertFalse(device.in_calibration)
         unsubscribed = sdk.calls_named("unsubscribe_from")
         self.assertEqual(len(unsubscribed), len(subscribed))
         # the worker did it, so the pool was still running; now it is stopped
         self.assertEqual({name for call, name in unsubscribed}, workers)
-        self.assertFalse(tracker._pool.started)
-        self.assertFalse(any(thread.is_alive() for thread in tracker._pool.threads))
+        self.assertFalse(tracker._worker.started)
+        self.assertFalse(any(thread.is_alive() for thread in tracker._worker.threads))
         count = len(batches)
         yield sleep(0.05)
         self.assertEqual(len(batches), count)
@@ -979,42 +823,14 @@ class DisconnectTests(TobiiTestCase):
         tracker.stopTimeout = 0.2
         connecting = tracker.connect()
         yield sleep(0.05)
-        started = time.monotonic()
         yield tracker.disconnect()
-        self.assertLess(time.monotonic() - started, 0.5)
+        self.assertNoResult(connecting)  # done while discovery still runs
         yield self.assertFailure(connecting, TrackerError)
         yield waitFor(
-            lambda: not any(thread.is_alive() for thread in tracker._pool.threads),
+            lambda: not any(thread.is_alive() for thread in tracker._worker.threads),
             what="the worker to end",
         )
         self.assertEqual(sdk.device().subscriptions(), {})
-
-
-class FindTrackersTests(TobiiTestCase):
-    def test_find_and_describe(self):
-        sdk = self.makeSDK(devices=2)
-        infos = find_trackers(sdk)
-        self.assertEqual(len(infos), 2)
-        self.assertEqual([i.address for i in infos], list(sdk._devices))
-        line = describe(infos[0])
-        self.assertNotIn("\n", line)
-        for part in (
-            infos[0].address,
-            "Tobii Pro Spectrum",
-            infos[0].serial_number,
-            infos[0].firmware_version,
-            "60, 120, 150, 300, 600, 1200 Hz",
-        ):
-            self.assertIn(part, line)
-
-    def test_none(self):
-        self.assertEqual(find_trackers(self.makeSDK(devices=0)), [])
-
-    def test_1x(self):
-        sdk = self.makeSDK("1.x")
-        [info] = find_trackers(sdk)
-        self.assertIn("60, 120, 300 Hz", describe(info))
-        self.assertIn("track_box", info.capabilities)
 
 
 class FakeSDKTests(unittest.TestCase):
@@ -1107,12 +923,10 @@ class RealSDKTests(unittest.TestCase):
 
     @defer.inlineCallbacks
     def test_no_tracker(self):
-        tracker = TobiiTracker(reactor)
+        tracker = TobiiTracker(reactor, monotonic_us)
         self.addCleanup(tracker.disconnect)
         self.assertIs(tracker._sdk, real_sdk)
-        started = time.monotonic()
         error = yield self.assertFailure(tracker.connect(), NoTrackerError)
-        self.assertLess(time.monotonic() - started, 6.0)
         self.assertEqual(str(error), "no eye tracker connected")
 
     @defer.inlineCallbacks

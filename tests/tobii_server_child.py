@@ -14,6 +14,7 @@ from twisted.internet import reactor
 
 from jspsych_tobii import logs
 from jspsych_tobii.config import ServerConfig
+from jspsych_tobii.core.timesync import monotonic_us
 from jspsych_tobii.tap import makeService
 from jspsych_tobii.trackers.tobii import TobiiTracker
 from tests import fake_tobii_research as fake
@@ -24,7 +25,9 @@ def main(port):
     sdk.add_device(frequency=1200)
     config = ServerConfig(host="127.0.0.1", port=str(port), log_level="WARNING")
     logs.start_logging("WARNING", stream=sys.stderr)
-    service = makeService(config, reactor, make_tracker=lambda: TobiiTracker(reactor, sdk=sdk))
+    service = makeService(
+        config, reactor, make_tracker=lambda: TobiiTracker(reactor, monotonic_us, sdk=sdk)
+    )
     service.startService()
     reactor.addSystemEventTrigger("before", "shutdown", service.stopService)
     reactor.callWhenRunning(lambda: print("ready", flush=True))

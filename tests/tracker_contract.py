@@ -2,8 +2,12 @@
 L{TrackerContractMixin}: what every L{ITracker} implementation must do.
 
 Mix it into a C{twisted.trial.unittest.TestCase} and define C{makeTracker}
-returning C{(tracker, cleanup)} (cleanup: a callable or None).  The tests use
-the real reactor, since adapters may run real threads.
+returning C{(tracker, cleanup)} (cleanup: a callable or None).  Time passes
+through two methods: L{TrackerContractMixin.sleep} and
+L{TrackerContractMixin.settle}.  By default they wait on the real reactor,
+for adapters that run real threads (the Tobii SDK, a child process);
+L{ClockContractMixin} makes them advance a L{task.Clock}, for trackers that
+run on the reactor alone (the mock, the replay): no real time passes.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ import numpy as np
 from twisted.internet import defer, reactor, task
 from zope.interface.verify import verifyObject
 
+from jspsych_tobii.core.timesync import clock_from_seconds
 from jspsych_tobii.interfaces import (
     GAZE_DTYPE,
     CalibrationResult,
@@ -33,13 +38,21 @@ class TrackerContractMixin:
     def makeTracker(self):  # pragma: no cover - defined by subclasses
         raise NotImplementedError
 
+    def sleep(self, seconds: float) -> defer.Deferred:
+        """Let C{seconds} pass (real time on the real reactor)."""
+        return sleep(seconds)
+
+    def settle(self, d: defer.Deferred) -> defer.Deferred:
+        """C{d}, once it can fire (the real reactor fires it in its time)."""
+        return d
+
     @defer.inlineCallbacks
     def connected(self):
         tracker, cleanup = self.makeTracker()
         if cleanup is not None:
             self.addCleanup(cleanup)
         self.addCleanup(tracker.disconnect)
-        info = yield tracker.connect()
+        info = yield self.settle(tracker.connect())
         return tracker, info
 
     def test_provides_interface(self):
@@ -65,9 +78,9 @@ class TrackerContractMixin:
     def test_gaze_batches_in_time_order(self):
         tracker, info = yield self.connected()
         batches = []
-        yield tracker.startGaze(batches.append)
-        yield sleep(self.stream_seconds)
-        yield tracker.stopGaze()
+        yield self.settle(tracker.startGaze(batches.append))
+        yield self.sleep(self.stream_seconds)
+        yield self.settle(tracker.stopGaze())
         self.assertTrue(batches, "no gaze batch arrived")
         for batch in batches:
             self.assertEqual(batch.dtype, GAZE_DTYPE)
@@ -88,23 +101,23 @@ class TrackerContractMixin:
     def test_no_batch_after_stop(self):
         tracker, info = yield self.connected()
         batches = []
-        yield tracker.startGaze(batches.append)
-        yield sleep(0.1)
-        yield tracker.stopGaze()
+        yield self.settle(tracker.startGaze(batches.append))
+        yield self.sleep(0.1)
+        yield self.settle(tracker.stopGaze())
         count = len(batches)
-        yield sleep(0.1)
+        yield self.sleep(0.1)
         self.assertEqual(len(batches), count)
 
     @defer.inlineCallbacks
     def test_restart_gaze(self):
         tracker, info = yield self.connected()
         first, second = [], []
-        yield tracker.startGaze(first.append)
-        yield sleep(0.1)
-        yield tracker.stopGaze()
-        yield tracker.startGaze(second.append)
-        yield sleep(0.1)
-        yield tracker.stopGaze()
+        yield self.settle(tracker.startGaze(first.append))
+        yield self.sleep(0.1)
+        yield self.settle(tracker.stopGaze())
+        yield self.settle(tracker.startGaze(second.append))
+        yield self.sleep(0.1)
+        yield self.settle(tracker.stopGaze())
         self.assertTrue(first)
         self.assertTrue(second)
 
@@ -115,7 +128,7 @@ class TrackerContractMixin:
         for _ in range(20):
             if position is not None:
                 break
-            yield sleep(0.05)
+            yield self.sleep(0.05)
             position = tracker.getUserPosition()
         self.assertIsInstance(position, UserPosition)
         for eye in (position.left, position.right):
@@ -130,15 +143,15 @@ class TrackerContractMixin:
     def test_calibration(self):
         tracker, info = yield self.connected()
         if "calibration" not in info.capabilities:
-            yield self.assertFailure(tracker.enterCalibration(), TrackerError)
+            yield self.assertFailure(self.settle(tracker.enterCalibration()), TrackerError)
             return
-        yield tracker.enterCalibration()
+        yield self.settle(tracker.enterCalibration())
         for x, y in ((0.5, 0.5), (0.1, 0.1), (0.9, 0.9)):
-            collected = yield tracker.collectCalibrationData(x, y)
+            collected = yield self.settle(tracker.collectCalibrationData(x, y))
             self.assertTrue(collected)
-        yield tracker.discardCalibrationData(0.9, 0.9)
-        result = yield tracker.computeCalibration()
-        yield tracker.leaveCalibration()
+        yield self.settle(tracker.discardCalibrationData(0.9, 0.9))
+        result = yield self.settle(tracker.computeCalibration())
+        yield self.settle(tracker.leaveCalibration())
         self.assertIsInstance(result, CalibrationResult)
         self.assertTrue(result.success)
         positions = {(p.x, p.y) for p in result.points}
@@ -149,29 +162,29 @@ class TrackerContractMixin:
     def test_gaze_flows_during_calibration(self):
         tracker, info = yield self.connected()
         if "calibration" not in info.capabilities:
-            yield self.assertFailure(tracker.enterCalibration(), TrackerError)
+            yield self.assertFailure(self.settle(tracker.enterCalibration()), TrackerError)
             return
         batches = []
-        yield tracker.startGaze(batches.append)
-        yield tracker.enterCalibration()
+        yield self.settle(tracker.startGaze(batches.append))
+        yield self.settle(tracker.enterCalibration())
         before = len(batches)
-        yield tracker.collectCalibrationData(0.5, 0.5)
+        yield self.settle(tracker.collectCalibrationData(0.5, 0.5))
         self.assertGreater(len(batches), before)
-        yield tracker.leaveCalibration()
-        yield tracker.stopGaze()
+        yield self.settle(tracker.leaveCalibration())
+        yield self.settle(tracker.stopGaze())
 
     @defer.inlineCallbacks
     def test_bad_frequency(self):
         tracker, info = yield self.connected()
         with self.assertRaises(TrackerError):
-            yield tracker.setGazeOutputFrequency(12345.0)
+            yield self.settle(tracker.setGazeOutputFrequency(12345.0))
 
     @defer.inlineCallbacks
     def test_disconnect_twice(self):
         tracker, info = yield self.connected()
-        yield tracker.startGaze(lambda batch: None)
-        yield tracker.disconnect()
-        yield tracker.disconnect()
+        yield self.settle(tracker.startGaze(lambda batch: None))
+        yield self.settle(tracker.disconnect())
+        yield self.settle(tracker.disconnect())
 
     def test_notification_receiver(self):
         tracker, cleanup = self.makeTracker()
@@ -179,3 +192,35 @@ class TrackerContractMixin:
             self.addCleanup(cleanup)
         tracker.setNotificationReceiver(lambda note: None)
         tracker.setNotificationReceiver(None)
+
+
+class ClockContractMixin(TrackerContractMixin):
+    """
+    The contract in simulated time, for a tracker that runs on the reactor
+    alone: C{makeTracker} builds it on C{self.clock} with C{self.clock_us},
+    and time passes only when a test sleeps or waits for a result.
+    """
+
+    #: simulated seconds per step of the clock
+    step = 0.001
+    #: the longest a tracker may take to answer, simulated seconds
+    longest = 60.0
+
+    def setUp(self):
+        super().setUp()
+        self.clock = task.Clock()
+        self.clock_us = clock_from_seconds(self.clock.seconds)
+
+    def sleep(self, seconds: float) -> defer.Deferred:
+        for _ in range(int(round(seconds / self.step))):
+            self.clock.advance(self.step)
+        return defer.succeed(None)
+
+    def settle(self, d: defer.Deferred) -> defer.Deferred:
+        waited = 0.0
+        while not d.called and waited < self.longest:
+            self.clock.advance(self.step)
+            waited += self.step
+        if not d.called:
+            self.fail(f"no result after {self.longest:g} simulated seconds")
+        return d

@@ -36,14 +36,17 @@ class ServerClock:
 
     @param source: the microsecond clock to read; tests pass one driven by a
         L{twisted.internet.task.Clock}.
+
+    @ivar source: that clock, without the offset: what every tracker is
+        given as C{clock_us} and adds its own offset to.
     """
 
     def __init__(self, source: MicrosecondClock = monotonic_us, offset_us: int = 0):
-        self._source = source
+        self.source = source
         self.offset_us = offset_us
 
     def now_us(self) -> int:
-        return self._source() + self.offset_us
+        return self.source() + self.offset_us
 
     def now_ms(self) -> float:
         return self.now_us() / 1000.0

@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.test_mock -*-
 """
 A synthetic participant in front of a synthetic screen, for the mock tracker.
 

@@ -17,9 +17,10 @@ from typing import Any, Callable, Dict, List, Optional
 
 import numpy as np
 from twisted.internet import defer
+from twisted.internet.interfaces import IReactorTime
 from zope.interface import implementer
 
-from jspsych_tobii.core.timesync import MicrosecondClock, clock_from_seconds
+from jspsych_tobii.core.timesync import MicrosecondClock
 from jspsych_tobii.interfaces import (
     CalibrationEyeSample,
     CalibrationPointResult,
@@ -46,19 +47,19 @@ DEVICE_CLOCK_OFFSET_US = 7_340_000_000
 @implementer(ITracker)
 class MockTracker(PacedStream):
     """
-    @param reactor: provides C{callLater} and C{seconds}.
+    @param reactor: provides C{callLater}.
+    @param clock_us: the server's microsecond clock, which samples are
+        stamped with (L{jspsych_tobii.core.timesync.ServerClock.source}; in
+        tests, one driven by the same L{task.Clock} as C{reactor}).
     @param rate: samples per second.
-    @param clock_us: the system clock samples are stamped with; by default
-        the reactor's C{seconds} in µs for a test clock, and the monotonic
-        clock otherwise (see L{jspsych_tobii.server.service}).
     """
 
     def __init__(
         self,
-        reactor: Any,
+        reactor: IReactorTime,
+        clock_us: MicrosecondClock,
         rate: float = 120.0,
         seed: int = 0,
-        clock_us: Optional[MicrosecondClock] = None,
         offset_deg: float = 0.0,
         noise_deg: float = 0.02,
         blinks: bool = True,
@@ -67,7 +68,7 @@ class MockTracker(PacedStream):
             raise TrackerError(f"mock rate must be between 1 and 2000 Hz, got {rate:g}")
         self._reactor = reactor
         self.rate = float(rate)
-        self._clock_us = clock_us or clock_from_seconds(reactor.seconds)
+        self._clock_us = clock_us
         self.model = EyeModel(seed=seed, offset_deg=offset_deg, noise_deg=noise_deg, blinks=blinks)
         self.info: Optional[TrackerInfo] = None
         self._receiver: Optional[Callable[[np.ndarray], Any]] = None

@@ -26,10 +26,11 @@ import os
 from typing import Any, Callable, Optional
 
 import numpy as np
-from twisted.internet import defer, task
+from twisted.internet import defer
+from twisted.internet.interfaces import IReactorTime
 from zope.interface import implementer
 
-from jspsych_tobii.core.timesync import MicrosecondClock, clock_from_seconds, monotonic_us
+from jspsych_tobii.core.timesync import MicrosecondClock
 from jspsych_tobii.interfaces import (
     GAZE_DTYPE,
     DisplayArea,
@@ -105,13 +106,13 @@ def _display_area(description: Any) -> Optional[DisplayArea]:
 @implementer(ITracker)
 class ReplayTracker(PacedStream):
     """
-    @param reactor: provides C{callLater} (and C{seconds} for a test clock).
+    @param reactor: provides C{callLater}.
+    @param clock_us: the server's microsecond clock, which samples are
+        restamped onto (L{jspsych_tobii.core.timesync.ServerClock.source}).
     @param path: the session's C{.gaze} file (or its C{.events.jsonl}).
     @param speed: playback speed; 2.0 plays twice as fast.
     @param loop: start again from the beginning after the last sample,
         instead of ending the stream.
-    @param clock_us: the server clock samples are restamped onto; by default
-        the reactor's C{seconds} for a L{task.Clock}, else the monotonic clock.
     @raise TrackerError: the file is not a readable recording, or is empty.
     """
 
@@ -119,11 +120,11 @@ class ReplayTracker(PacedStream):
 
     def __init__(
         self,
-        reactor: Any,
+        reactor: IReactorTime,
+        clock_us: MicrosecondClock,
         path: str,
         speed: float = 1.0,
         loop: bool = False,
-        clock_us: Optional[MicrosecondClock] = None,
     ):
         speed = float(speed)
         if not MIN_SPEED <= speed <= MAX_SPEED:
@@ -134,11 +135,6 @@ class ReplayTracker(PacedStream):
         self.path = os.fspath(path)
         self.speed = speed
         self.loop = bool(loop)
-        if clock_us is None:
-            if isinstance(reactor, task.Clock):
-                clock_us = clock_from_seconds(reactor.seconds)
-            else:
-                clock_us = monotonic_us
         self._clock_us = clock_us
         try:
             self.header = read_header(self.path)

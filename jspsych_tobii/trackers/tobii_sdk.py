@@ -1,30 +1,41 @@
-# -*- test-case-name: tests.test_tobii -*-
+# -*- test-case-name: tests.test_tobii_sdk -*-
 """
 The Tobii Pro SDK's vocabulary, as plain records: what C{tobii_research}
 (1.10+ and 2.x) calls things and how they map onto L{jspsych_tobii.interfaces}.
 
-This module owns loading the SDK, reading a tracker's description
-(L{read_info}), the coordinate mappings (display area, user position), the
-clock-offset measurement, the tables of capabilities, notifications and
-validities, the layout of a gaze row copied in an SDK callback, and the
-blocking discovery behind C{--list-trackers} (L{find_trackers},
-L{describe}).  Everything here is blocking or pure: the threading lives in
-L{jspsych_tobii.trackers.tobii}.
+This module owns every conversion of what the SDK hands over: loading the
+SDK, reading a tracker's description (L{read_info}), a gaze record as a row
+of L{GAZE_DTYPE} (L{gaze_row}, its column order derived from the dtype's
+field names and L{GAZE_SOURCES}), user positions (L{position_from_gaze},
+L{position_from_guide}, L{user_position}), display areas, calibration
+results, the clock-offset measurement, the tables of capabilities,
+notifications and validities, and the blocking discovery behind
+C{--list-trackers} (L{find_trackers}, L{describe}).  Everything here is
+blocking or pure; which thread calls what is decided in
+L{jspsych_tobii.trackers.tobii} (the reactor),
+L{jspsych_tobii.trackers.tobii_worker} (the SDK worker thread) and
+L{jspsych_tobii.trackers.tobii_callbacks} (the SDK's own threads).
 """
 
 from __future__ import annotations
 
 import math
-import time
-from typing import Any, List, Optional, Tuple
+from operator import itemgetter
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
+import numpy as np
+
+from jspsych_tobii.core.timesync import MicrosecondClock
 from jspsych_tobii.interfaces import (
-    EYE_FIELDS,
     GAZE_DTYPE,
+    CalibrationEyeSample,
+    CalibrationPointResult,
+    CalibrationResult,
     DisplayArea,
     NotificationKind,
     TrackerError,
     TrackerInfo,
+    UserPosition,
 )
 from jspsych_tobii.logs import Logger
 
@@ -71,31 +82,175 @@ TRACK_BOX = "track_box"
 #: Rounds of the clock-offset measurement.
 CLOCK_ROUNDS = 20
 
-# A gaze row is built as a plain tuple in the SDK's thread, in the field order
-# of GAZE_DTYPE: the two time stamps, zeros for the fields the server fills
-# in, then each eye's fields in the order L{TobiiTracker._onGaze} writes them.
-ROW_EYE_FIELDS = (
-    "x",
-    "y",
-    "point_x",
-    "point_y",
-    "point_z",
-    "origin_x",
-    "origin_y",
-    "origin_z",
-    "pupil",
-    "gaze_valid",
-    "origin_valid",
-    "pupil_valid",
-)
-ROW_HEAD = GAZE_DTYPE.names[: GAZE_DTYPE.names.index("left_" + EYE_FIELDS[0][0])]
-if (
-    ROW_HEAD[:2] != ("device_time_us", "system_time_us")
-    or tuple(name for name, _ in EYE_FIELDS) != ROW_EYE_FIELDS
-):  # pragma: no cover - guards a change of GAZE_DTYPE
-    raise ImportError("GAZE_DTYPE changed: update the gaze row layout in trackers/tobii.py")
-#: Zeros for the fields between the time stamps and the eyes (seq, ...).
-ROW_PAD = (0,) * (len(ROW_HEAD) - 2)
+
+def _eye_sources(eye: str) -> Dict[str, Tuple[str, Optional[int]]]:
+    gaze = f"{eye}_gaze_point_on_display_area"
+    point = f"{eye}_gaze_point_in_user_coordinate_system"
+    origin = f"{eye}_gaze_origin_in_user_coordinate_system"
+    return {
+        f"{eye}_x": (gaze, 0),
+        f"{eye}_y": (gaze, 1),
+        f"{eye}_point_x": (point, 0),
+        f"{eye}_point_y": (point, 1),
+        f"{eye}_point_z": (point, 2),
+        f"{eye}_origin_x": (origin, 0),
+        f"{eye}_origin_y": (origin, 1),
+        f"{eye}_origin_z": (origin, 2),
+        f"{eye}_pupil": (f"{eye}_pupil_diameter", None),
+        f"{eye}_gaze_valid": (f"{eye}_gaze_point_validity", None),
+        f"{eye}_origin_valid": (f"{eye}_gaze_origin_validity", None),
+        f"{eye}_pupil_valid": (f"{eye}_pupil_validity", None),
+    }
+
+
+#: Where each column of L{GAZE_DTYPE} comes from in the SDK's gaze record
+#: (its dictionary form): the key, and the index within the tuple held there
+#: (None for a single value).  The columns not named here (C{seq},
+#: C{server_time_us}) are the server's, and 0 in a row.
+GAZE_SOURCES: Dict[str, Tuple[str, Optional[int]]] = {
+    "device_time_us": ("device_time_stamp", None),
+    "system_time_us": ("system_time_stamp", None),
+    **_eye_sources("left"),
+    **_eye_sources("right"),
+}
+
+RowStep = Callable[[Any], tuple]
+
+
+def _zeros(count: int) -> RowStep:
+    zeros = (0,) * count
+    return lambda record: zeros
+
+
+def _single(key: str) -> RowStep:
+    return lambda record: (record[key],)
+
+
+def row_plan(dtype: np.dtype, sources: Dict[str, Tuple[str, Optional[int]]]) -> List[RowStep]:
+    """
+    How to copy an SDK record into a tuple in the field order of C{dtype}:
+    steps that each read a part of the row, to be concatenated.  A run of
+    single values is read with one C{itemgetter}; a tuple whose items fill
+    consecutive columns, in index order, is taken whole; a run of columns
+    without a source is zeros.
+
+    @raise ValueError: a tuple's items do not fill consecutive columns in
+        index order (C{dtype} and C{sources} disagree).
+    """
+    counts: Dict[str, int] = {}
+    for key, index in sources.values():
+        if index is not None:
+            counts[key] = counts.get(key, 0) + 1
+    steps: List[RowStep] = []
+    singles: List[str] = []
+    zeros = 0
+    names = dtype.names or ()
+    position = 0
+
+    def flush() -> None:
+        nonlocal zeros
+        if singles:
+            steps.append(_single(singles[0]) if len(singles) == 1 else itemgetter(*singles))
+            singles.clear()
+        if zeros:
+            steps.append(_zeros(zeros))
+            zeros = 0
+
+    while position < len(names):
+        source = sources.get(names[position])
+        if source is None:
+            if singles:
+                flush()
+            zeros += 1
+            position += 1
+            continue
+        key, index = source
+        if index is None:
+            if zeros:
+                flush()
+            singles.append(key)
+            position += 1
+            continue
+        flush()
+        count = counts[key]
+        run = [sources.get(name) for name in names[position : position + count]]
+        if run != [(key, i) for i in range(count)]:
+            raise ValueError(
+                f"the items of {key} do not fill consecutive columns from {names[position]}"
+            )
+        steps.append(itemgetter(key))
+        position += count
+    flush()
+    return steps
+
+
+_GAZE_ROW = row_plan(GAZE_DTYPE, GAZE_SOURCES)
+#: Where a row of L{gaze_row} holds the sample's system time stamp.
+ROW_SYSTEM_TIME = GAZE_DTYPE.names.index("system_time_us")
+
+
+def gaze_row(record: Any) -> tuple:
+    """
+    An SDK gaze record (dictionary form) as a tuple in the field order of
+    L{GAZE_DTYPE}, as C{np.array(rows, dtype=GAZE_DTYPE)} takes it.  Called
+    in the SDK's callback: it only copies.
+
+    @raise Exception: the record lacks a key or holds something else than
+        a tuple where one is expected.
+    """
+    row: tuple = ()
+    for step in _GAZE_ROW:
+        row += step(record)
+    return row
+
+
+def gaze_rows_to_batch(rows: List[tuple]) -> np.ndarray:
+    """
+    The rows of L{gaze_row} as one batch of L{GAZE_DTYPE}.
+
+    @raise ValueError: a row of the wrong shape (the SDK changed a record).
+    """
+    return np.array(rows, dtype=GAZE_DTYPE)
+
+
+#: A user position as a callback copies it: the SDK's system time stamp (or
+#: None), each eye's position in track box coordinates, and its validity.
+RawPosition = Tuple[Optional[int], Any, Any, Any, Any]
+
+
+def position_from_gaze(record: Any) -> RawPosition:
+    """The eye positions in a gaze record of SDK 1.x (track box coordinates)."""
+    return (
+        record["system_time_stamp"],
+        record["left_gaze_origin_in_trackbox_coordinate_system"],
+        record["left_gaze_origin_validity"],
+        record["right_gaze_origin_in_trackbox_coordinate_system"],
+        record["right_gaze_origin_validity"],
+    )
+
+
+def position_from_guide(record: Any) -> RawPosition:
+    """A record of the user position guide stream (it carries no time stamp)."""
+    return (
+        None,
+        record["left_user_position"],
+        record["left_user_position_validity"],
+        record["right_user_position"],
+        record["right_user_position_validity"],
+    )
+
+
+def user_position(raw: RawPosition, now_us: int) -> UserPosition:
+    """
+    A L{UserPosition} from what L{position_from_gaze} or
+    L{position_from_guide} copied; stamped C{now_us} when it carries no time.
+    """
+    stamp, left, left_valid, right, right_valid = raw
+    return UserPosition(
+        left=guide_axes(left) if left_valid else None,
+        right=guide_axes(right) if right_valid else None,
+        system_time_us=int(now_us if stamp is None else stamp),
+    )
 
 
 def load_sdk() -> Any:
@@ -246,25 +401,60 @@ def read_info(sdk: Any, eyetracker: Any, system_clock_offset_us: int = 0) -> Tra
     )
 
 
-def measure_clock_offset(sdk: Any, rounds: int = CLOCK_ROUNDS) -> int:
+def offset_from_brackets(brackets: List[Tuple[int, int, int]]) -> int:
     """
-    The SDK's system clock minus C{time.monotonic_ns() // 1000}, in µs.  Each
-    round brackets one C{get_system_time_stamp()} between two reads of the
-    monotonic clock; the round with the narrowest bracket wins.  An offset
-    within that bracket cannot be told from zero and is reported as 0 (the
-    usual case on Linux, where both are CLOCK_MONOTONIC).  Blocking.
+    A clock's offset from ours, in µs, from readings of it each bracketed by
+    two reads of ours, C{(before, stamp, after)}: the narrowest bracket wins.
+    An offset within that bracket cannot be told from zero and is 0 (the
+    usual case on Linux, where both clocks are CLOCK_MONOTONIC).
     """
-    best: Optional[Tuple[int, int]] = None
-    for _ in range(rounds):
-        before = time.monotonic_ns() // 1000
-        stamp = int(sdk.get_system_time_stamp())
-        after = time.monotonic_ns() // 1000
-        width = after - before
-        if best is None or width < best[0]:
-            best = (width, stamp - (before + after) // 2)
-    assert best is not None
-    width, offset = best
+    width, offset = min(
+        (after - before, stamp - (before + after) // 2) for before, stamp, after in brackets
+    )
     return 0 if abs(offset) <= width else offset
+
+
+def measure_clock_offset(sdk: Any, clock_us: MicrosecondClock, rounds: int = CLOCK_ROUNDS) -> int:
+    """
+    The SDK's system clock minus C{clock_us} (the server's monotonic clock),
+    in µs: each round brackets one C{get_system_time_stamp()} between two
+    reads of C{clock_us} (L{offset_from_brackets}).  Blocking.
+    """
+    brackets = []
+    for _ in range(rounds):
+        before = clock_us()
+        stamp = int(sdk.get_system_time_stamp())
+        brackets.append((before, stamp, clock_us()))
+    return offset_from_brackets(brackets)
+
+
+def calibration_result(sdk: Any, result: Any) -> CalibrationResult:
+    """A L{CalibrationResult} from the SDK's C{compute_and_apply()} result."""
+    validity = {
+        getattr(sdk, constant): name
+        for constant, name in VALIDITY
+        if getattr(sdk, constant, None) is not None
+    }
+    points = []
+    for point in result.calibration_points:
+        left, right = [], []
+        for sample in point.calibration_samples:
+            for eye, out in ((sample.left_eye, left), (sample.right_eye, right)):
+                x, y = eye.position_on_display_area
+                out.append(
+                    CalibrationEyeSample(float(x), float(y), validity.get(eye.validity, "invalid"))
+                )
+        px, py = point.position_on_display_area
+        points.append(CalibrationPointResult(float(px), float(py), tuple(left), tuple(right)))
+    status = str(result.status)
+    prefix = "calibration_status_"
+    if status.startswith(prefix):
+        status = status[len(prefix) :]
+    return CalibrationResult(
+        success=result.status != sdk.CALIBRATION_STATUS_FAILURE,
+        points=tuple(points),
+        status=status,
+    )
 
 
 def find_trackers(sdk: Any = None) -> List[TrackerInfo]:

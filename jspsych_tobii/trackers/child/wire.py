@@ -1,7 +1,7 @@
-# -*- test-case-name: tests.test_childwire -*-
+# -*- test-case-name: tests.test_child_wire -*-
 """
-The wire between the server and the SDK process (L{jspsych_tobii.trackers.child}
-on the server side, L{jspsych_tobii.trackers.child_main} in the SDK process).
+The wire between the server and the SDK process (L{jspsych_tobii.trackers.child.tracker}
+on the server side, L{jspsych_tobii.trackers.child.main} in the SDK process).
 
 Both directions carry frames: a 4-byte big-endian payload length, a 1-byte
 kind, then the payload.

@@ -1,5 +1,5 @@
 """
-Tests for L{jspsych_tobii.trackers.childwire}: frames, partial reads, bad
+Tests for L{jspsych_tobii.trackers.child.wire}: frames, partial reads, bad
 frames, and the records' round trips.
 """
 
@@ -25,7 +25,7 @@ from jspsych_tobii.interfaces import (
     UserPosition,
     empty_gaze,
 )
-from jspsych_tobii.trackers import childwire as wire
+from jspsych_tobii.trackers.child import wire
 
 
 def gaze(n: int, start: int = 0) -> np.ndarray:

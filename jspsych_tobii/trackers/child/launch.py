@@ -4,8 +4,8 @@ Starting the SDK's own interpreter: the command line of the child process
 (a bootstrap that loads this package from the server's own directory, in
 isolated mode), the one-line advice for a server whose Python has no SDK,
 the listing of trackers through a child (C{--list-trackers --sdk-python}),
-and how a child's exit is described.  L{jspsych_tobii.trackers.child} runs
-the child; L{jspsych_tobii.sdk_setup} prepares its interpreter.
+and how a child's exit is described.  L{jspsych_tobii.trackers.child.tracker}
+runs the child; L{jspsych_tobii.sdk_setup} prepares its interpreter.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from typing import List, Optional, Sequence
 from twisted.python.failure import Failure
 
 from jspsych_tobii.interfaces import TrackerError, TrackerInfo
-from jspsych_tobii.trackers.childwire import info_from_wire
+from jspsych_tobii.trackers.child.wire import info_from_wire
 
 #: Run by the child interpreter with C{-c}: check the version, load this
 #: package from the directory given as the first argument, hand the rest of
@@ -39,7 +39,7 @@ m = importlib.util.module_from_spec(s)
 sys.modules["jspsych_tobii"] = m
 try:
     s.loader.exec_module(m)
-    from jspsych_tobii.trackers.child_main import main
+    from jspsych_tobii.trackers.child.main import main
 except ImportError as e:
     sys.stderr.write("error the SDK process cannot start in %s: %s; set it up with "
                      "jspsych-tobii-sdk-setup\\n" % (sys.executable, e))
@@ -67,7 +67,8 @@ def sdk_unavailable_message(detail: str = "") -> str:
 
 def package_directory() -> str:
     """The directory of the jspsych_tobii package this module belongs to."""
-    return os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    here = os.path.dirname(os.path.abspath(__file__))  # jspsych_tobii/trackers/child
+    return os.path.dirname(os.path.dirname(here))
 
 
 def child_command(

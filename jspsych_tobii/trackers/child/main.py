@@ -1,13 +1,14 @@
+# -*- test-case-name: tests.test_child_main -*-
 """
 The SDK process: L{TobiiTracker} in an interpreter of its own, driven over
-pipes by L{jspsych_tobii.trackers.child.ChildTracker}.
+pipes by L{jspsych_tobii.trackers.child.tracker.ChildTracker}.
 
-Run as C{python -m jspsych_tobii.trackers.child_main}, or (as ChildTracker
+Run as C{python -m jspsych_tobii.trackers.child.main}, or (as ChildTracker
 does, so that the child interpreter needs no copy of this package) through a
 bootstrap that loads the server's own copy of the package by path.
 
   - Commands arrive on stdin, replies and data leave on stdout, both as
-    frames of L{jspsych_tobii.trackers.childwire}.  Frames are written to a
+    frames of L{jspsych_tobii.trackers.child.wire}.  Frames are written to a
     duplicate of the original stdout; descriptor 1 itself is pointed at
     stderr, so nothing else (a stray C{print}, the SDK's native library) can
     put bytes between two frames.
@@ -38,7 +39,7 @@ from twisted.logger import Logger, LogLevel, formatEvent, globalLogBeginner
 
 from jspsych_tobii import __version__
 from jspsych_tobii.interfaces import TrackerError
-from jspsych_tobii.trackers.childwire import (
+from jspsych_tobii.trackers.child.wire import (
     MESSAGE,
     PROTOCOL,
     FrameDecoder,
@@ -380,7 +381,7 @@ class _StderrLog:
 
 def _parse(argv: Optional[List[str]]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="python -m jspsych_tobii.trackers.child_main",
+        prog="python -m jspsych_tobii.trackers.child.main",
         description="The Tobii SDK process of jspsych-tobii (started by the server).",
     )
     parser.add_argument(
@@ -481,10 +482,11 @@ def main(argv: Optional[List[str]] = None) -> int:
 
     from twisted.internet import reactor
 
+    from jspsych_tobii.core.timesync import monotonic_us
     from jspsych_tobii.trackers.tobii import TobiiTracker
 
     def make_tracker(address, frequency):
-        return TobiiTracker(reactor, address=address, sdk=sdk, frequency=frequency)
+        return TobiiTracker(reactor, monotonic_us, address=address, sdk=sdk, frequency=frequency)
 
     writer = FrameWriter(frames_fd)
     process = SDKProcess(
