@@ -14,14 +14,14 @@ from twisted.trial import unittest
 
 from jspsych_tobii import __version__
 from jspsych_tobii.config import ServerConfig
+from jspsych_tobii.core.timesync import clock_from_seconds
 from jspsych_tobii.interfaces import GAZE_DTYPE, NotificationKind, TrackerError
 from jspsych_tobii.recording.format import HEADER_SIZE, write_recording
-from jspsych_tobii.trackers.mock import MockTracker
 from jspsych_tobii.trackers.replay import ReplayTracker
 from jspsych_tobii.web.status import MAX_PREVIEWS, PREVIEW_LEASE_SECONDS, PreviewLeases
 
 from .httpclient import request
-from .support import FakeServer, assert_close, serve
+from .support import FakeServer, assert_close, mock_tracker, serve
 from .test_calibration import POINTS
 from .test_recording import synthetic_samples, tracker_description
 from .wsclient import connect, wait
@@ -138,7 +138,7 @@ class SnapshotTests(unittest.SynchronousTestCase):
         assert_close(self, checked["ageSeconds"], 3.0, 0.1)
 
     def test_no_tracker(self):
-        tracker = MockTracker(Clock(), rate=120)
+        tracker = mock_tracker(rate=120)
         tracker.failNext("connect", TrackerError("no eye tracker found"))
         server = FakeServer(clock=tracker._reactor, tracker=tracker)
         status = board_of(server).snapshot()
@@ -165,7 +165,10 @@ class SnapshotTests(unittest.SynchronousTestCase):
         write_recording(path, synthetic_samples(600, rate=600), tracker=tracker_description())
         clock = Clock()
         server = FakeServer(
-            clock=clock, tracker=ReplayTracker(clock, path), mock=False, replay=path
+            clock=clock,
+            tracker=ReplayTracker(clock, clock_from_seconds(clock.seconds), path),
+            mock=False,
+            replay=path,
         )
         tracker = board_of(server).snapshot()["tracker"]
         self.assertEqual(tracker["source"], "replay")
