@@ -153,7 +153,8 @@ class BrowserTests(LoopbackServerMixin, unittest.TestCase):
         # browserTimestamp is the capture time on performance.now(): samples
         # arrive after they were captured, and soon after
         self.assertGreater(result["latencyMin"], -1.0)
-        self.assertLess(result["latencyMedian"], 15.0)
+        # a wrong clock or unit is off by seconds; latency figures are bench/'s
+        self.assertLess(result["latencyMedian"], 250.0)
         for key in (
             "x",
             "y",

@@ -194,7 +194,8 @@ class ConsoleScriptTests(unittest.TestCase):
             process.send_signal(signal.SIGTERM)
             out, err = process.communicate(timeout=10)
         self.assertEqual(process.returncode, 0)
-        self.assertLess(time.monotonic() - started, 2.0)
+        # prompt, not a hang until communicate's timeout (a loaded 2-core CI machine)
+        self.assertLess(time.monotonic() - started, 8.0)
         self.assertNotIn("Traceback", err + out)
         # WARNING level: the per-connection INFO lines are filtered out
         self.assertNotIn("connected", out)

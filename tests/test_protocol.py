@@ -231,7 +231,9 @@ class TimingChainTests(LoopbackServerMixin, unittest.TestCase):
             latencies.append(g["_received"] - browser)
         self.assertLess(max(errors), 1.0)
         self.assertGreater(min(latencies), -1.0, "a sample arrived before it was captured")
-        self.assertLess(sorted(latencies)[len(latencies) // 2], 10.0)
+        # a clock or unit mistake is off by seconds; the latency itself is a
+        # bench figure (bench/), so this bound only has to survive a loaded machine
+        self.assertLess(sorted(latencies)[len(latencies) // 2], 250.0)
 
 
 class LogCapture:
