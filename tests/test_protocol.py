@@ -211,7 +211,8 @@ class TimingChainTests(LoopbackServerMixin, unittest.TestCase):
     def test_browser_timestamp_is_capture_time(self):
         """
         The client's browserTimestamp = gaze.timestamp + offsetBC - offsetAB
-        lands within 1 ms of the sample's true capture time on clock A.
+        lands on the sample's true capture time on clock A, up to the time
+        sync's own error: at most half a round trip (1 ms on a quiet loopback).
         """
         skew = -987654.321  # clock A: the monotonic clock shifted, like performance.now()
         c = yield self.client(clock_offset_ms=skew)
@@ -229,7 +230,9 @@ class TimingChainTests(LoopbackServerMixin, unittest.TestCase):
             capture_a = g["timestamp"] + skew
             errors.append(abs(browser - capture_a))
             latencies.append(g["_received"] - browser)
-        self.assertLess(max(errors), 1.0)
+        # each round's offset is wrong by at most half its round trip, so the
+        # median is too; on a loaded machine round trips grow
+        self.assertLess(max(errors), max(1.0, max(c.sync_rtts) / 2 + 0.05))
         self.assertGreater(min(latencies), -1.0, "a sample arrived before it was captured")
         # a clock or unit mistake is off by seconds; the latency itself is a
         # bench figure (bench/), so this bound only has to survive a loaded machine

@@ -68,11 +68,12 @@ class ExtensionClient(WebSocketClientProtocol):
     @defer.inlineCallbacks
     def sync_time(self, rounds=10, interval=0.1):
         """The extension's time sync: median of serverTime - (t0 + rtt/2)."""
-        offsets = []
+        offsets, self.sync_rtts = [], []
         for _ in range(rounds):
             t0 = self.now()
             reply = yield self.request("time_sync", clientTime=t0)
             t1 = self.now()
+            self.sync_rtts.append(t1 - t0)
             offsets.append(reply["serverTime"] - (t0 + (t1 - t0) / 2))
             yield task.deferLater(reactor, interval, lambda: None)
         self.offset_ab = statistics.median(offsets)
