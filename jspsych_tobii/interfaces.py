@@ -1,5 +1,7 @@
 """
-The tracker contract: L{ITracker} and the plain records it speaks.
+The contracts: L{ITracker} and the plain records it speaks, and the
+interfaces the server's parts meet each other through (L{ITrackerProvider},
+L{ITrackerListener}, L{ISessionListener}, L{IGazeObserver}, L{IEventSink}).
 
 Every tracker implementation (the mock, the Tobii Pro SDK adapter, a replay
 of a recording, an adapter running in another process) provides L{ITracker}.
@@ -43,6 +45,11 @@ __all__ = [
     "TrackerError",
     "NoTrackerError",
     "ITracker",
+    "ITrackerProvider",
+    "ITrackerListener",
+    "ISessionListener",
+    "IGazeObserver",
+    "IEventSink",
 ]
 
 # Per-eye columns, in the order they appear for each eye.
@@ -340,3 +347,73 @@ class ITracker(Interface):
 
     def leaveCalibration():
         """@return: a Deferred firing when calibration mode is left."""
+
+
+# -- the server's parts, as they see each other (wired in jspsych_tobii.tap)
+
+
+class ITrackerProvider(Interface):
+    """
+    Who has the tracker in use, if any: what the gaze hub, the calibration
+    coordinator, each connection and the status page ask for it.
+    """
+
+    tracker = Attribute("The L{ITracker} in use (also while its connection is lost), or None.")
+    available = Attribute("True while the tracker in use is connected.")
+    last_error = Attribute("Why there is no tracker (the last connect's error), or None.")
+    stream_errors = Attribute("Records lost per stream because they could not be read.")
+
+    def require():
+        """The connected L{ITracker}, or raise L{NoTrackerError} saying why there is none."""
+
+    def info():
+        """The L{TrackerInfo} of the tracker in use, or None."""
+
+    def display_area():
+        """The L{DisplayArea} of the tracker in use, or None."""
+
+
+class ITrackerListener(Interface):
+    """What the tracker service tells about the tracker (the gaze hub listens)."""
+
+    def tracker_connected(info):
+        """The tracker is connected; C{info} is its L{TrackerInfo}."""
+
+    def tracker_lost():
+        """The tracker's connection was lost."""
+
+    def tracker_restored():
+        """The tracker's connection came back."""
+
+    def tracker_status(message):
+        """A status message (a dict) for every client: a notification of the tracker."""
+
+    def tracker_closing():
+        """The service stops: release the tracker's streams.  @return: a Deferred."""
+
+
+class ISessionListener(Interface):
+    """Told when a tracking session starts and ends (the recorder, the LSL publisher)."""
+
+    def session_started(number, started_us, tracker_info):
+        """
+        Session C{number} started at C{started_us} (server clock) on the
+        tracker described by C{tracker_info} (a dict, or None).
+        """
+
+    def session_ended(reason):
+        """The current session ended, for C{reason} (a short phrase)."""
+
+
+class IGazeObserver(Interface):
+    """Sees every gaze batch of a tracking session, before any client."""
+
+    def write_batch(batch):
+        """C{batch}: numpy records of L{GAZE_DTYPE}, numbered and stamped by the server."""
+
+
+class IEventSink(Interface):
+    """Told of every event of the server (markers, calibration, notifications)."""
+
+    def write_event(kind, **fields):
+        """An event of C{kind} with its fields (JSON-able values)."""

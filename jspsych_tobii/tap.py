@@ -7,26 +7,31 @@ C{jspsych-tobii-server} and L{jspsych_tobii.TobiiServer} all come here.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
-from twisted.application import service, strports
+from twisted.application import service
+from twisted.internet import endpoints
 from twisted.python import usage
 
 from jspsych_tobii import __version__, logs
 from jspsych_tobii.config import ConfigError, ServerConfig
 from jspsych_tobii.core.access import describe_endpoint, is_exposed
-from jspsych_tobii.core.quality import calibration_summary, mean_eye_position
-from jspsych_tobii.core.timesync import ServerClock, clock_from_seconds, monotonic_us
-from jspsych_tobii.interfaces import ITracker, TrackerError
+from jspsych_tobii.core.timesync import MicrosecondClock, ServerClock, monotonic_us
+from jspsych_tobii.interfaces import ITracker, ITrackerProvider, TrackerError
 from jspsych_tobii.logs import Logger
-from jspsych_tobii.server.calibration import CalibrationCoordinator
+from jspsych_tobii.server.calibration import CalibrationCoordinator, calibration_summarizer
 from jspsych_tobii.server.hub import GazeHub
-from jspsych_tobii.server.protocol import TobiiServerFactory
+from jspsych_tobii.server.listening import ListeningService
+from jspsych_tobii.server.protocol import TobiiServerFactory, prepare_text
 from jspsych_tobii.server.resume import ResumeRegistry
-from jspsych_tobii.server.service import TrackerService
-from jspsych_tobii.server.state import ServerState
+from jspsych_tobii.server.service import TrackerService, TrackerSlot
+from jspsych_tobii.server.state import EventLog, ServerState
 from jspsych_tobii.server.work import WorkerPool
-from jspsych_tobii.web.site import build_site
+from jspsych_tobii.web.site import FrontSite, build_site
+
+if TYPE_CHECKING:  # imported where used: pylsl and the recorder are optional
+    from jspsych_tobii.recording.writer import SessionRecorder
+    from jspsych_tobii.server.lsl import LslPublisher
 
 _log = Logger()
 
@@ -376,17 +381,22 @@ def makeService(
     options: Any,
     reactor: Any = None,
     make_tracker: Optional[Callable[[], ITracker]] = None,
-    clock_us: Optional[Callable[[], int]] = None,
-) -> service.MultiService:
+    clock_us: MicrosecondClock = monotonic_us,
+    work: Optional[WorkerPool] = None,
+) -> TobiiService:
     """
     Build the server: the tracker service and the listening port (the
     WebSocket, the status page and, with C{serve}, the experiment folder).
+    The parts are built in dependency order, each given what it uses.
 
     @param options: an L{Options} (twistd) or a L{ServerConfig}.
     @param reactor: defaults to the global reactor, imported only here.
     @param make_tracker: overrides the tracker the configuration names (tests).
-    @param clock_us: the server's microsecond clock source (tests pass a
-        L{task.Clock}-driven one); by default the monotonic clock.
+    @param clock_us: the server's microsecond clock source: the monotonic
+        clock, or in tests one driven by a L{task.Clock}
+        (L{clock_from_seconds}C{(clock.seconds)}).
+    @param work: runs heavy pure work off the reactor; by default a
+        L{WorkerPool} of threads (tests pass one that runs jobs inline).
     """
     config = options if isinstance(options, ServerConfig) else options.config
     if reactor is None:
@@ -395,27 +405,41 @@ def makeService(
     if config.log_file and not isinstance(options, ServerConfig):
         logs.add_log_file(config.log_file)
 
-    if clock_us is None:
-        clock_us = clock_from_seconds(reactor.seconds) if _is_fake(reactor) else monotonic_us
     clock = ServerClock(clock_us)
+    slot = TrackerSlot()
+    work = work if work is not None else WorkerPool(reactor)
+    recorder = _recorder(config, reactor, clock) if config.record_dir else None
+    lsl = _lsl_publisher(reactor, clock, slot, clock_us is monotonic_us) if config.lsl else None
+    listeners = [part for part in (recorder, lsl) if part is not None]
+    events = EventLog(recorder, [lsl] if lsl is not None else [])
+    hub = GazeHub(
+        slot,
+        clock,
+        config.buffer_size,
+        prepare_text,
+        observers=listeners,
+        session_listeners=listeners,
+    )
     trackers = TrackerService(
         reactor,
         make_tracker or tracker_factory(config, reactor, clock),
         clock,
+        slot,
+        listener=hub,
+        record_event=events.record,
         retry_interval=config.retry_interval,
     )
-    lsl = _lsl_publisher(reactor, clock, trackers, clock_us is monotonic_us) if config.lsl else None
     state = ServerState(
         reactor=reactor,
         clock=clock,
         trackers=trackers,
-        hub=None,
-        calibration=None,
-        resumes=None,
+        hub=hub,
+        calibration=CalibrationCoordinator(slot, calibration_summarizer(slot, hub, work)),
+        resumes=ResumeRegistry(reactor, hub, config.reconnect_grace),
         version=__version__,
         config=config,
-        event_sinks=[lsl] if lsl is not None else [],
-        work=WorkerPool(reactor),
+        events=events,
+        work=work,
     )
     numbered = config.port.isdigit()
     where = (
@@ -433,53 +457,68 @@ def makeService(
         exposed=is_exposed(config.port, config.host),
         own_host=config.host if numbered else None,
     )
-    state.hub = GazeHub(trackers, clock, config.buffer_size, factory.prepareMessage)
-    trackers.hub = state.hub
-    trackers.record_event = state.record_event
-    state.calibration = CalibrationCoordinator(
-        trackers, _summarize_calibration(trackers, state.hub, state)
-    )
-    state.resumes = ResumeRegistry(reactor, state.hub, config.reconnect_grace)
-
-    top = service.MultiService()
-    state.work.setServiceParent(top)  # first: it stops last
-    if config.record_dir:
-        from jspsych_tobii.recording.writer import RecorderService, SessionRecorder
-
-        try:
-            recorder = SessionRecorder(
-                config.record_dir, reactor, clock_us=clock.now_us, server_version=__version__
-            )
-        except (OSError, ValueError) as e:
-            raise ConfigError(f"--record-dir: {e}") from None
-        state.recorder = recorder
-        state.hub.observers.append(recorder.write_batch)
-        state.hub.session_listeners.append(recorder)
-        RecorderService(recorder).setServiceParent(top)
-    if lsl is not None:
-        from jspsych_tobii.server.lsl import LslService
-
-        state.hub.observers.append(lsl.write_batch)
-        state.hub.session_listeners.append(lsl)
-        LslService(lsl).setServiceParent(top)
-    trackers.setServiceParent(top)
-    state.resumes.setServiceParent(top)
     site = build_site(
         state,
         factory,
         serve_dir=config.serve,
         where=f"http://{config.host}:{config.port}/" if numbered else "",
     )
-    port = strports.service(config.endpoint, site, reactor=reactor)
-    port.setName("websocket")
-    port.setServiceParent(top)
-    top.state = state  # for tests and embedding
-    top.site = site
-    top.config = config
+    listening = ListeningService(endpoints.serverFromString(reactor, config.endpoint), site)
+    listening.setName("websocket")
+
+    top = TobiiService(state, site, config, listening)
+    work.setServiceParent(top)  # first: it stops last
+    if recorder is not None:
+        from jspsych_tobii.recording.writer import RecorderService
+
+        RecorderService(recorder).setServiceParent(top)
+    if lsl is not None:
+        from jspsych_tobii.server.lsl import LslService
+
+        LslService(lsl).setServiceParent(top)
+    trackers.setServiceParent(top)
+    state.resumes.setServiceParent(top)
+    listening.setServiceParent(top)
     return top
 
 
-def _lsl_publisher(reactor: Any, clock: ServerClock, trackers: TrackerService, monotonic: bool):
+class TobiiService(service.MultiService):
+    """
+    The whole server (what L{makeService} returns): its services, and the
+    parts tests and embedding read.
+
+    @ivar state: the L{ServerState} every connection shares.
+    @ivar site: the L{FrontSite} on the listening port.
+    @ivar config: the L{ServerConfig}.
+    @ivar listening: the L{ListeningService}; its C{port} is the bound port.
+    """
+
+    def __init__(
+        self, state: ServerState, site: FrontSite, config: ServerConfig, listening: ListeningService
+    ):
+        super().__init__()
+        self.state = state
+        self.site = site
+        self.config = config
+        self.listening = listening
+
+
+def _recorder(config: ServerConfig, reactor: Any, clock: ServerClock) -> SessionRecorder:
+    """The session recorder for C{--record-dir}, or a one-line L{ConfigError}."""
+    from jspsych_tobii.recording.writer import SessionRecorder
+
+    assert config.record_dir is not None
+    try:
+        return SessionRecorder(
+            config.record_dir, reactor, clock_us=clock.now_us, server_version=__version__
+        )
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"--record-dir: {e}") from None
+
+
+def _lsl_publisher(
+    reactor: Any, clock: ServerClock, trackers: ITrackerProvider, monotonic: bool
+) -> LslPublisher:
     """The LSL publisher for C{--lsl}, or a one-line L{ConfigError} without pylsl."""
     from jspsych_tobii.server.lsl import LslPublisher, LslUnavailable, clocks_agree, load_pylsl
 
@@ -488,41 +527,11 @@ def _lsl_publisher(reactor: Any, clock: ServerClock, trackers: TrackerService, m
     except LslUnavailable as e:
         raise ConfigError(str(e)) from None
 
-    def tracker_info():
-        return trackers.tracker.info if trackers.tracker is not None else None
-
     return LslPublisher(
         pylsl,
         reactor,
         clock,
-        tracker_info,
+        trackers.info,
         same_clock=clocks_agree(monotonic),
         server_version=__version__,
     )
-
-
-#: Gaze origins of the last this many seconds place the eye for calibration degrees.
-CALIBRATION_EYE_WINDOW_US = 10_000_000
-
-
-def _summarize_calibration(trackers: TrackerService, hub: GazeHub, state: ServerState):
-    """
-    The calibration reply's maths: the eye position from the buffer (read
-    here, on the reactor), the rest on a worker thread (a Deferred).
-    """
-
-    def summarize(result):
-        tracker = trackers.tracker
-        display = tracker.info.display_area if tracker is not None and tracker.info else None
-        now = hub.clock.now_us()
-        recent = hub.buffer.query(now - CALIBRATION_EYE_WINDOW_US, now) if hub.running else None
-        eye = mean_eye_position(recent)
-        return state.work.run(calibration_summary, result, display, eye_position_mm=eye)
-
-    return summarize
-
-
-def _is_fake(reactor: Any) -> bool:
-    from twisted.internet.task import Clock
-
-    return isinstance(reactor, Clock)

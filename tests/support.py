@@ -5,6 +5,7 @@ import json
 import os
 
 from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientProtocol
+from twisted.application import service as _service
 from twisted.internet import defer
 from twisted.internet.address import IPv4Address
 from twisted.internet.task import Clock
@@ -73,7 +74,7 @@ def serve(case, options, make_tracker=None):
     service = makeService(options, reactor, make_tracker=make_tracker)
     service.startService()
     case.addCleanup(service.stopService)
-    return service, service.getServiceNamed("websocket")._waitingForPort.result.getHost().port
+    return service, service.listening.port.getHost().port
 
 
 def handshake_status(port, origin):
@@ -93,8 +94,10 @@ def handshake_status(port, origin):
         return int(s.recv(4096).split(b" ", 2)[1])
 
 
-class InlineWork:
+class InlineWork(_service.Service):
     """The L{WorkerPool} of a fake server: each job runs at once, on the calling thread."""
+
+    name = "work"
 
     def __init__(self):
         self.jobs = []
@@ -104,8 +107,10 @@ class InlineWork:
         return defer.maybeDeferred(f, *args, **kwargs)
 
 
-class HeldWork:
+class HeldWork(_service.Service):
     """A L{WorkerPool} whose jobs wait until the test runs them, in order (L{run_next})."""
+
+    name = "work"
 
     def __init__(self):
         self.queue = []
@@ -140,14 +145,18 @@ class FakeServer:
         tracker=None,
         argv=None,
         command_line=None,
+        work=None,
         **settings,
     ):
         self.clock = clock or Clock()
+        work = work if work is not None else InlineWork()
         if command_line is not None:
             options = Options()
             options.parseOptions(["--port", "0", *command_line])
             self.config = options.config
-            self.service = makeService(options, self.clock)
+            self.service = makeService(
+                options, self.clock, clock_us=clock_from_seconds(self.clock.seconds), work=work
+            )
             self.tracker = None
         else:
             if argv is not None:
@@ -159,9 +168,14 @@ class FakeServer:
                 settings.setdefault("mock_rate", rate)
                 options = self.config = ServerConfig(port="0", **settings)
             self.tracker = tracker or mock_tracker(self.clock, rate=rate)
-            self.service = makeService(options, self.clock, make_tracker=lambda: self.tracker)
+            self.service = makeService(
+                options,
+                self.clock,
+                make_tracker=lambda: self.tracker,
+                clock_us=clock_from_seconds(self.clock.seconds),
+                work=work,
+            )
         self.state = self.service.state
-        self.state.work = InlineWork()
         self.trackers = self.service.getServiceNamed("tracker")
         if start:
             self.trackers.startService()

@@ -139,7 +139,9 @@ class CalibrationFlowTests(unittest.SynchronousTestCase):
         self.assertIs(reply["success"], True)
 
     def test_summary_runs_as_a_worker_job(self):
-        work = self.server.state.work = HeldWork()
+        work = HeldWork()
+        self.server = FakeServer(rate=120, work=work)
+        self.client = self.server.client()
         self.client.send({"type": "calibration_start"})
         for x, y in POINTS:
             self.client.request("calibration_point", advance=1.0, point={"x": x, "y": y})

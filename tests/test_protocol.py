@@ -872,8 +872,8 @@ class HostileClientTests(LoopbackServerMixin, unittest.TestCase):
         """Large-frame decoding, validation and calibration maths: not on the reactor thread."""
         import threading
 
-        from jspsych_tobii import tap
         from jspsych_tobii.core import messages, quality
+        from jspsych_tobii.server import calibration
 
         threads = {}
 
@@ -886,7 +886,11 @@ class HostileClientTests(LoopbackServerMixin, unittest.TestCase):
 
         self.patch(messages, "_loads_yielding", spy("decode", messages._loads_yielding))
         self.patch(quality, "validation_summary", spy("validation", quality.validation_summary))
-        self.patch(tap, "calibration_summary", spy("calibration", tap.calibration_summary))
+        self.patch(
+            calibration,
+            "calibration_summary",
+            spy("calibration", calibration.calibration_summary),
+        )
         c = yield self.client()
         yield c.request("start_tracking")
         yield wait(1.0)

@@ -15,6 +15,7 @@ from twisted.plugin import getPlugins
 from twisted.python import usage
 from twisted.trial import unittest
 
+from jspsych_tobii.core.timesync import clock_from_seconds
 from jspsych_tobii.tap import TOKEN_ENV, Options, makeService
 
 from . import fake_tobii_research as fake
@@ -201,7 +202,12 @@ class MakeServiceTests(unittest.SynchronousTestCase):
         options = Options()
         options.parseOptions(["--mock", "--port", "tcp:0:interface=127.0.0.1"])
         clock = Clock()
-        top = makeService(options, clock, make_tracker=lambda: mock_tracker(clock))
+        top = makeService(
+            options,
+            clock,
+            make_tracker=lambda: mock_tracker(clock),
+            clock_us=clock_from_seconds(clock.seconds),
+        )
         self.assertTrue(IServiceCollection.providedBy(top))
         names = {s.name for s in top}
         self.assertEqual(names, {"work", "tracker", "resumes", "websocket"})
@@ -578,7 +584,7 @@ class FlagEffectLoopbackTests(unittest.TestCase):
         options = Options()
         options.parseOptions(["--mock", "--host", "127.0.0.1", "--port", "0"])
         service, port = serve(self, options)
-        listening = service.getServiceNamed("websocket")._waitingForPort.result.getHost()
+        listening = service.listening.port.getHost()
         self.assertEqual(listening.host, "127.0.0.1")
         client = yield self.client(port)
         self.assertIs((yield client.request("get_status"))["success"], True)

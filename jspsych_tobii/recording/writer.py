@@ -31,9 +31,10 @@ from typing import Any, Callable, Deque, Dict, Iterator, List, Optional
 import numpy as np
 from twisted.application import service
 from twisted.internet import defer
+from zope.interface import implementer
 
 from jspsych_tobii.core.timesync import MicrosecondClock, monotonic_us
-from jspsych_tobii.interfaces import GAZE_DTYPE
+from jspsych_tobii.interfaces import GAZE_DTYPE, IEventSink, IGazeObserver, ISessionListener
 from jspsych_tobii.logs import Logger
 from jspsych_tobii.recording.format import (
     EVENTS_SUFFIX,
@@ -97,6 +98,7 @@ class _Control:
         self.payload = payload
 
 
+@implementer(ISessionListener, IGazeObserver, IEventSink)
 class SessionRecorder:
     """
     @param directory: where the session files go (created if missing).

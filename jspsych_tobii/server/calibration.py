@@ -9,16 +9,24 @@ after another (the client sends C{calibration_start} without waiting, then
 points), and a failure of the fire-and-forget start is reported on the
 owner's next awaited request, naming its cause.  Collection runs on the
 tracker's side (a Deferred), so the reactor and every gaze stream keep going.
+
+L{calibration_summarizer} makes the reply's summary: the eye position read
+from the gaze buffer on the reactor, the maths on a worker thread.
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable, Optional, Set, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Optional, Set, Tuple
 
 from twisted.internet import defer
 
-from jspsych_tobii.interfaces import CalibrationResult, TrackerError
+from jspsych_tobii.core.quality import calibration_summary, mean_eye_position
+from jspsych_tobii.interfaces import CalibrationResult, ITracker, ITrackerProvider, TrackerError
 from jspsych_tobii.logs import Logger
+
+if TYPE_CHECKING:
+    from jspsych_tobii.server.hub import GazeHub
+    from jspsych_tobii.server.work import WorkerPool
 
 #: Calibration targets (distinct points) one calibration may collect.
 MAX_CALIBRATION_POINTS = 50
@@ -30,18 +38,22 @@ class CalibrationError(Exception):
 
 class CalibrationCoordinator:
     """
-    @param trackers: the L{TrackerService} (its C{require()} gives the tracker).
+    @param trackers: gives the tracker to calibrate (C{require()}).
     @param summarize: turns a L{CalibrationResult} into the reply's dict, or
         a Deferred of it (the maths runs off the reactor).
     """
 
     log = Logger()
 
-    def __init__(self, trackers: Any, summarize: Callable[[CalibrationResult], dict]):
+    def __init__(
+        self,
+        trackers: ITrackerProvider,
+        summarize: Callable[[CalibrationResult], Any],
+    ):
         self._trackers = trackers
         self._summarize = summarize
         self.owner: Optional[object] = None
-        self._tracker = None
+        self._tracker: Optional[ITracker] = None
         self._lock = defer.DeferredLock()
         self._start_error: Optional[str] = None
         self.last_result: Optional[dict] = None
@@ -166,3 +178,27 @@ class CalibrationCoordinator:
         self._targets.clear()
         if tracker is not None:
             yield tracker.leaveCalibration()
+
+
+#: Gaze origins of the last this many seconds place the eye for calibration degrees.
+CALIBRATION_EYE_WINDOW_US = 10_000_000
+
+
+def calibration_summarizer(
+    trackers: ITrackerProvider, hub: GazeHub, work: WorkerPool
+) -> Callable[[CalibrationResult], defer.Deferred]:
+    """
+    The calibration reply's maths: the eye position from the gaze buffer
+    (read when called, on the reactor), the rest on a worker thread (a
+    Deferred of the summary's dict).
+    """
+
+    def summarize(result: CalibrationResult) -> defer.Deferred:
+        info = trackers.info()
+        display = info.display_area if info is not None else None
+        now = hub.clock.now_us()
+        recent = hub.buffer.query(now - CALIBRATION_EYE_WINDOW_US, now) if hub.running else None
+        eye = mean_eye_position(recent)
+        return work.run(calibration_summary, result, display, eye_position_mm=eye)
+
+    return summarize

@@ -26,15 +26,24 @@ summed up when the session ends.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, List, Optional, Set
+from typing import Any, Callable, Dict, Iterable, List, Optional, Set
 
 import numpy as np
 from twisted.internet import defer
+from zope.interface import implementer
 
 from jspsych_tobii.core.buffer import GazeBuffer
 from jspsych_tobii.core.gaze import GazeView, dumps
 from jspsych_tobii.core.markers import MarkerLog
 from jspsych_tobii.core.timesync import ServerClock
+from jspsych_tobii.interfaces import (
+    IGazeObserver,
+    ISessionListener,
+    ITracker,
+    ITrackerListener,
+    ITrackerProvider,
+    TrackerInfo,
+)
 from jspsych_tobii.logs import Logger
 from jspsych_tobii.server.gate import SendGate
 
@@ -42,22 +51,27 @@ from jspsych_tobii.server.gate import SendGate
 PREVIEW_SAMPLES = 2400
 
 
+@implementer(ITrackerListener)
 class GazeHub:
     """
-    @param trackers: has a C{tracker} attribute (an L{ITracker} or None); the
-        L{TrackerService}.
-    @param prepare: frames a text payload once for all clients (the factory's
-        C{prepareMessage}).
+    @param trackers: gives the tracker to stream from (C{require()}).
+    @param prepare: frames a text payload once for all clients
+        (L{jspsych_tobii.server.protocol.prepare_text}).
+    @param observers: see each batch of a tracking session first (the
+        recorder, the LSL publisher).
+    @param session_listeners: told when a tracking session starts and ends.
     """
 
     log = Logger()
 
     def __init__(
         self,
-        trackers: Any,
+        trackers: ITrackerProvider,
         clock: ServerClock,
         buffer_size: int,
         prepare: Callable[[bytes], Any],
+        observers: Iterable[IGazeObserver] = (),
+        session_listeners: Iterable[ISessionListener] = (),
     ):
         self._trackers = trackers
         self.clock = clock
@@ -67,15 +81,13 @@ class GazeHub:
         self._holds: Set[object] = set()
         self._previews: Set[object] = set()
         self.gates: Set[SendGate] = set()  # every open connection
-        self.observers: List[Callable[[np.ndarray], Any]] = []
+        self.observers: List[Callable[[np.ndarray], Any]] = [o.write_batch for o in observers]
         #: batches each observer failed on in the current tracking session
         self.observer_failures: Dict[Any, int] = {}
-        #: objects told when a tracking session starts and ends (the recorder):
-        #: C{session_started(number, started_us, tracker_info_dict)} and
-        #: C{session_ended(reason)}
-        self.session_listeners: List[Any] = []
+        #: told when a tracking session starts and ends (the recorder)
+        self.session_listeners: List[ISessionListener] = list(session_listeners)
         self._lock = defer.DeferredLock()
-        self._tracker = None  # the tracker the stream runs on, while it runs
+        self._tracker: Optional[ITracker] = None  # the tracker the stream runs on, while it runs
         self._in_session = False  # the stream that runs is a tracking session (not a preview)
         #: the newest samples of a preview (see L{preview})
         self.preview_buffer = GazeBuffer(PREVIEW_SAMPLES)
@@ -216,15 +228,12 @@ class GazeHub:
         )
         self._session_ended(reason="no client tracking")
 
-    def _tell(self, event: str, *args: Any, **kwargs: Any) -> None:
+    def _session_ended(self, reason: str) -> None:
         for listener in self.session_listeners:
             try:
-                getattr(listener, event)(*args, **kwargs)
+                listener.session_ended(reason=reason)
             except Exception:
-                self.log.failure("{listener} failed on {event}", listener=listener, event=event)
-
-    def _session_ended(self, reason: str) -> None:
-        self._tell("session_ended", reason=reason)
+                self.log.failure("{listener} failed on session_ended", listener=listener)
         self._report_observer_failures()
 
     def tracker_lost(self) -> None:
@@ -242,6 +251,20 @@ class GazeHub:
         """Re-subscribe after the tracker came back, if anyone still holds the stream."""
         return self._sync()
 
+    # -- ITrackerListener: what the tracker service tells
+
+    def tracker_connected(self, info: TrackerInfo) -> None:
+        self.broadcast({"type": "tracker_status", "status": "connected", "tracker": info.to_dict()})
+
+    def tracker_restored(self) -> None:
+        self.restart().addErrback(lambda f: self.log.failure("could not resume the gaze stream", f))
+
+    def tracker_status(self, message: dict) -> None:
+        self.broadcast(message)
+
+    def tracker_closing(self) -> defer.Deferred:
+        return self.stop()
+
     def stop(self) -> defer.Deferred:
         """Release everything (service shutdown)."""
         self._subscribers.clear()
@@ -253,14 +276,18 @@ class GazeHub:
         """Keep a marker (its JSON text) in memory, letting the oldest go past the limits."""
         self.markers.add(encoded)
 
-    def _begin_session(self, tracker: Any) -> None:
+    def _begin_session(self, tracker: ITracker) -> None:
         self.markers.clear()
         self.session += 1
         self.session_started_us = self.clock.now_us()
         self._seq = 0
         self.buffer.clear()
         info = tracker.info.to_dict() if tracker.info is not None else None
-        self._tell("session_started", self.session, self.session_started_us, info)
+        for listener in self.session_listeners:
+            try:
+                listener.session_started(self.session, self.session_started_us, info)
+            except Exception:
+                self.log.failure("{listener} failed on session_started", listener=listener)
 
     # -- the hot path
 

@@ -41,8 +41,10 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 from twisted.application import service
+from zope.interface import implementer
 
 from jspsych_tobii.core.timesync import ServerClock
+from jspsych_tobii.interfaces import IEventSink, IGazeObserver, ISessionListener
 from jspsych_tobii.logs import Logger
 from jspsych_tobii.recording.format import _jsonable
 
@@ -159,6 +161,7 @@ class ClockMapping:
         return np.asarray(times_us, dtype=np.float64) / 1e6 + self.offset_s
 
 
+@implementer(ISessionListener, IGazeObserver, IEventSink)
 class LslPublisher:
     """
     A hub observer (L{write_batch}), session listener (L{session_started},

@@ -31,6 +31,7 @@ import re
 from typing import Any, List, Optional, Sequence, Set, Tuple
 
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
+from autobahn.websocket.protocol import PreparedMessage
 from autobahn.websocket.types import ConnectionDeny
 from twisted.internet.interfaces import IHalfCloseableDescriptor
 from twisted.internet.protocol import connectionDone
@@ -394,6 +395,14 @@ class TobiiServerProtocol(WebSocketServerProtocol):
             clean="clean" if wasClean else "unclean",
             dropped=f"; {gate.dropped} gaze frames were dropped for it" if gate.dropped else "",
         )
+
+
+def prepare_text(payload: bytes) -> PreparedMessage:
+    """
+    Frame a text message once for every client (what a server factory's
+    C{prepareMessage} does: servers do not mask their frames).
+    """
+    return PreparedMessage(payload, False, False, False)
 
 
 class TobiiServerFactory(WebSocketServerFactory):

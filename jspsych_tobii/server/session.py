@@ -433,7 +433,7 @@ class ClientSession:
     def do_get_user_position(self, request: Request, received_ms: float) -> dict:
         state = self._tracker_state()
         position = (
-            self.app.trackers.tracker.getUserPosition() if state["trackerConnected"] else None
+            self.app.trackers.require().getUserPosition() if state["trackerConnected"] else None
         )
         return {
             "success": True,
@@ -443,9 +443,12 @@ class ClientSession:
 
     def do_get_tracker_info(self, request: Request, received_ms: float) -> dict:
         # the tracker in use, still described while its connection is lost
-        tracker = self.app.trackers.tracker
-        info = None if tracker is None or tracker.info is None else tracker.info.to_dict()
-        return {"success": True, "tracker": info, **self._tracker_state()}
+        info = self.app.trackers.info()
+        return {
+            "success": True,
+            "tracker": None if info is None else info.to_dict(),
+            **self._tracker_state(),
+        }
 
     def _tracker_state(self) -> dict:
         """
@@ -561,8 +564,7 @@ class ClientSession:
             raise CalibrationError(
                 "no validation points were received (send validation_start and validation_point)"
             )
-        tracker = self.app.trackers.tracker
-        display = tracker.info.display_area if tracker is not None and tracker.info else None
+        display = self.app.trackers.display_area()
         # copy from the buffer here, on the reactor; the maths runs on a worker
         d = self.run_job(run.gather(self.app.hub.buffer, display).compute)
 
@@ -626,10 +628,10 @@ class ClientSession:
 
     def _tracker_offset_ms(self) -> float:
         """B - C: zero when the tracker's clock is the server's (always, today)."""
-        tracker = self.app.trackers.tracker
-        if tracker is None or tracker.info is None:
+        info = self.app.trackers.info()
+        if info is None:
             return 0.0
-        return (self.app.clock.offset_us - tracker.info.system_clock_offset_us) / 1000.0
+        return (self.app.clock.offset_us - info.system_clock_offset_us) / 1000.0
 
 
 def decode_large(payload: bytes, is_binary: bool) -> Request:

@@ -35,8 +35,9 @@ from typing import Any, Dict, Optional
 import numpy as np
 from twisted.internet import defer
 from twisted.web import resource, server
+from zope.interface import implementer
 
-from jspsych_tobii.interfaces import GAZE_DTYPE
+from jspsych_tobii.interfaces import GAZE_DTYPE, IEventSink
 from jspsych_tobii.logs import Logger
 from jspsych_tobii.recording.format import HEADER_SIZE, utc_iso
 
@@ -109,6 +110,7 @@ def tracker_source(config: Any, tracker: Any) -> str:
     return "device"
 
 
+@implementer(IEventSink)
 class StatusBoard:
     """
     The status page's facts, read from the server's public state.
