@@ -395,10 +395,10 @@ class ITrackerListener(Interface):
 class ISessionListener(Interface):
     """Told when a tracking session starts and ends (the recorder, the LSL publisher)."""
 
-    def session_started(number, started_us, tracker_info):
+    def session_started(session, started_us, tracker):
         """
-        Session C{number} started at C{started_us} (server clock) on the
-        tracker described by C{tracker_info} (a dict, or None).
+        Tracking session number C{session} started at C{started_us} (server
+        clock) on the tracker described by C{tracker} (a dict, or None).
         """
 
     def session_ended(reason):

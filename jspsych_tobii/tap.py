@@ -331,6 +331,7 @@ def tracker_factory(
         return make_mock
 
     if config.replay:
+        recording = config.replay
 
         def make_replay() -> ITracker:
             from jspsych_tobii.trackers.replay import ReplayTracker
@@ -338,7 +339,7 @@ def tracker_factory(
             return ReplayTracker(
                 reactor,
                 clock.source,
-                config.replay,
+                recording,
                 speed=config.replay_speed,
                 loop=config.replay_loop,
             )

@@ -208,7 +208,7 @@ def _loads_yielding(payload: bytes | str) -> Any:
     elif payload.startswith("\ufeff"):
         raise json.JSONDecodeError("Unexpected UTF-8 BOM (decode using utf-8-sig)", payload, 0)
     decoder = json.JSONDecoder(parse_constant=_reject_constant)  # one per call: not shared
-    decoder.scan_once = json.scanner.py_make_scanner(decoder)
+    decoder.scan_once = json.scanner.py_make_scanner(decoder)  # type: ignore[attr-defined]
     return decoder.decode(payload)
 
 

@@ -194,13 +194,13 @@ def mean_eye_position(samples: np.ndarray | None) -> np.ndarray | None:
     """
     if samples is None or len(samples) == 0:
         return None
-    points = []
+    per_eye = []
     for eye in _EYES:
         origin = _stack(samples, (f"{eye}_origin_x", f"{eye}_origin_y", f"{eye}_origin_z"))
         valid = np.asarray(samples[f"{eye}_origin_valid"], dtype=bool)
         valid &= np.all(np.isfinite(origin), axis=-1)
-        points.append(origin[valid])
-    points = np.concatenate(points)
+        per_eye.append(origin[valid])
+    points = np.concatenate(per_eye)
     if len(points) == 0:
         return None
     return points.mean(axis=0)

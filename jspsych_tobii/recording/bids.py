@@ -276,8 +276,8 @@ def _calibration_fields(
         points = [p for p in points if isinstance(p.get("x"), (int, float))]
         if points:
             fields["CalibrationType"] = f"{len(points)}-point"
-            if display is not None:
-                size = _screen_size_m(display)
+            size = _screen_size_m(display)
+            if size is not None:
                 fields["CalibrationUnit"] = "mm"
                 fields["CalibrationPosition"] = [
                     [round(p["x"] * size[0] * 1000, 1), round(p["y"] * size[1] * 1000, 1)]
@@ -520,7 +520,7 @@ def check_names(schema: Any, relative_paths: Iterable[str]) -> None:
     """
     from bidsschematools import rules
 
-    patterns = []
+    patterns: List[Any] = []
     for group in (schema.rules.files.common, schema.rules.files.raw):
         patterns.extend(r["regex"] for r in rules.regexify_filename_rules(group, schema, level=2))
     compiled = [re.compile(p) for p in patterns]

@@ -108,8 +108,8 @@ def _column_for(name: str, kind: np.dtype) -> Tuple[str, str, Optional[str]]:
 
 def sample_columns(dtype: np.dtype) -> List[str]:
     """The sample table's column names for records of C{dtype}, in order."""
-    names = [_column_for(n, dtype[n])[0] for n in dtype.names]
-    extra = ["unix_time", "elapsed_ms"] if "system_time_us" in dtype.names else []
+    names = [_column_for(n, dtype[n])[0] for n in dtype.names or ()]
+    extra = ["unix_time", "elapsed_ms"] if "system_time_us" in (dtype.names or ()) else []
     binocular = ["gaze_x", "gaze_y"] if _has_binocular(dtype) else []
     # sample, time_ms, unix_time, elapsed_ms, the other times, binocular gaze, per-eye fields
     head = [c for c in ("sample", "time_ms") if c in names]
@@ -120,7 +120,7 @@ def sample_columns(dtype: np.dtype) -> List[str]:
 
 def _has_binocular(dtype: np.dtype) -> bool:
     needed = ("left_x", "left_y", "left_gaze_valid", "right_x", "right_y", "right_gaze_valid")
-    return all(n in dtype.names for n in needed)
+    return all(n in (dtype.names or ()) for n in needed)
 
 
 def _format_floats(values: np.ndarray, fmt: str) -> List[str]:
@@ -141,7 +141,7 @@ class _SampleTable:
         self.timebase = timebase
         self.columns = sample_columns(dtype)
         self._formatters: Dict[str, Callable[[np.ndarray], List[str]]] = {}
-        for name in dtype.names:
+        for name in dtype.names or ():
             column, how, fmt = _column_for(name, dtype[name])
             self._formatters[column] = self._formatter(name, how, fmt)
 
@@ -153,7 +153,7 @@ class _SampleTable:
             return lambda chunk: np.where(chunk[field], "1", "0").tolist()
         if how == "int":
             return lambda chunk: [str(v) for v in chunk[field].tolist()]
-        return lambda chunk: _format_floats(chunk[field], fmt)
+        return lambda chunk: _format_floats(chunk[field], fmt or "%r")
 
     def header_line(self) -> str:
         return self.sep.join(self.columns) + "\n"

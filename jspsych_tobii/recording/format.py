@@ -224,7 +224,7 @@ def record_dtype(header: Dict[str, Any], path: str = "recording") -> np.dtype:
             f"{path}: records are {dtype.itemsize} bytes by the dtype but "
             f"{header.get('record_size')!r} by the header"
         )
-    if "system_time_us" not in dtype.names:
+    if "system_time_us" not in (dtype.names or ()):
         raise RecordingFormatError(f"{path}: the records have no system_time_us field")
     return GAZE_DTYPE if dtype == GAZE_DTYPE else dtype
 

@@ -86,7 +86,7 @@ def sample_table(chunk: np.ndarray, timebase: TimeBase, schema: Any) -> Any:
     """The samples of C{chunk} as a pyarrow Table of C{schema} (the CSV export's columns)."""
     pa, _ = load_pyarrow()
     dtype = chunk.dtype
-    sources = {_column_for(name, dtype[name])[0]: name for name in dtype.names}
+    sources = {_column_for(name, dtype[name])[0]: name for name in dtype.names or ()}
     arrays = []
     both = None
     for field in schema:
@@ -149,8 +149,8 @@ def events_table(events: Sequence[Dict[str, Any]], timebase: TimeBase, header: D
     times: List[Optional[float]] = []
     for event in events:
         t = event.get("t_server_ms")
-        ok = isinstance(t, (int, float)) and not isinstance(t, bool)
-        times.append(float(t) if ok else None)
+        number = isinstance(t, (int, float)) and not isinstance(t, bool)
+        times.append(float(t) if number and t is not None else None)
     unix_us = []
     elapsed = []
     for t in times:

@@ -26,7 +26,7 @@ import os
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Deque, Dict, Iterator, List, Optional
+from typing import Any, BinaryIO, Callable, Deque, Dict, Iterator, List, Optional
 
 import numpy as np
 from twisted.application import service
@@ -132,8 +132,10 @@ class SessionRecorder:
         if not os.access(self.directory, os.W_OK | os.X_OK):
             raise PermissionError(f"{self.directory}: not writable")
         if server_version is None:
-            from jspsych_tobii import __version__ as server_version
-        self.server_version = server_version
+            from jspsych_tobii import __version__
+
+            server_version = __version__
+        self.server_version: str = server_version
         self._reactor = reactor
         self._clock_us = clock_us
         self._wall_clock = wall_clock
@@ -370,9 +372,9 @@ class SessionRecorder:
         @raise OSError: the session's file cannot be read (deleted, say).
         """
         files = self.last
-        count = 0 if files is None else files.flushed_records
-        if count == 0:
+        if files is None or files.flushed_records == 0:
             return
+        count = files.flushed_records
         data = np.memmap(files.gaze_path, GAZE_DTYPE, "r", offset=HEADER_SIZE, shape=(count,))
         try:
             times = data["system_time_us"]
@@ -403,7 +405,9 @@ class SessionRecorder:
             "gaze arrived with no recording session open; recording it as session {n}", n=number
         )
         started = int(batch["system_time_us"][0]) if len(batch) else None
-        return self.session_started(number, started, reason="unannounced")
+        files = self.session_started(number, started, reason="unannounced")
+        assert files is not None  # a session was opened
+        return files
 
     def _control(self, kind: str, files: Optional[SessionFiles] = None, payload: Any = None):
         self._queue.append(_Control(kind, files, payload))
@@ -414,13 +418,13 @@ class SessionRecorder:
             self._thread.start()
         self._wake.set()
 
-    def _report(self, message: str, **fields: Any) -> None:
+    def _report(self, format: str, /, **fields: Any) -> None:
         """Log an error from the writer thread, on the reactor thread."""
         if self._reactor is None:
-            self.log.error(message, **fields)
+            self.log.error(format, **fields)
             return
         try:
-            self._reactor.callFromThread(self.log.error, message, **fields)
+            self._reactor.callFromThread(self.log.error, format, **fields)
         except Exception:  # pragma: no cover - the reactor is gone
             pass
 
@@ -452,10 +456,10 @@ class _Writer:
         self.recorder = recorder
         self.files: Optional[SessionFiles] = None
         self.last_us: Optional[int] = None  # system_time_us of the last record written
-        self.gaze = None
-        self.events = None
+        self.gaze: Optional[BinaryIO] = None
+        self.events: Optional[BinaryIO] = None
         self.barriers: List[threading.Event] = []
-        self.next_fsync = None
+        self.next_fsync: Optional[float] = None
 
     def drain(self, queue: Deque[Any]) -> bool:
         """Handle everything queued, in order.  True when told to stop."""
@@ -589,7 +593,8 @@ class _Writer:
             return
         if self.next_fsync is not None and time.monotonic() >= self.next_fsync:
             self.fsync()
-            self.next_fsync = time.monotonic() + self.recorder.fsync_interval
+            interval = self.recorder.fsync_interval
+            self.next_fsync = None if interval is None else time.monotonic() + interval
 
     def fsync(self) -> None:
         for stream in (self.gaze, self.events):
@@ -597,6 +602,7 @@ class _Writer:
                 try:
                     os.fsync(stream.fileno())
                 except OSError as e:
+                    assert self.files is not None  # the streams are its files
                     self.fail(self.files, "cannot sync the recording to disk", e)
                     return
 
@@ -689,7 +695,7 @@ class RecorderService(service.Service):
     ends the open session and waits for the files to be on disk.
     """
 
-    name = "recorder"
+    name = "recorder"  # type: ignore[assignment]  # Twisted declares it None
 
     def __init__(self, recorder: SessionRecorder):
         self.recorder = recorder

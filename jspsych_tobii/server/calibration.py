@@ -90,8 +90,9 @@ class CalibrationCoordinator:
 
         @defer.inlineCallbacks
         def enter():
-            if restart:
-                yield self._tracker.leaveCalibration()
+            current = self._tracker
+            if restart and current is not None:
+                yield current.leaveCalibration()
             self._tracker = tracker
             try:
                 yield tracker.enterCalibration()

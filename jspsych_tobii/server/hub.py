@@ -200,6 +200,7 @@ class GazeHub:
         elif stream and want != self._in_session:
             # the stream runs on; a session begins or ends on it
             if want:
+                assert self._tracker is not None  # the stream runs
                 self._begin_session(self._tracker)
                 self._in_session = True
                 self.log.info(

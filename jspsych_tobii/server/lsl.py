@@ -391,7 +391,7 @@ class LslPublisher:
 class LslService(service.Service):
     """The publisher as a child of the server: stopping it withdraws the outlets."""
 
-    name = "lsl"
+    name = "lsl"  # type: ignore[assignment]  # Twisted declares it None
 
     def __init__(self, publisher: LslPublisher):
         self.publisher = publisher

@@ -106,6 +106,8 @@ _base_log = Logger("jspsych_tobii.server.protocol.TobiiServerProtocol")
 class TobiiServerProtocol(WebSocketServerProtocol):
     log = _RedactingLogger(_base_log.namespace, observer=_base_log.observer)
 
+    #: the connection's transport, set before any method below runs
+    transport: Any
     gate: Optional[SendGate] = None
     session: Optional[ClientSession] = None
     host = "?"
@@ -348,7 +350,8 @@ class TobiiServerProtocol(WebSocketServerProtocol):
             self.sendCloseFrame(code=code, reasonUtf8=reason.encode("utf-8")[:123])
         self.discarding = True
         self.data = b""
-        if IHalfCloseableDescriptor.providedBy(self.transport):
+        half_closeable = IHalfCloseableDescriptor.providedBy(self.transport)
+        if half_closeable:  # TCP: FIN after the close frame
             self.transport.loseWriteConnection()
         else:  # TLS: close_notify after the close frame
             self.transport.loseConnection()

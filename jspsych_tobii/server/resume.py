@@ -67,7 +67,7 @@ class _Pending:
 
 
 class ResumeRegistry(service.Service):
-    name = "resumes"
+    name = "resumes"  # type: ignore[assignment]  # Twisted declares it None
     log = Logger()
 
     def __init__(self, reactor: Any, hub: Any, grace_period: float = DEFAULT_GRACE_PERIOD):

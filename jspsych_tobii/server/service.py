@@ -104,7 +104,7 @@ class TrackerService(service.Service):
         notifications count them), by stream name.
     """
 
-    name = "tracker"
+    name = "tracker"  # type: ignore[assignment]  # Twisted declares it None
     log = Logger()
 
     def __init__(
@@ -168,7 +168,9 @@ class TrackerService(service.Service):
     def _connect(self):
         self._retry = None
         self.attempts += 1
-        self._connecting = d = defer.maybeDeferred(self._candidate.connect)
+        candidate = self._candidate
+        assert candidate is not None  # made by startService
+        self._connecting = d = defer.maybeDeferred(candidate.connect)
         d.addCallbacks(self._connected, self._not_connected)
         return d
 

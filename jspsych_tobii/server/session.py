@@ -270,9 +270,11 @@ class ClientSession:
             # the request stays pending until its reply is out
             return sent.addErrback(self._unsent, request)
         if isinstance(fields, SplicedReply):
-            head = dumps(messages.reply(request, **fields.fields))
+            spliced = dumps(messages.reply(request, **fields.fields))
             key = json.dumps(fields.key).encode()
-            self.gate.send_bytes(head[:-1] + b"," + key + b":[" + b",".join(fields.items) + b"]}")
+            self.gate.send_bytes(
+                spliced[:-1] + b"," + key + b":[" + b",".join(fields.items) + b"]}"
+            )
             return None
         self.gate.send_message(messages.reply(request, **fields))
         return None
@@ -595,15 +597,15 @@ class ClientSession:
         if client_ms is None:
             server_ms, source = received_ms, "server_receipt"
         else:
-            server_ms = self.clock_model.to_server_ms(client_ms)
-            if server_ms is None:
+            converted = self.clock_model.to_server_ms(client_ms)
+            if converted is None:
                 raise RequestError(
                     "marker: this connection has not sent time_sync yet, so its timestamp "
                     "cannot be converted; send time_sync first or omit timestamp",
                     request.request_id,
                     request.type,
                 )
-            source = "time_sync"
+            server_ms, source = converted, "time_sync"
         tracker_offset_ms = self._tracker_offset_ms()
         marker = {
             "label": params["label"],

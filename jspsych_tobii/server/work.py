@@ -28,7 +28,7 @@ DEFAULT_THREADS = 2
 
 
 class WorkerPool(service.Service):
-    name = "work"
+    name = "work"  # type: ignore[assignment]  # Twisted declares it None
 
     def __init__(self, reactor: Any, threads: int = DEFAULT_THREADS):
         self._reactor = reactor

@@ -73,7 +73,7 @@ class FrontDoor(resource.Resource):
     if there is one, to the children.
     """
 
-    def __init__(self, websocket: resource.Resource, token: Optional[str] = None):
+    def __init__(self, websocket: resource.IResource, token: Optional[str] = None):
         super().__init__()
         self._websocket = websocket
         self._token = token
@@ -81,18 +81,18 @@ class FrontDoor(resource.Resource):
     def getChildWithDefault(self, path, request):
         if is_websocket_upgrade(request):
             return self._websocket
-        if self._token is not None and not self._shows_token(request):
+        if self._token is not None and not self._shows_token(request, self._token):
             return _TOKEN_REQUIRED
         return super().getChildWithDefault(path, request)
 
-    def _shows_token(self, request) -> bool:
+    def _shows_token(self, request, token: str) -> bool:
         given = request.args.get(b"token")
         if given:
-            if not token_matches(given[0].decode("utf-8", "surrogateescape"), self._token):
+            if not token_matches(given[0].decode("utf-8", "surrogateescape"), token):
                 return False
             request.addCookie(
                 TOKEN_COOKIE,
-                self._token.encode("utf-8"),
+                token.encode("utf-8"),
                 path=b"/",
                 httpOnly=True,
                 sameSite="strict",
@@ -101,7 +101,7 @@ class FrontDoor(resource.Resource):
             return True
         cookie = request.getCookie(TOKEN_COOKIE)
         return cookie is not None and token_matches(
-            cookie.decode("utf-8", "surrogateescape"), self._token
+            cookie.decode("utf-8", "surrogateescape"), token
         )
 
     def getChild(self, path, request):
@@ -167,6 +167,7 @@ class FrontSite(server.Site):
         root: FrontDoor,
         websocket_factory: Any,
         previews: PreviewLeases,
+        board: StatusBoard,
         where: str = "",
         serve_dir: Optional[str] = None,
         reactor: Any = None,
@@ -174,6 +175,7 @@ class FrontSite(server.Site):
         super().__init__(root, timeout=IDLE_TIMEOUT_SECONDS, reactor=reactor)
         self.requestFactory = BoundedRequest
         self.websocket_factory = websocket_factory
+        self.board = board
         self.previews = previews
         self.where = where
         self.serve_dir = serve_dir
@@ -214,9 +216,8 @@ def build_site(
     @param serve_dir: the folder served at C{/experiment/}, or None.
     @param where: the status page's URL, for the start-up log line.
     """
-    board = StatusBoard(state, websocket_factory.connections, serve_dir=serve_dir)
     previews = PreviewLeases(state.hub, state.reactor)
-    board.previews = previews
+    board = StatusBoard(state, websocket_factory.connections, previews, serve_dir=serve_dir)
     root = FrontDoor(
         WebSocketResource(websocket_factory), token=getattr(websocket_factory, "token", None)
     )
@@ -230,9 +231,9 @@ def build_site(
         root,
         websocket_factory,
         previews,
+        board,
         where=where,
         serve_dir=serve_dir,
         reactor=state.reactor,
     )
-    site.board = board
     return site

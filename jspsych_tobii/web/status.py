@@ -117,16 +117,23 @@ class StatusBoard:
 
     @param state: the server's L{ServerState}.
     @param connections: the open WebSocket connections (the factory's set).
+    @param previews: the status page's gaze previews.
     @param serve_dir: the folder served at C{/experiment/}, if any.
     """
 
     log = Logger()
 
-    def __init__(self, state: Any, connections: Any, serve_dir: Optional[str] = None):
+    def __init__(
+        self,
+        state: Any,
+        connections: Any,
+        previews: PreviewLeases,
+        serve_dir: Optional[str] = None,
+    ):
         self.state = state
         self._connections = connections
         self.serve_dir = serve_dir
-        self.previews: Optional[PreviewLeases] = None
+        self.previews = previews
         self.started_us = state.clock.now_us()
         self.started_unix = state.reactor.seconds()
         self.calibration: Optional[Dict[str, Any]] = None
@@ -394,7 +401,7 @@ class StatusJSON(resource.Resource):
 
 
 def _asset(name: str) -> bytes:
-    return resources.files("jspsych_tobii.web").joinpath("assets", name).read_bytes()
+    return resources.files("jspsych_tobii.web").joinpath("assets").joinpath(name).read_bytes()
 
 
 _TYPES = {
@@ -500,16 +507,15 @@ class PreviewLeases:
         if self._timers.pop(key, None) is None:
             return
         self.log.info("status page preview {key} lapsed (its page stopped renewing it)", key=key)
-        self._hub.end_preview(("status-preview", key)).addErrback(
-            lambda f: self.log.failure("ending the preview {key}", f, key=key)
-        )
+        self._hub.end_preview(("status-preview", key)).addErrback(self._not_ended, key)
 
     def stop_all(self) -> None:
         """The site stops: end every preview."""
         for key in list(self._timers):
-            self.stop(key).addErrback(
-                lambda f, key=key: self.log.failure("ending the preview {key}", f, key=key)
-            )
+            self.stop(key).addErrback(self._not_ended, key)
+
+    def _not_ended(self, failure: Any, key: Any) -> None:
+        self.log.failure("ending the preview {key}", failure, key=key)
 
 
 class PreviewSwitch(resource.Resource):
