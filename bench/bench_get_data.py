@@ -174,7 +174,8 @@ def server_turns(seconds):
     import numpy as np
 
     from jspsych_tobii.core.buffer import GazeBuffer
-    from jspsych_tobii.recording.writer import SessionRecorder, session_range
+    from jspsych_tobii.core.history import session_range
+    from jspsych_tobii.recording.writer import SessionRecorder
     from jspsych_tobii.server.bulk import reply_pieces
     from jspsych_tobii.trackers.eyemodel import EyeModel
 

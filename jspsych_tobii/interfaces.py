@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.test_state -*-
 """
 The contracts: L{ITracker} and the plain records it speaks, and the
 interfaces the server's parts meet each other through (L{ITrackerProvider},

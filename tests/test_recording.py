@@ -39,7 +39,7 @@ from jspsych_tobii.recording.format import (
     session_stem,
     write_recording,
 )
-from jspsych_tobii.recording.writer import RecorderService, SessionRecorder, session_range
+from jspsych_tobii.recording.writer import RecorderService, SessionRecorder
 from jspsych_tobii.trackers.eyemodel import EyeModel
 from jspsych_tobii.trackers.mock import MockTracker
 
@@ -527,49 +527,6 @@ class QueryTests(unittest.SynchronousTestCase):
         self.addCleanup(recorder.close)
         self.assertEqual(len(recorder.query()), 0)
         self.assertEqual(recorder.query().dtype, GAZE_DTYPE)
-
-
-class SessionRangeTests(unittest.SynchronousTestCase):
-    """A time range of the whole session: the recording for old samples, memory for recent."""
-
-    def setUp(self):
-        self.recorder = SessionRecorder(scratch(self))
-        self.addCleanup(self.recorder.close)
-        self.buffer = GazeBuffer(1000)
-        self.samples = synthetic_samples(5000, rate=1200)
-        self.recorder.session_started(1, T0_US)
-        for batch in batches_of(self.samples, 3):
-            self.buffer.extend(batch)
-            self.recorder.write_batch(batch)
-        self.recorder.sync()
-        self.times = self.samples["system_time_us"]
-
-    def check(self, start, end, chunk=500):
-        chunks = list(session_range(self.recorder, self.buffer, start, end, chunk))
-        self.assertTrue(all(len(c) <= chunk for c in chunks))
-        got = np.concatenate(chunks) if chunks else np.zeros(0, GAZE_DTYPE)
-        keep = np.ones(len(self.times), dtype=bool)
-        if start is not None:
-            keep &= self.times >= start
-        if end is not None:
-            keep &= self.times <= end
-        self.assertEqual(got.tobytes(), self.samples[keep].tobytes(), (start, end))
-        return chunks
-
-    def test_ranges(self):
-        t = self.times
-        self.check(None, None)
-        self.check(int(t[10]), int(t[20]))  # from the recording only
-        self.check(int(t[4500]), int(t[4600]))  # from memory only
-        self.check(int(t[3000]), int(t[4999]))  # across the two
-        self.check(int(t[3999]), int(t[4000]))  # at the seam
-        self.check(None, int(t[100]))
-        self.check(int(t[-1]) + 1, None)
-        self.check(int(t[100]), None, chunk=7)
-
-    def test_without_recorder(self):
-        got = np.concatenate(list(session_range(None, self.buffer)))
-        self.assertEqual(got.tobytes(), self.samples[-1000:].tobytes())
 
 
 class HubIntegrationTests(unittest.SynchronousTestCase):

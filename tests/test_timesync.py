@@ -10,7 +10,6 @@ from twisted.trial import unittest
 from jspsych_tobii.core.timesync import (
     ClientClockModel,
     ServerClock,
-    TimeSyncEstimator,
     clock_from_seconds,
     monotonic_us,
 )
@@ -34,49 +33,6 @@ class ServerClockTests(unittest.SynchronousTestCase):
         after = time.monotonic_ns() // 1000
         self.assertTrue(before <= now <= after)
         self.assertIsInstance(monotonic_us(), int)
-
-
-class EstimatorTests(unittest.SynchronousTestCase):
-    def simulate(self, offset_ms, delays, clock=None):
-        """
-        The client's 10 rounds, 100 ms apart, against a server clock that is
-        C{offset_ms} ahead, with the given (up, down) network delays.
-        """
-        clock = clock or Clock()
-        estimator = TimeSyncEstimator()
-
-        def client_ms():
-            return clock.seconds() * 1000.0
-
-        for up, down in delays:
-            t0 = client_ms()
-            clock.advance(up / 1000.0)
-            server_time = client_ms() + offset_ms
-            clock.advance(down / 1000.0)
-            estimator.add_round(t0, server_time, client_ms())
-            clock.advance(0.1)
-        return estimator.estimate()
-
-    def test_symmetric_delays_exact(self):
-        estimate = self.simulate(5000.0, [(2.0, 2.0)] * 10)
-        assert_close(self, estimate.offset, 5000.0, 1e-6)
-        assert_close(self, estimate.rtt, 4.0, 1e-6)
-        self.assertEqual(estimate.rounds, 10)
-
-    def test_asymmetry_bounded_by_half_rtt(self):
-        estimate = self.simulate(-1234.5, [(3.0, 1.0)] * 10)
-        assert_close(self, estimate.offset, -1234.5, 1.0 + 1e-9)
-
-    def test_outlier_rounds_ignored(self):
-        delays = [(0.5, 0.5)] * 7 + [(80.0, 1.0), (1.0, 120.0), (60.0, 60.0)]
-        estimate = self.simulate(42.0, delays)
-        assert_close(self, estimate.offset, 42.0, 1e-6)
-
-    def test_no_rounds(self):
-        self.assertIsNone(TimeSyncEstimator().estimate())
-
-    def test_round_cannot_end_before_start(self):
-        self.assertRaises(ValueError, TimeSyncEstimator().add_round, 10.0, 0.0, 9.0)
 
 
 class ClientClockModelTests(unittest.SynchronousTestCase):

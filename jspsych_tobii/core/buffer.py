@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.test_buffer -*-
 """
 L{GazeBuffer}: a fixed-size numpy ring of full binocular gaze records.
 

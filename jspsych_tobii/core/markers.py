@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.test_markers -*-
 """
 Event markers in memory, within limits.
 

@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.test_messages -*-
 """
 The wire protocol's requests and replies, without any I/O.
 

@@ -1,5 +1,6 @@
+# -*- test-case-name: tests.test_timesync -*-
 """
-Clocks and time-sync estimation.
+Clocks: the server clock and each connection's view of its browser's clock.
 
 Three clocks meet in this server (see CLIENT_CONTRACT.md):
   - A, the browser's C{performance.now()} in ms;
@@ -14,10 +15,8 @@ client is the sample's capture time in browser time, up to the A-B sync error.
 
 from __future__ import annotations
 
-import statistics
 import time
-from dataclasses import dataclass
-from typing import Callable, List, Optional
+from typing import Callable, Optional
 
 MicrosecondClock = Callable[[], int]
 
@@ -55,50 +54,6 @@ class ServerClock:
 def clock_from_seconds(seconds: Callable[[], float]) -> MicrosecondClock:
     """Adapt a seconds clock (such as C{task.Clock.seconds}) to microseconds."""
     return lambda: int(round(seconds() * 1_000_000))
-
-
-@dataclass(frozen=True)
-class OffsetEstimate:
-    """The median offset (remote minus local) and the spread of the rounds."""
-
-    offset: float
-    rtt: float
-    rounds: int
-    spread: float
-
-
-class TimeSyncEstimator:
-    """
-    The client's algorithm, usable on either side: each round sends C{t0}
-    (local), the peer answers with its time C{tp}, the answer arrives at
-    C{t1} (local); the offset estimate of a round is C{tp - (t0 + rtt/2)},
-    and the estimate is the median over rounds.  Rounds with the smallest
-    round-trip times are the most trustworthy; L{estimate} keeps the best
-    half when given many rounds.
-    """
-
-    def __init__(self) -> None:
-        self._rounds: List[tuple] = []
-
-    def add_round(self, t0: float, peer_time: float, t1: float) -> None:
-        if t1 < t0:
-            raise ValueError("a round cannot end before it starts")
-        rtt = t1 - t0
-        self._rounds.append((rtt, peer_time - (t0 + rtt / 2.0)))
-
-    def estimate(self) -> Optional[OffsetEstimate]:
-        if not self._rounds:
-            return None
-        rounds = sorted(self._rounds)
-        if len(rounds) >= 4:
-            rounds = rounds[: (len(rounds) + 1) // 2]
-        offsets = [offset for _, offset in rounds]
-        return OffsetEstimate(
-            offset=statistics.median(offsets),
-            rtt=statistics.median(rtt for rtt, _ in rounds),
-            rounds=len(self._rounds),
-            spread=max(offsets) - min(offsets),
-        )
 
 
 class ClientClockModel:

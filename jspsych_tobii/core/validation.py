@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.test_validation -*-
 """
 L{ValidationRun}: one connection's validation, from its points to its report.
 

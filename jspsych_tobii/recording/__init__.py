@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.test_history -*-
 """
 Session recording: every gaze sample and event of a tracking session, on disk.
 
@@ -8,10 +9,17 @@ Session recording: every gaze sample and event of a tracking session, on disk.
     thread while the reactor only enqueues;
   - L{export}: C{jspsych-tobii-export}, recordings to CSV/TSV.
 
+The format, the export and the replay need no Twisted: L{SessionRecorder}
+and L{RecorderService} (which do) are imported from L{writer} only when
+asked for.  The get_data query over a recording and the gaze buffer is
+L{jspsych_tobii.core.history.session_range}.
+
 The replay tracker lives with the other trackers, in
 L{jspsych_tobii.trackers.replay}.  The format is described for users in
 C{docs/RECORDING.md}.
 """
+
+from typing import Any
 
 from jspsych_tobii.recording.format import (
     HEADER_SIZE,
@@ -22,7 +30,9 @@ from jspsych_tobii.recording.format import (
     read_gaze,
     read_header,
 )
-from jspsych_tobii.recording.writer import RecorderService, SessionRecorder
+
+#: what is imported from the writer when first asked for (it imports Twisted)
+_FROM_WRITER = ("RecorderService", "SessionRecorder")
 
 __all__ = [
     "HEADER_SIZE",
@@ -35,3 +45,11 @@ __all__ = [
     "read_gaze",
     "read_header",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _FROM_WRITER:
+        from jspsych_tobii.recording import writer
+
+        return getattr(writer, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -47,7 +47,7 @@ from jspsych_tobii.recording.format import (
     utc_iso,
 )
 
-__all__ = ["SessionFiles", "SessionRecorder", "RecorderService", "session_range"]
+__all__ = ["SessionFiles", "SessionRecorder", "RecorderService"]
 
 #: Longest time (s) between flushes of what was written to the OS.
 DEFAULT_FLUSH_INTERVAL = 0.1
@@ -322,8 +322,8 @@ class SessionRecorder:
         """
         A Deferred that fires on the reactor once everything queued so far is
         written and flushed: after it, the file holds every sample delivered
-        before the call (what L{session_range} needs to join file and memory
-        without a gap).
+        before the call (what L{jspsych_tobii.core.history.session_range}
+        needs to join file and memory without a gap).
         """
         if self._thread is None or self._stopped.is_set() or self._reactor is None:
             return defer.succeed(None)
@@ -646,47 +646,6 @@ class _Writer:
         if self.files is not None:
             self.close(self.files, None, None)
         self.release_barriers()
-
-
-def session_range(
-    recorder: Optional[SessionRecorder],
-    buffer: Any,
-    start_us: Optional[int] = None,
-    end_us: Optional[int] = None,
-    chunk: int = 500,
-) -> Iterator[np.ndarray]:
-    """
-    The records of the whole current session with C{start_us <=
-    system_time_us <= end_us}, in time order and in chunks of at most
-    C{chunk}: those older than the in-memory C{buffer} (a L{GazeBuffer}) from
-    the recording, the rest from the buffer.  The buffer must span more than
-    the recorder's flush interval (10 000 samples is 8 s at 1200 Hz).
-
-    What is in memory is copied now, before the first chunk is taken: the
-    caller may take the chunks over many reactor turns while the buffer
-    moves on, and the two parts must meet without a gap.
-    """
-    oldest = buffer.oldest_time_us()
-    recent = None
-    if oldest is not None and (end_us is None or end_us >= oldest):
-        recent = buffer.query(oldest if start_us is None else max(start_us, oldest), end_us)
-    older: Iterator[np.ndarray] = iter(())
-    if recorder is not None and (oldest is None or start_us is None or start_us < oldest):
-        if oldest is None:
-            file_end = end_us
-        else:
-            file_end = oldest - 1 if end_us is None else min(end_us, oldest - 1)
-        older = recorder.query_chunks(start_us, file_end, chunk)
-    return _chain(older, recent, max(1, int(chunk)))
-
-
-def _chain(
-    older: Iterator[np.ndarray], recent: Optional[np.ndarray], step: int
-) -> Iterator[np.ndarray]:
-    yield from older
-    if recent is not None:
-        for i in range(0, len(recent), step):
-            yield recent[i : i + step]
 
 
 class RecorderService(service.Service):

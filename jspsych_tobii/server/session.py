@@ -32,13 +32,13 @@ from twisted.python.failure import Failure
 
 from jspsych_tobii.core import messages
 from jspsych_tobii.core.gaze import dumps, sample_dicts
+from jspsych_tobii.core.history import session_range
 from jspsych_tobii.core.markers import MAX_MARKER_BYTES, json_size
 from jspsych_tobii.core.messages import Request, RequestError
 from jspsych_tobii.core.timesync import ClientClockModel
 from jspsych_tobii.core.validation import ClientCopies, ValidationRun
 from jspsych_tobii.interfaces import NoTrackerError, TrackerError
 from jspsych_tobii.logs import Logger
-from jspsych_tobii.recording.writer import session_range
 from jspsych_tobii.server.bulk import StreamedReply, reply_pieces
 from jspsych_tobii.server.calibration import CalibrationError
 from jspsych_tobii.server.gate import SendGate
