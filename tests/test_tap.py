@@ -15,7 +15,8 @@ from twisted.plugin import getPlugins
 from twisted.python import usage
 from twisted.trial import unittest
 
-from jspsych_tobii.core.timesync import clock_from_seconds
+from jspsych_tobii.config import ServerConfig
+from jspsych_tobii.core.timesync import clock_from_seconds, monotonic_us
 from jspsych_tobii.tap import TOKEN_ENV, Options, makeService
 
 from . import fake_tobii_research as fake
@@ -212,6 +213,25 @@ class MakeServiceTests(unittest.SynchronousTestCase):
         names = {s.name for s in top}
         self.assertEqual(names, {"work", "tracker", "resumes", "websocket"})
         self.assertIs(top.state.work, top.getServiceNamed("work"))
+
+    def test_clock_source_is_given(self):
+        """The server clock is the source passed in, whatever the reactor is."""
+        clock = Clock()
+        clock.advance(7.0)
+        driven = makeService(
+            ServerConfig(mock=True, port="0"),
+            clock,
+            make_tracker=lambda: MockTracker(clock),
+            clock_us=clock_from_seconds(clock.seconds),
+        )
+        self.assertEqual(driven.state.clock.now_us(), 7_000_000)
+        clock.advance(1.5)
+        self.assertEqual(driven.state.clock.now_us(), 8_500_000)
+        # by default the monotonic clock, even on a fake reactor
+        default = makeService(ServerConfig(mock=True, port="0"), clock)
+        before = monotonic_us()
+        now = default.state.clock.now_us()
+        self.assertTrue(before <= now <= monotonic_us())
 
 
 class ListTrackersTests(unittest.SynchronousTestCase):
