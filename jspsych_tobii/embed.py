@@ -35,10 +35,9 @@ class TobiiServer:
         """The TCP port listened on, once started."""
         if self.service is None:
             return None
-        listening = self.service.getServiceNamed("websocket")._waitingForPort
-        port = getattr(listening, "result", None)
-        address = getattr(port, "getHost", lambda: None)()
-        return getattr(address, "port", None)
+        port = self.service.listening.port  # the IListeningPort, while listening
+        address = None if port is None else port.getHost()
+        return getattr(address, "port", None)  # a UNIX socket has none
 
     async def start(self, handle_signals: bool = True) -> None:
         """

@@ -15,7 +15,6 @@ import numpy as np
 from twisted.internet.task import Clock
 from twisted.trial import unittest
 
-from jspsych_tobii.core.buffer import GazeBuffer
 from jspsych_tobii.core.timesync import ServerClock, clock_from_seconds, monotonic_us
 from jspsych_tobii.interfaces import (
     GAZE_DTYPE,

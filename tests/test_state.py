@@ -86,9 +86,9 @@ class TrackerSlotTests(unittest.SynchronousTestCase):
         self.assertRaises(NoTrackerError, slot.require)
 
     def test_with_a_tracker(self):
-        from jspsych_tobii.trackers.mock import MockTracker
+        from .support import mock_tracker
 
-        tracker = MockTracker(Clock())
+        tracker = mock_tracker(Clock())
         tracker.connect()
         slot = TrackerSlot()
         slot.tracker, slot.available = tracker, True

@@ -221,7 +221,7 @@ class MakeServiceTests(unittest.SynchronousTestCase):
         driven = makeService(
             ServerConfig(mock=True, port="0"),
             clock,
-            make_tracker=lambda: MockTracker(clock),
+            make_tracker=lambda: mock_tracker(clock),
             clock_us=clock_from_seconds(clock.seconds),
         )
         self.assertEqual(driven.state.clock.now_us(), 7_000_000)
