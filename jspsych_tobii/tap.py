@@ -3,6 +3,12 @@
 The command-line options and L{makeService}: the one place the whole server
 is assembled.  C{twistd -n jspsych-tobii}, the console script
 C{jspsych-tobii-server} and L{jspsych_tobii.TobiiServer} all come here.
+
+L{makeService} builds the parts in dependency order and gives each what it
+uses when it is built (see the README's Layout section): nothing is patched
+in afterwards, and the parts meet through the interfaces of
+L{jspsych_tobii.interfaces}.  The server clock's source is a parameter (the
+monotonic clock; tests pass one driven by a L{task.Clock}).
 """
 
 from __future__ import annotations

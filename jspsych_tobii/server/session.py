@@ -100,7 +100,7 @@ def _our_sentence(failure: Failure) -> bool:
 
 class ClientSession:
     """
-    @param app: the shared server state (L{jspsych_tobii.server.protocol.ServerState}).
+    @param app: the shared server state (L{jspsych_tobii.server.state.ServerState}).
     @param gate: this connection's L{SendGate}.
     """
 
