@@ -420,6 +420,12 @@ class FlagTests(unittest.SynchronousTestCase):
         self.assertEqual(service.state.event_sinks, [publisher, service.site.board])
         self.assertIn(publisher.write_batch, service.state.hub.observers)
         self.assertIn(publisher, service.state.hub.session_listeners)
+        from zope.interface.verify import verifyObject
+
+        from jspsych_tobii.interfaces import IEventSink, IGazeObserver, ISessionListener
+
+        for interface in (IEventSink, IGazeObserver, ISessionListener):
+            self.assertTrue(verifyObject(interface, publisher))
         options = Options()
         options.parseOptions(["--mock", "--port", "0"])
         service = makeService(options, Clock())

@@ -24,9 +24,12 @@ a fingerprint, a new connection with it could be either: it gets neither
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, NamedTuple, Optional
+from typing import TYPE_CHECKING, Any, Dict, List, NamedTuple, Optional
 
 from twisted.application import service
+
+if TYPE_CHECKING:
+    from jspsych_tobii.server.hub import GazeHub
 
 from jspsych_tobii.interfaces import TrackerError
 from jspsych_tobii.logs import Logger
@@ -70,7 +73,7 @@ class ResumeRegistry(service.Service):
     name = "resumes"  # type: ignore[assignment]  # Twisted declares it None
     log = Logger()
 
-    def __init__(self, reactor: Any, hub: Any, grace_period: float = DEFAULT_GRACE_PERIOD):
+    def __init__(self, reactor: Any, hub: GazeHub, grace_period: float = DEFAULT_GRACE_PERIOD):
         self._reactor = reactor
         self._hub = hub
         self.grace_period = grace_period
