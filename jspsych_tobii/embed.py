@@ -17,6 +17,7 @@ configure C{logging} to see it, e.g. C{logging.basicConfig(level=logging.INFO)}.
 from __future__ import annotations
 
 import asyncio
+import weakref
 from typing import Any, Callable, Generator, List, Optional
 
 from jspsych_tobii.config import ServerConfig
@@ -51,7 +52,7 @@ class TobiiServer:
             these signals itself.
         """
         loop = asyncio.get_running_loop()
-        reactor = _asyncio_reactor(loop)
+        reactor = await _asyncio_reactor(loop)
         from jspsych_tobii import logs
         from jspsych_tobii.tap import makeService
 
@@ -148,13 +149,19 @@ def _stop_on_signals(loop: asyncio.AbstractEventLoop, stop: Callable[[], Any]):
     return restore
 
 
-def _asyncio_reactor(loop: asyncio.AbstractEventLoop):
+#: Seconds the reactor may take to run a call on this loop before it is taken
+#: to be bound to another one.
+LOOP_PROBE_SECONDS = 2.0
+
+
+async def _asyncio_reactor(loop: asyncio.AbstractEventLoop):
     import sys
 
     if "twisted.internet.reactor" not in sys.modules:
         from twisted.internet import asyncioreactor
 
         asyncioreactor.install(loop)
+        _installed_on.add(loop)
     from twisted.internet import reactor
     from twisted.internet.asyncioreactor import AsyncioSelectorReactor
 
@@ -164,6 +171,17 @@ def _asyncio_reactor(loop: asyncio.AbstractEventLoop):
             f"({type(reactor).__name__}) is already installed; run the server with "
             "jspsych-tobii-server or twistd instead"
         )
-    if reactor._asyncioEventloop is not loop:
-        raise RuntimeError("Twisted's asyncio reactor is bound to another event loop")
+    if loop not in _installed_on:
+        # installed elsewhere: a call through the reactor must come back on this loop
+        arrived = loop.create_future()
+        reactor.callFromThread(lambda: arrived.done() or arrived.set_result(None))
+        try:
+            await asyncio.wait_for(arrived, LOOP_PROBE_SECONDS)
+        except asyncio.TimeoutError:
+            raise RuntimeError("Twisted's asyncio reactor is bound to another event loop") from None
+        _installed_on.add(loop)
     return reactor
+
+
+#: The event loops Twisted's asyncio reactor is known to run on.
+_installed_on: "weakref.WeakSet[asyncio.AbstractEventLoop]" = weakref.WeakSet()

@@ -112,6 +112,27 @@ class EmbedTests(unittest.TestCase):
             "eye tracker released",
         )
 
+    def test_reactor_bound_to_another_loop(self):
+        """A reactor installed on another event loop is refused with one clear error."""
+        program = (
+            "import asyncio\n"
+            "from twisted.internet import asyncioreactor\n"
+            "asyncioreactor.install(asyncio.new_event_loop())\n"
+            "from jspsych_tobii import TobiiServer\n"
+            "try:\n"
+            "    asyncio.run(TobiiServer(port=0, mock=True).start())\n"
+            "except RuntimeError as e:\n"
+            "    print('refused:', e)\n"
+        )
+        result = subprocess.run(
+            [sys.executable, "-c", program], capture_output=True, text=True, timeout=60, cwd=ROOT
+        )
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertEqual(
+            result.stdout.strip(),
+            "refused: Twisted's asyncio reactor is bound to another event loop",
+        )
+
     def test_stop_before_start(self):
         """C{await server.stop()} on a server never started returns at once."""
         server = TobiiServer(port=0, mock=True)
