@@ -149,7 +149,8 @@ class BrowserTests(LoopbackServerMixin, unittest.TestCase):
         # no sample lost between the first and last one the page saw
         seqs = result["seqs"]
         self.assertEqual(seqs, list(range(seqs[0], seqs[0] + len(seqs))))
-        self.assertGreater(result["samples"], 300)
+        # 0.5 s at 600 Hz is 300; under load some are still in flight when counted
+        self.assertGreater(result["samples"], 150)
         # browserTimestamp is the capture time on performance.now(): samples
         # arrive after they were captured, and soon after
         self.assertGreater(result["latencyMin"], -1.0)
