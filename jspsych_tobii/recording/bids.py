@@ -38,8 +38,8 @@ from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tupl
 
 import numpy as np
 
-from jspsych_tobii.recording.columns import TimeBase, format_unix_seconds
-from jspsych_tobii.recording.export import ExportError, _remove
+from jspsych_tobii.recording.columns import TimeBase, event_time_ms, format_unix_seconds
+from jspsych_tobii.recording.export import ExportError, writing
 from jspsych_tobii.recording.format import _jsonable
 
 __all__ = ["BidsNames", "BidsFiles", "write_dataset", "load_schema", "EYES", "DATATYPE"]
@@ -477,10 +477,8 @@ def _event_message(event: Dict[str, Any]) -> str:
 
 
 def _event_time(event: Dict[str, Any]) -> Optional[float]:
-    t = event.get("t_server_ms")
-    if isinstance(t, (int, float)) and not isinstance(t, bool) and math.isfinite(t):
-        return float(t)
-    return None
+    t = event_time_ms(event)
+    return t if t is not None and math.isfinite(t) else None
 
 
 def physioevents_lines(events: Iterable[Dict[str, Any]]) -> str:
@@ -495,14 +493,14 @@ def physioevents_lines(events: Iterable[Dict[str, Any]]) -> str:
 
 def events_lines(events: Iterable[Dict[str, Any]], timebase: TimeBase) -> str:
     rows = ["\t".join(EVENTS_COLUMNS) + "\n"]
-    started = timebase.started_us
     for event in events:
         t = _event_time(event)
-        if t is None or started is None:
+        elapsed_ms = None if t is None else timebase.elapsed_ms(t)
+        if elapsed_ms is None:
             continue
         unix_ms = timebase.unix_ms(t)
         unix = "n/a" if unix_ms is None else f"{unix_ms / 1000.0:.6f}"
-        onset = (t - started / 1000.0) / 1000.0
+        onset = elapsed_ms / 1000.0
         kind = event.get("kind") or "n/a"
         rows.append(f"{onset:.6f}\tn/a\t{kind}\t{_event_message(event)}\t{unix}\n")
     return "".join(rows)
@@ -580,7 +578,7 @@ def write_dataset(
                 "(or --session) or remove it"
             )
     parts: List[str] = []
-    try:
+    with writing(parts, dataset, progress, len(samples)):
         os.makedirs(os.path.join(dataset, folder), exist_ok=True)
         total = len(samples) * len(EYES)
         done = 0
@@ -609,16 +607,6 @@ def write_dataset(
         for relative in files:
             target = os.path.join(dataset, relative)
             os.replace(target + ".part", target)
-    except OSError as e:
-        _remove(parts)
-        name = e.filename or dataset
-        raise ExportError(f"{name}: cannot write: {e.strerror or e}") from None
-    except BaseException:
-        _remove(parts)
-        raise
-    finally:
-        if progress is not None:
-            progress.finish(len(samples))
     events_path = os.path.join(dataset, folder, names.name("physioevents", ".tsv.gz", "eye1"))
     return BidsFiles(dataset=dataset, paths=list(files), events_path=events_path)
 

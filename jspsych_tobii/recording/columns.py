@@ -22,11 +22,18 @@ BIDS picks its columns from them.  Nothing here imports Twisted.
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, Iterable, List, Optional, Tuple
 
 import numpy as np
 
-__all__ = ["TimeBase", "binocular", "COLUMN_UNITS", "column_unit"]
+__all__ = [
+    "TimeBase",
+    "binocular",
+    "COLUMN_UNITS",
+    "column_unit",
+    "event_keys",
+    "event_time_ms",
+]
 
 
 class TimeBase:
@@ -74,11 +81,41 @@ class TimeBase:
             return None
         return t_server_ms + (self.started_unix_us - self.started_us) / 1000.0
 
+    def elapsed_ms(self, t_server_ms: float) -> Optional[float]:
+        """Milliseconds since the session's start of one server-clock time in ms, or None."""
+        if self.started_us is None:
+            return None
+        return t_server_ms - self.started_us / 1000.0
+
+    def elapsed_us(self, system_time_us: np.ndarray) -> np.ndarray:
+        """Microseconds since the session's start (since 0 when the start is unknown)."""
+        return system_time_us - (self.started_us or 0)
+
 
 def format_unix_seconds(unix_us: np.ndarray) -> List[str]:
     """Unix seconds with six decimals, from integer µs, exactly (no float rounding)."""
     seconds, micros = np.divmod(np.asarray(unix_us, dtype=np.int64), 1_000_000)
     return [f"{s}.{u:06d}" for s, u in zip(seconds.tolist(), micros.tolist())]
+
+
+def event_time_ms(event: Dict[str, Any]) -> Optional[float]:
+    """An event's C{t_server_ms} as a float, or None when it has no number there."""
+    t = event.get("t_server_ms")
+    if isinstance(t, (int, float)) and not isinstance(t, bool):
+        return float(t)
+    return None
+
+
+def event_keys(events: Iterable[Dict[str, Any]]) -> List[str]:
+    """The events' fields besides C{t_server_ms} and C{kind}, in the order first seen."""
+    keys: List[str] = []
+    seen = {"t_server_ms", "kind"}
+    for event in events:
+        for key in event:
+            if key not in seen:
+                seen.add(key)
+                keys.append(key)
+    return keys
 
 
 def binocular(chunk: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:

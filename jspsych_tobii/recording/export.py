@@ -32,12 +32,18 @@ import json
 import os
 import sys
 import time
+from contextlib import contextmanager
 from typing import IO, Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
 from jspsych_tobii.recording import columns
-from jspsych_tobii.recording.columns import TimeBase, format_unix_seconds
+from jspsych_tobii.recording.columns import (
+    TimeBase,
+    event_keys,
+    event_time_ms,
+    format_unix_seconds,
+)
 from jspsych_tobii.recording.format import (
     RecordingFormatError,
     count_records,
@@ -137,7 +143,6 @@ class _SampleTable:
     def __init__(self, dtype: np.dtype, sep: str, timebase: TimeBase):
         self.dtype = dtype
         self.sep = sep
-        self.started_us = timebase.started_us
         self.timebase = timebase
         self.columns = sample_columns(dtype)
         self._formatters: Dict[str, Callable[[np.ndarray], List[str]]] = {}
@@ -166,8 +171,7 @@ class _SampleTable:
                 unix_us = self.timebase.unix_us(chunk["system_time_us"])
                 cells.append([""] * len(chunk) if unix_us is None else format_unix_seconds(unix_us))
             elif column == "elapsed_ms":
-                origin = self.started_us or 0
-                cells.append(_format_us_ms(chunk["system_time_us"] - origin))
+                cells.append(_format_us_ms(self.timebase.elapsed_us(chunk["system_time_us"])))
             elif column in ("gaze_x", "gaze_y"):
                 if binocular is None:
                     binocular = columns.binocular(chunk)
@@ -205,23 +209,17 @@ def _event_cell(value: Any) -> str:
 def _write_events(
     out: IO[str], events: Sequence[Dict[str, Any]], sep: str, timebase: TimeBase
 ) -> None:
-    keys: List[str] = []
-    seen = {"t_server_ms", "kind"}
-    for event in events:
-        for key in event:
-            if key not in seen:
-                seen.add(key)
-                keys.append(key)
-    started_us = timebase.started_us
+    keys = event_keys(events)
     writer = csv.writer(out, delimiter=sep, lineterminator="\n")
     writer.writerow(
         ["time_ms", "unix_time", "elapsed_ms", "kind"] + [neutralise(key) for key in keys]
     )
     for event in events:
-        t = event.get("t_server_ms")
-        if isinstance(t, (int, float)) and not isinstance(t, bool):
+        t = event_time_ms(event)
+        if t is not None:
             time_cell = f"{t:.3f}"
-            elapsed = "" if started_us is None else f"{t - started_us / 1000.0:.3f}"
+            elapsed_ms = timebase.elapsed_ms(t)
+            elapsed = "" if elapsed_ms is None else f"{elapsed_ms:.3f}"
             unix_ms = timebase.unix_ms(t)
             unix = "" if unix_ms is None else f"{unix_ms / 1000.0:.6f}"
         else:
@@ -357,7 +355,7 @@ def export(
     sep = FORMATS[fmt]
     table = _SampleTable(samples.dtype, sep, timebase)
     parts = [out + ".part", events_out + ".part"]
-    try:
+    with writing(parts, out, progress, len(samples)):
         with open(parts[0], "w", encoding="utf-8", newline="") as f:
             f.write(table.header_line())
             total = len(samples)
@@ -369,17 +367,30 @@ def export(
             _write_events(f, events, sep, timebase)
         os.replace(parts[0], out)
         os.replace(parts[1], events_out)
+    return len(samples), len(events), events_out
+
+
+@contextmanager
+def writing(parts: List[str], out: str, progress: Optional[Progress], total: int):
+    """
+    Around writing an export's C{.part} files (and renaming them): on any
+    failure the parts written so far are removed, and an C{OSError} becomes a
+    one-line L{ExportError} naming the file (C{out} when the error names
+    none).  The progress bar, if any, is finished at C{total} either way.
+    C{parts} may grow inside the block.
+    """
+    try:
+        yield
     except OSError as e:
         _remove(parts)
-        name = e.filename or out
-        raise ExportError(f"{name}: cannot write: {e.strerror or e}") from None
+        name = getattr(e, "filename", None) or out
+        raise ExportError(f"{name}: cannot write: {getattr(e, 'strerror', None) or e}") from None
     except BaseException:
         _remove(parts)
         raise
     finally:
         if progress is not None:
-            progress.finish(len(samples))
-    return len(samples), len(events), events_out
+            progress.finish(total)
 
 
 def _remove(paths: Sequence[str]) -> None:

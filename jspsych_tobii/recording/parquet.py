@@ -24,13 +24,14 @@ from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 
-from jspsych_tobii.recording.columns import TimeBase, binocular, column_unit
-from jspsych_tobii.recording.export import (
-    ExportError,
-    _column_for,
-    _remove,
-    sample_columns,
+from jspsych_tobii.recording.columns import (
+    TimeBase,
+    binocular,
+    column_unit,
+    event_keys,
+    event_time_ms,
 )
+from jspsych_tobii.recording.export import ExportError, _column_for, sample_columns, writing
 from jspsych_tobii.recording.format import _jsonable
 
 __all__ = ["write_session", "sample_table", "HEADER_KEY", "load_pyarrow"]
@@ -99,8 +100,7 @@ def sample_table(chunk: np.ndarray, timebase: TimeBase, schema: Any) -> Any:
                 arrays.append(pa.array(unix_us, pa.int64()).cast(field.type))
             continue
         if column == "elapsed_ms":
-            origin = timebase.started_us or 0
-            values = (chunk["system_time_us"] - origin) / 1000.0
+            values = timebase.elapsed_us(chunk["system_time_us"]) / 1000.0
         elif column in ("gaze_x", "gaze_y"):
             if both is None:
                 both = binocular(chunk)
@@ -139,25 +139,14 @@ def _event_values(values: List[Any]) -> Any:
 def events_table(events: Sequence[Dict[str, Any]], timebase: TimeBase, header: Dict[str, Any]):
     """The events as a pyarrow Table: time_ms, unix_time, elapsed_ms, kind, then every field."""
     pa, _ = load_pyarrow()
-    keys: List[str] = []
-    seen = {"t_server_ms", "kind"}
-    for event in events:
-        for key in event:
-            if key not in seen:
-                seen.add(key)
-                keys.append(key)
-    times: List[Optional[float]] = []
-    for event in events:
-        t = event.get("t_server_ms")
-        number = isinstance(t, (int, float)) and not isinstance(t, bool)
-        times.append(float(t) if number and t is not None else None)
+    keys = event_keys(events)
+    times: List[Optional[float]] = [event_time_ms(event) for event in events]
     unix_us = []
     elapsed = []
     for t in times:
         unix_ms = None if t is None else timebase.unix_ms(t)
         unix_us.append(None if unix_ms is None else int(round(unix_ms * 1000)))
-        started = timebase.started_us
-        elapsed.append(None if t is None or started is None else t - started / 1000.0)
+        elapsed.append(None if t is None else timebase.elapsed_ms(t))
     columns = {
         "time_ms": pa.array(times, pa.float64()),
         "unix_time": pa.array(unix_us, pa.int64()).cast(pa.timestamp("us", tz="UTC")),
@@ -189,7 +178,7 @@ def write_session(
     pa, pq = load_pyarrow()
     schema = _schema(pa, samples.dtype, header)
     parts = [out + ".part", events_out + ".part"]
-    try:
+    with writing(parts, out, progress, len(samples)):
         with pq.ParquetWriter(parts[0], schema, compression="zstd") as writer:
             total = len(samples)
             if total == 0:
@@ -202,13 +191,3 @@ def write_session(
         pq.write_table(events_table(events, timebase, header), parts[1], compression="zstd")
         os.replace(parts[0], out)
         os.replace(parts[1], events_out)
-    except OSError as e:
-        _remove(parts)
-        name = getattr(e, "filename", None) or out
-        raise ExportError(f"{name}: cannot write: {getattr(e, 'strerror', None) or e}") from None
-    except BaseException:
-        _remove(parts)
-        raise
-    finally:
-        if progress is not None:
-            progress.finish(len(samples))
