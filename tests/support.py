@@ -3,6 +3,8 @@
 import itertools
 import json
 import os
+import shutil
+import tempfile
 
 from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientProtocol
 from twisted.application import service as _service
@@ -19,6 +21,30 @@ from jspsych_tobii.server.resume import Fingerprint
 from jspsych_tobii.server.session import ClientSession
 from jspsych_tobii.tap import Options, makeService
 from jspsych_tobii.trackers.mock import MockTracker
+
+#: Debian's chromium, for the tests that run a real browser (None when missing).
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+def chromium_args(case, *args):
+    """
+    Headless Chromium's arguments, with a profile of its own (removed when
+    C{case} ends), followed by C{args}.
+    """
+    profile = tempfile.mkdtemp(prefix="jspsych-tobii-chromium-")
+    case.addCleanup(shutil.rmtree, profile, True)
+    return [
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        f"--user-data-dir={profile}",
+        *args,
+    ]
 
 
 def assert_close(case, actual, expected, tolerance, message=""):

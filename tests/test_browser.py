@@ -11,9 +11,7 @@ skipped with that reason, except under CI, where a missing browser fails.
 
 import json
 import os
-import shutil
 import subprocess
-import tempfile
 
 from twisted.internet import defer, reactor, task
 from twisted.trial import unittest
@@ -21,11 +19,10 @@ from twisted.web import resource, server, static
 
 from jspsych_tobii.config import ServerConfig
 
-from .support import serve
+from .support import CHROMIUM, chromium_args, serve
 from .test_protocol import LoopbackServerMixin
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 if CHROMIUM is None and os.environ.get("CI"):
     raise RuntimeError("CI must install chromium for the browser test (apt-get install chromium)")
 
@@ -50,23 +47,8 @@ class Report(resource.Resource):
 
 def launch_chromium(case, url):
     """Headless Chromium on C{url}, with a profile of its own; killed when C{case} ends."""
-    profile = tempfile.mkdtemp(prefix="jspsych-tobii-chromium-")
-    case.addCleanup(shutil.rmtree, profile, True)
     browser = subprocess.Popen(
-        [
-            CHROMIUM,
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-quic",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            f"--user-data-dir={profile}",
-            "--remote-debugging-port=0",
-            url,
-        ],
+        [CHROMIUM, *chromium_args(case, "--remote-debugging-port=0", url)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )

@@ -22,8 +22,7 @@ from twisted.trial import unittest
 
 from jspsych_tobii.config import ServerConfig
 
-from .support import assert_close, serve
-from .test_browser import CHROMIUM
+from .support import CHROMIUM, assert_close, chromium_args, serve
 from .wsclient import connect, wait
 
 
@@ -74,24 +73,9 @@ class ChromiumMixin:
     @defer.inlineCallbacks
     def chromium(self, *args, budget_ms=2500, url=None):
         """Run headless Chromium on the status page; fires with its stdout."""
-        profile = tempfile.mkdtemp(prefix="jspsych-tobii-chromium-")
-        self.addCleanup(shutil.rmtree, profile, True)
         out, err, code = yield getProcessOutputAndValue(
             CHROMIUM,
-            [
-                "--headless",
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-quic",
-                "--no-first-run",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-                f"--user-data-dir={profile}",
-                f"--virtual-time-budget={budget_ms}",
-                *args,
-                url or self.url,
-            ],
+            chromium_args(self, f"--virtual-time-budget={budget_ms}", *args, url or self.url),
             env=os.environ,
         )
         self.assertEqual(code, 0, err.decode(errors="replace")[-2000:])
