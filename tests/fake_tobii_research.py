@@ -1127,3 +1127,15 @@ class FakeSDK(types.ModuleType):
 def make_sdk(version: str = "2.x") -> FakeSDK:
     """A fresh fake C{tobii_research} module of the given major version."""
     return FakeSDK(version)
+
+
+def sdk_for(case, version: str = "2.x", devices: int = 1, **options) -> FakeSDK:
+    """
+    A fresh fake SDK with C{devices} trackers (each C{add_device(**options)}),
+    shut down when the test C{case} ends.
+    """
+    sdk = make_sdk(version)
+    case.addCleanup(sdk.shutdown)
+    for _ in range(devices):
+        sdk.add_device(**options)
+    return sdk

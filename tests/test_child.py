@@ -23,7 +23,7 @@ import time
 import unittest as pyunittest
 
 import numpy as np
-from twisted.internet import defer, reactor, task
+from twisted.internet import defer, reactor
 from twisted.internet.task import Clock
 from twisted.logger import globalLogPublisher
 from twisted.trial import unittest
@@ -42,7 +42,7 @@ from jspsych_tobii.trackers.child.supervisor import ISupervised
 from jspsych_tobii.trackers.child.tracker import ChildTracker
 
 from . import fake_tobii_research as fake
-from .tracker_contract import TrackerContractMixin
+from .tracker_contract import TrackerContractMixin, sleep, wait_for
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -91,17 +91,8 @@ def connection(notes):
     return [note for note in notes if note.kind in kinds]
 
 
-def sleep(seconds: float) -> defer.Deferred:
-    return task.deferLater(reactor, seconds, lambda: None)
-
-
-@defer.inlineCallbacks
 def waitFor(predicate, timeout: float = 3.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        yield sleep(0.01)
+    return wait_for(predicate, timeout, what)
 
 
 def child_is_gone(pid: int) -> bool:

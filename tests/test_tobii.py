@@ -36,7 +36,7 @@ from jspsych_tobii.trackers.tobii import TobiiTracker
 
 from . import fake_tobii_research as fake
 from .support import capture_log
-from .tracker_contract import TrackerContractMixin
+from .tracker_contract import TrackerContractMixin, sleep, wait_for
 
 try:
     import tobii_research as real_sdk
@@ -44,29 +44,16 @@ except Exception:  # not installed (it has wheels for CPython 3.10 only)
     real_sdk = None
 
 
-def sleep(seconds: float) -> defer.Deferred:
-    return task.deferLater(reactor, seconds, lambda: None)
-
-
-@defer.inlineCallbacks
 def waitFor(predicate, timeout: float = 1.5, what: str = "condition"):
     """Poll C{predicate} on the reactor until it is true."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        yield sleep(0.01)
+    return wait_for(predicate, timeout, what)
 
 
 class TobiiTestCase(unittest.TestCase):
     version = "2.x"
 
     def makeSDK(self, version=None, devices=1, **options):
-        sdk = fake.make_sdk(version or self.version)
-        self.addCleanup(sdk.shutdown)
-        for _ in range(devices):
-            sdk.add_device(**options)
-        return sdk
+        return fake.sdk_for(self, version or self.version, devices, **options)
 
     def makeTracker(self, sdk, **kwargs):
         tracker = TobiiTracker(reactor, monotonic_us, sdk=sdk, **kwargs)

@@ -34,11 +34,7 @@ class WorkerTestCase(unittest.SynchronousTestCase):
     version = "2.x"
 
     def makeSDK(self, version=None, devices=1, **options):
-        sdk = fake.make_sdk(version or self.version)
-        self.addCleanup(sdk.shutdown)
-        for _ in range(devices):
-            sdk.add_device(**options)
-        return sdk
+        return fake.sdk_for(self, version or self.version, devices, **options)
 
     def makeWorker(self, sdk, address=None, frequency=None, clock_us=monotonic_us, closing=False):
         callbacks = StreamCallbacks(NoReactor(), sdk, list, list, list)

@@ -12,6 +12,8 @@ run on the reactor alone (the mock, the replay): no real time passes.
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 from twisted.internet import defer, reactor, task
 from zope.interface.verify import verifyObject
@@ -29,6 +31,16 @@ from jspsych_tobii.interfaces import (
 
 def sleep(seconds: float) -> defer.Deferred:
     return task.deferLater(reactor, seconds, lambda: None)
+
+
+@defer.inlineCallbacks
+def wait_for(predicate, timeout: float, what: str = "condition"):
+    """Poll C{predicate} on the real reactor until it is true, for C{timeout} seconds at most."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        yield sleep(0.01)
 
 
 class TrackerContractMixin:
