@@ -82,9 +82,6 @@ def temp_path(case, name="file"):
     A path C{name} in a new temporary folder removed after the test (not
     C{case.mktemp()}, which pytest would leave in the working directory).
     """
-    import shutil
-    import tempfile
-
     folder = tempfile.mkdtemp(prefix="jspsych-tobii-test-")
     case.addCleanup(shutil.rmtree, folder, True)
     return os.path.join(folder, name)
@@ -101,6 +98,26 @@ def serve(case, options, make_tracker=None):
     service.startService()
     case.addCleanup(service.stopService)
     return service, service.listening.port.getHost().port
+
+
+@defer.inlineCallbacks
+def serve_tracker(case, tracker, wait_for):
+    """
+    The whole server with C{tracker} on an ephemeral loopback port, once
+    C{wait_for(predicate, what=...)} has seen the tracker available, and a
+    L{tests.wsclient} client connected to it (dropped when the test ends).
+    Fires with C{(service, client)}.
+    """
+    from .wsclient import connect
+
+    service, port = serve(
+        case, ServerConfig(port="tcp:0:interface=127.0.0.1"), make_tracker=lambda: tracker
+    )
+    trackers = service.getServiceNamed("tracker")
+    yield wait_for(lambda: trackers.available, what="the tracker")
+    client = yield connect(port)
+    case.addCleanup(client.dropConnection, abort=True)
+    return service, client
 
 
 def handshake_status(port, origin):

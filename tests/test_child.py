@@ -496,21 +496,12 @@ class ServerTests(ChildTestCase):
         process dies, and gets its gaze stream back, without a new
         start_tracking, once the process is restarted.
         """
-        from jspsych_tobii.config import ServerConfig
-
-        from .wsclient import connect
-
-        tracker = make_child(frequency=600.0)
-        config = ServerConfig(port="tcp:0:interface=127.0.0.1")
         # imported here: the child interpreter imports this module for its
         # fake SDK, and has no autobahn (which the server side needs)
-        from .support import serve
+        from .support import serve_tracker
 
-        service, port = serve(self, config, make_tracker=lambda: tracker)
-        trackers = service.getServiceNamed("tracker")
-        yield waitFor(lambda: trackers.available, what="the tracker")
-        client = yield connect(port)
-        self.addCleanup(client.dropConnection, abort=True)
+        tracker = make_child(frequency=600.0)
+        _, client = yield serve_tracker(self, tracker, waitFor)
         reply = yield client.request("start_tracking")
         self.assertIs(reply["success"], True)
         yield waitFor(lambda: len(client.gaze) > 100, what="gaze")

@@ -470,21 +470,13 @@ class StreamFailureTests(TobiiTestCase):
         Through the whole server: a tracking client gets a tracker_status
         "stream_error" naming the stream, and get_status counts the loss.
         """
-        from jspsych_tobii.config import ServerConfig
-
-        from .support import serve
-        from .wsclient import connect
+        from .support import serve_tracker
 
         sdk = self.makeSDK(frequency=600)
         device = sdk.device()
         device.missing_fields[sdk.EYETRACKER_GAZE_DATA] = ("right_gaze_point_on_display_area",)
         tracker = self.makeTracker(sdk)
-        config = ServerConfig(port="tcp:0:interface=127.0.0.1")
-        service, port = serve(self, config, make_tracker=lambda: tracker)
-        trackers = service.getServiceNamed("tracker")
-        yield waitFor(lambda: trackers.available, what="the tracker")
-        client = yield connect(port)
-        self.addCleanup(client.dropConnection, abort=True)
+        _, client = yield serve_tracker(self, tracker, waitFor)
         status = yield client.request("get_status")
         self.assertEqual(status["streamErrors"], {})
         reply = yield client.request("start_tracking")
