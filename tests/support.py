@@ -1,9 +1,11 @@
 """Small helpers shared by the tests."""
 
+import io
 import itertools
 import json
 import os
 import shutil
+import sys
 import tempfile
 
 from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientProtocol
@@ -45,6 +47,18 @@ def chromium_args(case, *args):
         f"--user-data-dir={profile}",
         *args,
     ]
+
+
+def run_console(case, main, *args):
+    """
+    C{main(list(args))} (a console script's main) with stdout and stderr
+    captured: C{(exit status, stdout, stderr)}.
+    """
+    out, err = io.StringIO(), io.StringIO()
+    case.patch(sys, "stdout", out)
+    case.patch(sys, "stderr", err)
+    code = main(list(args))
+    return code, out.getvalue(), err.getvalue()
 
 
 def assert_close(case, actual, expected, tolerance, message=""):

@@ -5,7 +5,6 @@ Tests for L{jspsych_tobii.recording.export} (C{jspsych-tobii-export}).
 from __future__ import annotations
 
 import csv
-import io
 import json
 import os
 import subprocess
@@ -25,7 +24,7 @@ from jspsych_tobii.recording.format import (
     write_recording,
 )
 
-from .support import serve
+from .support import run_console, serve
 from .test_recording import T0_US, scratch, synthetic_samples, tracker_description
 from .wsclient import connect
 
@@ -58,6 +57,13 @@ class ExportTestsMixin:
                 "pointData": [{"point": {"x": 0.5, "y": 0.5}}],
             },
         ]
+        self.write()
+
+    def run_main(self, *args):
+        return run_console(self, export.main, *args)
+
+    def write(self):
+        """The recording of self.samples and self.events at self.gaze."""
         write_recording(
             self.gaze,
             self.samples,
@@ -65,13 +71,6 @@ class ExportTestsMixin:
             tracker=tracker_description(),
             events=self.events,
         )
-
-    def run_main(self, *args):
-        out, err = io.StringIO(), io.StringIO()
-        self.patch(sys, "stdout", out)
-        self.patch(sys, "stderr", err)
-        code = export.main(list(args))
-        return code, out.getvalue(), err.getvalue()
 
     def read_table(self, path, delimiter=","):
         with open(path, newline="", encoding="utf-8") as f:
@@ -353,13 +352,7 @@ class FormulaTests(ExportTestsMixin, unittest.SynchronousTestCase):
                 "data": {"a": "=1+1"},
             }
         )
-        write_recording(
-            self.gaze,
-            self.samples,
-            started_us=T0_US,
-            tracker=tracker_description(),
-            events=self.events,
-        )
+        self.write()
         out = os.path.join(self.dir, "out.csv")
         self.assertEqual(self.run_main(self.gaze, "-o", out)[0], 0)
         rows = self.read_table(os.path.join(self.dir, "out.events.csv"))

@@ -161,9 +161,9 @@ def file_context(path, dataset):
 class BidsExportTests(RecordingCase):
     count = 1200
 
-    def export(self, *extra):
-        self.dataset = os.path.join(self.dir, "dataset")
-        code, stdout, err = self.run_main(
+    def run_bids(self, *extra, run="2"):
+        """The export into self.dataset as sub-01, ses-S1, task-search, run-C{run}."""
+        return self.run_main(
             self.gaze,
             "--format",
             "bids",
@@ -174,11 +174,15 @@ class BidsExportTests(RecordingCase):
             "--task",
             "search",
             "--run",
-            "2",
+            run,
             *extra,
             "-o",
             self.dataset,
         )
+
+    def export(self, *extra):
+        self.dataset = os.path.join(self.dir, "dataset")
+        code, stdout, err = self.run_bids(*extra)
         self.assertEqual(code, 0, err)
         self.assertIn("1,200 samples and 4 events", stdout)
         written = []
@@ -384,38 +388,10 @@ class BidsExportTests(RecordingCase):
     def test_no_overwrite(self):
         """A second export of the same subject/task/run is refused; another run is added."""
         self.export()
-        code, _, err = self.run_main(
-            self.gaze,
-            "--format",
-            "bids",
-            "--subject",
-            "01",
-            "--session",
-            "S1",
-            "--task",
-            "search",
-            "--run",
-            "2",
-            "-o",
-            self.dataset,
-        )
+        code, _, err = self.run_bids()
         self.assertEqual(code, 1)
         self.assertIn("exists already", err)
-        code, _, err = self.run_main(
-            self.gaze,
-            "--format",
-            "bids",
-            "--subject",
-            "01",
-            "--session",
-            "S1",
-            "--task",
-            "search",
-            "--run",
-            "3",
-            "-o",
-            self.dataset,
-        )
+        code, _, err = self.run_bids(run="3")
         self.assertEqual(code, 0, err)
         self.assertEqual(validator.validate_bids(self.dataset)["path_tracking"], [])
 

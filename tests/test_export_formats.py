@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import csv
 import gzip
-import io
 import json
 import os
 import sys
@@ -20,6 +19,7 @@ from twisted.trial import unittest
 from jspsych_tobii.recording import export
 from jspsych_tobii.recording.format import read_header, write_recording
 
+from .support import run_console
 from .test_recording import T0_UNIX, T0_US, scratch, synthetic_samples, tracker_description
 
 
@@ -73,11 +73,7 @@ class RecordingCase(unittest.SynchronousTestCase):
         )
 
     def run_main(self, *args):
-        out, err = io.StringIO(), io.StringIO()
-        self.patch(sys, "stdout", out)
-        self.patch(sys, "stderr", err)
-        code = export.main(list(args))
-        return code, out.getvalue(), err.getvalue()
+        return run_console(self, export.main, *args)
 
     def expected_unix_us(self):
         """Unix time of each sample by the documented rule, in integer µs."""
