@@ -6,6 +6,7 @@ Blocking; run it in a thread (C{deferToThread}).
 """
 
 import base64
+import json
 import os
 import socket
 import struct
@@ -13,10 +14,10 @@ import struct
 KEY = base64.b64encode(b"0123456789abcdef").decode()
 
 
-def handshake_request(port, path="/", origin=None, headers=()):
+def handshake_request(port, path="/", origin=None, headers=(), host="127.0.0.1"):
     lines = [
         f"GET {path} HTTP/1.1",
-        f"Host: 127.0.0.1:{port}",
+        f"Host: {host}:{port}",
         "Upgrade: websocket",
         "Connection: Upgrade",
         f"Sec-WebSocket-Key: {KEY}",
@@ -26,6 +27,60 @@ def handshake_request(port, path="/", origin=None, headers=()):
         lines.append(f"Origin: {origin}")
     lines.extend(headers)
     return ("\r\n".join(lines) + "\r\n\r\n").encode()
+
+
+def handshake_status(port, origin, path="/", host="127.0.0.1"):
+    """
+    The HTTP status of a WebSocket handshake on C{host}:C{port} from a page
+    of C{origin}: 101 when admitted, 403 when refused.
+    """
+    with socket.create_connection((host, port), timeout=5) as s:
+        s.sendall(handshake_request(port, path, origin, host=host))
+        return int(s.recv(4096).split(b" ", 2)[1])
+
+
+# -- plain functions on a connected socket, for one request or a stream of frames
+
+
+def handshake(sock: socket.socket, host: str, port: int) -> None:
+    """The opening handshake on C{sock}, its response read to the end; fail unless 101."""
+    sock.sendall(handshake_request(port, host=host))
+    response = b""
+    while b"\r\n\r\n" not in response:
+        chunk = sock.recv(4096)
+        if not chunk:
+            raise AssertionError(f"connection closed during the handshake: {response!r}")
+        response += chunk
+    assert b" 101 " in response.split(b"\r\n")[0], response
+
+
+def send_json(sock: socket.socket, message: dict) -> None:
+    payload = json.dumps(message).encode()
+    assert len(payload) < 126
+    mask = b"\x01\x02\x03\x04"
+    masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+    sock.sendall(bytes([0x81, 0x80 | len(payload)]) + mask + masked)
+
+
+def read_exactly(sock: socket.socket, n: int) -> bytes:
+    data = b""
+    while len(data) < n:
+        chunk = sock.recv(n - len(data))
+        if not chunk:
+            raise AssertionError("connection closed")
+        data += chunk
+    return data
+
+
+def read_json(sock: socket.socket) -> dict:
+    """The next text frame (the server sends each message as one frame)."""
+    first = read_exactly(sock, 2)
+    length = first[1] & 0x7F
+    if length == 126:
+        length = int.from_bytes(read_exactly(sock, 2), "big")
+    elif length == 127:
+        length = int.from_bytes(read_exactly(sock, 8), "big")
+    return json.loads(read_exactly(sock, length))
 
 
 def frame(opcode, payload=b"", fin=True, mask=True, length=None):

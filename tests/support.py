@@ -24,6 +24,8 @@ from jspsych_tobii.server.session import ClientSession
 from jspsych_tobii.tap import Options, makeService
 from jspsych_tobii.trackers.mock import MockTracker
 
+from .rawws import handshake_status  # noqa: F401 (tests import it from here)
+
 #: Debian's chromium, for the tests that run a real browser (None when missing).
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
@@ -132,23 +134,6 @@ def serve_tracker(case, tracker, wait_for):
     client = yield connect(port)
     case.addCleanup(client.dropConnection, abort=True)
     return service, client
-
-
-def handshake_status(port, origin):
-    """
-    The HTTP status of a WebSocket handshake on 127.0.0.1:C{port} from a page
-    of C{origin} (blocking: run it in a thread).  A refused origin gets 403.
-    """
-    import socket
-
-    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
-        s.sendall(
-            f"GET / HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
-            f"Connection: Upgrade\r\nOrigin: {origin}\r\n"
-            "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
-            "Sec-WebSocket-Version: 13\r\n\r\n".encode()
-        )
-        return int(s.recv(4096).split(b" ", 2)[1])
 
 
 class InlineWork(_service.Service):

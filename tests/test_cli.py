@@ -2,7 +2,6 @@
 Tests of the command lines, run as a user would: in a subprocess.
 """
 
-import json
 import os
 import shutil
 import signal
@@ -62,30 +61,12 @@ def wait_listening(port, process, seconds=20):
 
 def websocket_roundtrip(port, message):
     """A minimal WebSocket client (stdlib only) sending one text frame."""
-    key = "dGhlIHNhbXBsZSBub25jZQ=="
+    from .rawws import handshake, read_json, send_json
+
     with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
-        s.sendall(
-            f"GET / HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
-            f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
-            "Sec-WebSocket-Version: 13\r\n\r\n".encode()
-        )
-        response = b""
-        while b"\r\n\r\n" not in response:
-            response += s.recv(4096)
-        assert b" 101 " in response.split(b"\r\n")[0], response
-        payload = json.dumps(message).encode()
-        mask = b"\x01\x02\x03\x04"
-        header = bytes([0x81, 0x80 | len(payload)]) if len(payload) < 126 else None
-        masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
-        s.sendall(header + mask + masked)
-        first = s.recv(2)
-        length = first[1] & 0x7F
-        if length == 126:
-            length = int.from_bytes(s.recv(2), "big")
-        data = b""
-        while len(data) < length:
-            data += s.recv(length - len(data))
-        return json.loads(data)
+        handshake(s, "127.0.0.1", port)
+        send_json(s, message)
+        return read_json(s)
 
 
 def make_temp_dir(case):

@@ -9,7 +9,6 @@ where it fails).
 from __future__ import annotations
 
 import ipaddress
-import json
 import os
 import re
 import shutil
@@ -24,6 +23,7 @@ from twisted.trial import unittest
 
 from jspsych_tobii.recording.format import write_recording
 
+from .rawws import handshake, read_json, send_json
 from .test_cli import ENV, TWISTD_ENV, free_port, make_temp_dir, start_cli, wait_listening
 from .test_recording import synthetic_samples
 
@@ -41,54 +41,6 @@ def blocks(language: str) -> list:
     """The fenced code blocks of README.md in C{language}, in order (list items' too)."""
     found = re.findall(rf"^([ \t]*)```{language}\n(.*?)^\1```", readme(), re.MULTILINE | re.DOTALL)
     return [textwrap.dedent(text) for _, text in found]
-
-
-# -- a WebSocket client on a plain socket, reading every frame
-
-
-def handshake(sock: socket.socket, host: str, port: int) -> None:
-    key = "dGhlIHNhbXBsZSBub25jZQ=="
-    sock.sendall(
-        f"GET / HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\n"
-        f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
-        "Sec-WebSocket-Version: 13\r\n\r\n".encode()
-    )
-    response = b""
-    while b"\r\n\r\n" not in response:
-        chunk = sock.recv(4096)
-        if not chunk:
-            raise AssertionError(f"connection closed during the handshake: {response!r}")
-        response += chunk
-    assert b" 101 " in response.split(b"\r\n")[0], response
-
-
-def send_json(sock: socket.socket, message: dict) -> None:
-    payload = json.dumps(message).encode()
-    assert len(payload) < 126
-    mask = b"\x01\x02\x03\x04"
-    masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
-    sock.sendall(bytes([0x81, 0x80 | len(payload)]) + mask + masked)
-
-
-def read_exactly(sock: socket.socket, n: int) -> bytes:
-    data = b""
-    while len(data) < n:
-        chunk = sock.recv(n - len(data))
-        if not chunk:
-            raise AssertionError("connection closed")
-        data += chunk
-    return data
-
-
-def read_json(sock: socket.socket) -> dict:
-    """The next text frame (the server sends each message as one frame)."""
-    first = read_exactly(sock, 2)
-    length = first[1] & 0x7F
-    if length == 126:
-        length = int.from_bytes(read_exactly(sock, 2), "big")
-    elif length == 127:
-        length = int.from_bytes(read_exactly(sock, 8), "big")
-    return json.loads(read_exactly(sock, length))
 
 
 def request(host: str, port: int, message: dict, timeout: float = 20.0):

@@ -142,11 +142,15 @@ class OwnOriginTests(unittest.TestCase):
                 host=host, port="0", mock=True, allowed_origins="http://localhost:*"
             )
             _, port = serve(self, config)
-            status = yield _handshake_at(address, port, f"http://{address}:{port}")
+            status = yield handshake_status(port, host=address, origin=f"http://{address}:{port}")
             self.assertEqual(status, 101, host)
-            status = yield _handshake_at(address, port, f"http://{address}:{port + 1}")
+            status = yield handshake_status(
+                port, host=address, origin=f"http://{address}:{port + 1}"
+            )
             self.assertEqual(status, 403, host)
-            status = yield _handshake_at(address, port, f"http://evil.example:{port}")
+            status = yield handshake_status(
+                port, host=address, origin=f"http://evil.example:{port}"
+            )
             self.assertEqual(status, 403, host)
 
     @defer.inlineCallbacks
@@ -171,22 +175,6 @@ def _a_non_loopback_address():
         # no route out: an address on the loopback interface that is not 127.0.0.1
         address = "127.0.0.2"
     return address
-
-
-def _handshake_at(host, port, origin):
-    from twisted.internet.threads import deferToThread
-
-    def attempt():
-        with socket.create_connection((host, port), timeout=5) as s:
-            s.sendall(
-                f"GET / HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\n"
-                f"Connection: Upgrade\r\nOrigin: {origin}\r\n"
-                "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
-                "Sec-WebSocket-Version: 13\r\n\r\n".encode()
-            )
-            return int(s.recv(4096).split(b" ", 2)[1])
-
-    return deferToThread(attempt)
 
 
 class HTTPLimitTests(unittest.TestCase):

@@ -104,26 +104,16 @@ def connect(port, protocol=ExtensionClient, path="/", tls=None, origin=None, **a
     return d.addCallback(opened)
 
 
-def handshake_status(port, origin, path="/"):
+def handshake_status(port, origin, path="/", host="127.0.0.1"):
     """
     Fires with the HTTP status of a WebSocket handshake with this Origin
     (101 when admitted, 403 when refused), sent from a thread.
     """
-    import socket
-
     from twisted.internet.threads import deferToThread
 
-    def attempt():
-        with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
-            s.sendall(
-                f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
-                f"Connection: Upgrade\r\nOrigin: {origin}\r\n"
-                "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
-                "Sec-WebSocket-Version: 13\r\n\r\n".encode()
-            )
-            return int(s.recv(4096).split(b" ", 2)[1])
+    from . import rawws
 
-    return deferToThread(attempt)
+    return deferToThread(rawws.handshake_status, port, origin, path, host)
 
 
 def wait(seconds):
