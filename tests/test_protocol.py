@@ -805,6 +805,26 @@ class HostileClientTests(LoopbackServerMixin, unittest.TestCase):
         return server
 
     @defer.inlineCallbacks
+    def stalled_and_watcher(self):
+        """
+        A client that stops reading, a watcher that tracks, and the stalled
+        client's server side: C{(client, watcher, server)}.
+        """
+        c = yield self.client()
+        watcher = yield self.client()
+        yield watcher.request("start_tracking")
+        return c, watcher, self.stop_reading(c)
+
+    @defer.inlineCallbacks
+    def assert_watcher_unaffected(self, c, watcher):
+        """The stalled client C{c} reads again and is closed; the watcher still tracks."""
+        c.transport.resumeProducing()
+        yield c.closed
+        reply = yield watcher.request("get_status")
+        self.assertIs(reply["tracking"], True)
+        self.flushLoggedErrors()
+
+    @defer.inlineCallbacks
     def until(self, condition, seconds=20.0):
         for _ in range(int(seconds / 0.05)):
             if condition():
@@ -831,10 +851,7 @@ class HostileClientTests(LoopbackServerMixin, unittest.TestCase):
         and a pong buffered for a client that does not read: 140,000 pings
         were 18 MB.  Past the ping budget the client is closed instead.
         """
-        c = yield self.client()
-        watcher = yield self.client()
-        yield watcher.request("start_tracking")
-        server = self.stop_reading(c)
+        c, watcher, server = yield self.stalled_and_watcher()
         for i in range(100_000):
             c.sendPing(b"%08d" % i)
         yield self.until(lambda: server.gate.closed)
@@ -842,30 +859,19 @@ class HostileClientTests(LoopbackServerMixin, unittest.TestCase):
         self.assertEqual(server.state, server.STATE_CLOSED)
         # the close frame went out first, but the client had not read, and
         # its unread pings make the kernel reset the connection
-        c.transport.resumeProducing()
-        yield c.closed
-        reply = yield watcher.request("get_status")
-        self.assertIs(reply["tracking"], True)
-        self.flushLoggedErrors()
+        yield self.assert_watcher_unaffected(c, watcher)
 
     @defer.inlineCallbacks
     def test_client_that_does_not_read_is_closed_with_1008(self):
-        c = yield self.client()
-        watcher = yield self.client()
-        yield watcher.request("start_tracking")
-        server = self.stop_reading(c)
+        c, watcher, server = yield self.stalled_and_watcher()
         request = json.dumps({"type": "get_status"}).encode()
         for _ in range(8000):
             c.sendMessage(request)
         yield self.until(lambda: server.gate.closed)
         self.assertEqual(server.localCloseCode, 1008)
         self.assertEqual(server.gate.backlog, 0)
-        c.transport.resumeProducing()
-        yield c.closed
         # the other client noticed nothing
-        reply = yield watcher.request("get_status")
-        self.assertIs(reply["tracking"], True)
-        self.flushLoggedErrors()
+        yield self.assert_watcher_unaffected(c, watcher)
 
     @defer.inlineCallbacks
     def test_heavy_work_runs_on_worker_threads(self):

@@ -51,6 +51,16 @@ def request(host: str, port: int, message: dict, timeout: float = 20.0):
         return read_json(sock), sock.getsockname()
 
 
+def start_tracking(sock: socket.socket, port: int, until) -> dict:
+    """Handshake on C{sock} and start tracking; the first frame C{until(frame)} is true of."""
+    handshake(sock, "127.0.0.1", port)
+    send_json(sock, {"type": "start_tracking", "requestId": "t"})
+    frame = read_json(sock)
+    while not until(frame):
+        frame = read_json(sock)
+    return frame
+
+
 # -- the Python snippets
 
 
@@ -199,11 +209,7 @@ class PythonSnippetTests(unittest.TestCase):
         self.addCleanup(lambda: server.poll() is None and (server.kill(), server.communicate()))
         wait_listening(port, server)
         with socket.create_connection(("127.0.0.1", port), timeout=20) as page:
-            handshake(page, "127.0.0.1", port)
-            send_json(page, {"type": "start_tracking", "requestId": "t"})
-            reply = read_json(page)
-            while reply.get("requestId") != "t":
-                reply = read_json(page)
+            reply = start_tracking(page, port, lambda frame: frame.get("requestId") == "t")
             self.assertIs(reply["success"], True)
             check = "\nprint(len(chunk), len(stamps), len(chunk[0]))\n"
             stdout = self.finish(self.run_python(snippet("pylsl.StreamInlet(") + check, cwd, env))
@@ -228,11 +234,7 @@ class GazeFrameTests(unittest.TestCase):
         self.addCleanup(lambda: server.poll() is None and (server.kill(), server.communicate()))
         wait_listening(port, server)
         with socket.create_connection(("127.0.0.1", port), timeout=20) as sock:
-            handshake(sock, "127.0.0.1", port)
-            send_json(sock, {"type": "start_tracking", "requestId": "t"})
-            frame = read_json(sock)
-            while frame.get("type") != "gaze_data":
-                frame = read_json(sock)
+            frame = start_tracking(sock, port, lambda frame: frame.get("type") == "gaze_data")
         self.assertEqual(sorted(frame), ["gaze", "type"])
         self.assertEqual(list(frame["gaze"]), documented)
 
