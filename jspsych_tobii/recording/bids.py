@@ -495,7 +495,9 @@ def events_lines(events: Iterable[Dict[str, Any]], timebase: TimeBase) -> str:
     rows = ["\t".join(EVENTS_COLUMNS) + "\n"]
     for event in events:
         t = _event_time(event)
-        elapsed_ms = None if t is None else timebase.elapsed_ms(t)
+        if t is None:
+            continue
+        elapsed_ms = timebase.elapsed_ms(t)
         if elapsed_ms is None:
             continue
         unix_ms = timebase.unix_ms(t)
