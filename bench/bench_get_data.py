@@ -1,18 +1,29 @@
 """
-Does a large get_data stall the gaze stream?  The server (mock tracker at
-1200 Hz, recording to a temporary folder) streams to a watching client while
-another client asks for the whole session (everything from disk and
-memory).  The watcher measures, on CLOCK_MONOTONIC, the longest gap between
-frames and the capture-to-receipt latency, before (the baseline, same run)
-and while the answer is prepared and sent.
+How fast is a large get_data, and does it stall the gaze stream?  The
+server (mock tracker at 1200 Hz, recording to a temporary folder) streams to
+a watching client for --seconds, then another client (its own process) asks
+for the whole session: everything from disk and memory, 72,000 samples and
+~20 MB of JSON for 60 s.  The watcher measures, on CLOCK_MONOTONIC, the gaps
+between the gaze frames it receives, while the answer is prepared and sent
+and, as the baseline of the same run, in windows of the same length during
+the 5 s before the request.
 
-    python bench/bench_get_data.py [--seconds 30]
+    python bench/bench_get_data.py [--seconds 60]
 
-Target: the answer adds no stall over 5 ms to the stream.  The longest gap
-seen by the watcher also holds the operating system's scheduling of three
-busy processes (server, watcher, the client reading 10 MB) on this
-machine's cores; so the script also times the server's own work per reactor
-turn for the same answer, in this process, which is what the server controls.
+Targets (issue 14), each printed with what exactly it compares:
+
+  - the answer's time, from sending the request to receiving its last byte,
+    is under 200 ms;
+  - the watcher's longest gap while the answer is sent exceeds the median of
+    its longest gaps in same-length windows before the request by at most
+    2 ms;
+  - the server's longest single piece of work for the same answer (its CPU
+    time, in this process, without sockets: what one reactor turn costs) is
+    at most 2 ms.
+
+The watcher's gaps also hold the operating system's scheduling of three busy
+processes (server, watcher, the client reading 20 MB) on this machine's
+cores; the last figure is what the server alone controls.
 """
 
 import argparse
@@ -67,6 +78,19 @@ def stats(arrivals, latencies, start, end):
         "max_gap": max(gaps) if gaps else float("nan"),
         "p99": lat[int(0.99 * (len(lat) - 1))] if lat else float("nan"),
     }
+
+
+def baseline_gaps(arrivals, start, end, width):
+    """The longest gap in each window of C{width} ms between start and end."""
+    out = []
+    t = start
+    while t + width <= end:
+        times = [a for a in arrivals if t <= a <= t + width]
+        gaps = [b - a for a, b in zip(times, times[1:])]
+        if gaps:
+            out.append(max(gaps))
+        t += width
+    return sorted(out)
 
 
 @defer.inlineCallbacks
@@ -139,28 +163,45 @@ def run(args):
         yield task.deferLater(reactor, 1.0, lambda: None)
         during = stats(watcher.arrivals, watcher.latencies, asked, answered + 20)
         before = stats(watcher.arrivals, watcher.latencies, asked - 5000, asked)
+        windows = baseline_gaps(watcher.arrivals, asked - 5000, asked, answered + 20 - asked)
     finally:
         server.terminate()
         server.wait(10)
         shutil.rmtree(folder, True)
+    took = answered - asked
     print(
         f"\nget_data of the whole session: {answer['count']} samples, {size / 1e6:.1f} MB, "
-        f"answered in {answered - asked:.0f} ms"
+        f"answered in {took:.0f} ms (request sent to last byte received)"
     )
-    print("\nwatcher's stream           frames   longest gap   p99 latency")
-    for name, row in (("5 s before (baseline)", before), ("while answering", during)):
+    typical = windows[len(windows) // 2]
+    print("\nwatcher's stream                      frames   longest gap   p99 latency")
+    for name, row in (("5 s before the request", before), ("while answering", during)):
         print(
-            f"  {name:<22} {row['frames']:>8d} {row['max_gap']:>10.2f} ms"
+            f"  {name:<34} {row['frames']:>8d} {row['max_gap']:>10.2f} ms"
             f" {row['p99']:>10.2f} ms"
         )
-    stall = during["max_gap"] - before["max_gap"]
-    ratio = during["max_gap"] / before["max_gap"]
-    print(f"\nlongest gap while answering / baseline: {ratio:.2f}x " f"(+{stall:.2f} ms)")
-    ok = during["max_gap"] <= max(5.0, before["max_gap"] + 5.0)
     print(
-        f"[{'PASS' if ok else 'FAIL'}] no stall over 5 ms: longest gap {during['max_gap']:.2f} ms"
+        f"  longest gap in {len(windows)} windows of {took + 20:.0f} ms before: "
+        f"median {typical:.2f} ms, max {windows[-1]:.2f} ms"
     )
-    return ok
+    added = during["max_gap"] - typical
+    checks = [
+        (
+            f"get_data of {answer['count']} samples answered in under 200 ms "
+            "(request sent to last byte received)",
+            took < 200.0,
+            f"{took:.0f} ms",
+        ),
+        (
+            "watcher's longest gap while answering is at most 2 ms above the median longest "
+            "gap of same-length windows before the request",
+            added <= 2.0,
+            f"{during['max_gap']:.2f} - {typical:.2f} = {added:+.2f} ms",
+        ),
+    ]
+    for label, ok, value in checks:
+        print(f"[{'PASS' if ok else 'FAIL'}] {label}: {value}")
+    return all(ok for _, ok, _ in checks)
 
 
 def server_turns(seconds):
@@ -192,15 +233,17 @@ def server_turns(seconds):
             buffer.extend(batch)
         recorder.sync()
         gc.collect()
-        started = time.perf_counter()
+        # CPU time of this thread: what the work costs, without the moments
+        # the operating system gave the core to another process
+        started = time.thread_time()
         pieces = reply_pieces(
             {"type": "get_data"}, "samples", session_range(recorder, buffer, None, None)
         )
-        turns = [time.perf_counter() - started]
+        turns = [time.thread_time() - started]
         while True:
-            started = time.perf_counter()
+            started = time.thread_time()
             piece = next(pieces, None)
-            turns.append(time.perf_counter() - started)
+            turns.append(time.thread_time() - started)
             if piece is None:
                 break
         recorder.close()
@@ -208,15 +251,16 @@ def server_turns(seconds):
         shutil.rmtree(folder, True)
     turns = sorted(t * 1000 for t in turns)
     print(
-        f"\nserver work per reactor turn for the same answer ({len(turns)} turns): "
-        f"median {turns[len(turns) // 2]:.2f} ms, max {turns[-1]:.2f} ms"
+        f"\nserver work (CPU time) per reactor turn for the same answer ({len(turns)} turns, "
+        f"{sum(turns):.0f} ms in all): median {turns[len(turns) // 2]:.2f} ms, "
+        f"max {turns[-1]:.2f} ms"
     )
     return turns[-1]
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--seconds", type=float, default=30.0)
+    parser.add_argument("--seconds", type=float, default=60.0)
     args = parser.parse_args()
     outcome = {}
 
@@ -231,8 +275,11 @@ def main():
     reactor.callWhenRunning(lambda: run(args).addCallbacks(finish, failed))
     reactor.run()
     worst_turn = server_turns(args.seconds)
-    turn_ok = worst_turn <= 5.0
-    print(f"[{'PASS' if turn_ok else 'FAIL'}] no reactor turn over 5 ms: {worst_turn:.2f} ms")
+    turn_ok = worst_turn <= 2.0
+    print(
+        f"[{'PASS' if turn_ok else 'FAIL'}] the server's longest single piece of work for this "
+        f"answer (CPU time, in this process, no sockets) is at most 2 ms: {worst_turn:.2f} ms"
+    )
     sys.exit(0 if outcome.get("ok") and turn_ok else 1)
 
 

@@ -1,7 +1,9 @@
 """
 Streaming benchmark: the server with its mock tracker at 1200 Hz and N
-clients, against a bare Autobahn server pushing pre-encoded frames at the
-same rate (the floor), measured in the same run.
+clients, against the floor of bench_path.py (a bare fan-out of pre-encoded
+frames, one per sample as a tracker SDK delivers them), measured in the
+same run.  bench_path.py measures the production path (the Tobii adapter);
+this one the mock, as --mock runs it.
 
     python bench/bench_stream.py [--clients 4] [--rate 1200] [--seconds 10] [--status-poll 5]
 
@@ -257,8 +259,14 @@ def run(args):
             status_poll=args.status_poll,
         )
     floor = yield measure(
-        "floor (bare Autobahn, pre-encoded frames)",
-        [sys.executable, os.path.join(HERE, "floor_server.py"), str(floor_port), str(args.rate)],
+        "floor (bare fan-out, pre-encoded frames)",
+        [
+            sys.executable,
+            os.path.join(HERE, "path_server.py"),
+            "floor",
+            str(floor_port),
+            str(args.rate),
+        ],
         floor_port,
         args.clients,
         args.seconds,

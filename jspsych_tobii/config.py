@@ -20,6 +20,8 @@ from jspsych_tobii.core.access import OriginPolicy, check_token
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 MAX_MOCK_RATE = 2000.0
+#: How the mock hands samples to the server (see L{jspsych_tobii.trackers.paced}).
+MOCK_DELIVERIES = ("per-sample", "batched")
 
 
 class ConfigError(ValueError):
@@ -40,6 +42,9 @@ class ServerConfig:
         known truth for validation.
     @ivar mock_noise_deg: the mock's angular noise (degrees RMS from the
         mean direction).
+    @ivar mock_delivery: how the mock's samples reach the server:
+        C{per-sample} (each when due, from a pacing thread, like a tracker
+        SDK) or C{batched} (a reactor timer every 2 ms).
     @ivar validation_skip_ms: how much of the start of each validation
         point's window is skipped as the saccade to the target.
     @ivar validation_window_ms: when > 0, only the last this many ms of each
@@ -81,6 +86,7 @@ class ServerConfig:
     mock_seed: int = 0
     mock_offset_deg: float = 0.0
     mock_noise_deg: float = 0.02
+    mock_delivery: str = "per-sample"
     validation_skip_ms: float = 300.0
     validation_window_ms: float = 0.0
     frequency: Optional[float] = None
@@ -126,6 +132,11 @@ class ServerConfig:
         self.mock_rate = _number("--mock-rate", self.mock_rate, 1.0, MAX_MOCK_RATE)
         self.mock_offset_deg = _number("--mock-offset-deg", self.mock_offset_deg, -10.0, 10.0)
         self.mock_noise_deg = _number("--mock-noise-deg", self.mock_noise_deg, 0.0, 5.0)
+        if self.mock_delivery not in MOCK_DELIVERIES:
+            raise ConfigError(
+                f"--mock-delivery: expected one of {', '.join(MOCK_DELIVERIES)}, "
+                f"got {self.mock_delivery!r}"
+            )
         self.validation_skip_ms = _number(
             "--validation-skip-ms", self.validation_skip_ms, 0.0, 10000.0
         )
@@ -193,6 +204,7 @@ class ServerConfig:
             ("mock_seed", not self.mock, "--mock-seed: applies to --mock only"),
             ("mock_offset_deg", not self.mock, "--mock-offset-deg: applies to --mock only"),
             ("mock_noise_deg", not self.mock, "--mock-noise-deg: applies to --mock only"),
+            ("mock_delivery", not self.mock, "--mock-delivery: applies to --mock only"),
             (
                 "ping_timeout",
                 self.ping_interval == 0,

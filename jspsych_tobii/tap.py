@@ -58,6 +58,7 @@ CONFIG_OPTIONS = {
     "mock-seed": "mock_seed",
     "mock-offset-deg": "mock_offset_deg",
     "mock-noise-deg": "mock_noise_deg",
+    "mock-delivery": "mock_delivery",
     "validation-skip-ms": "validation_skip_ms",
     "validation-window-ms": "validation_window_ms",
     "frequency": "frequency",
@@ -121,6 +122,13 @@ class Options(usage.Options):
             None,
             None,
             "Angular noise of the mock tracker, degrees RMS (default: 0.02).",
+        ],
+        [
+            "mock-delivery",
+            None,
+            None,
+            "How the mock hands samples over: per-sample (each when due, from a thread, "
+            "like a tracker SDK; the default) or batched (a reactor timer every 2 ms).",
         ],
         [
             "validation-skip-ms",
@@ -323,8 +331,13 @@ def tracker_factory(
 
         def make_mock() -> ITracker:
             from jspsych_tobii.trackers.mock import MockTracker
+            from jspsych_tobii.trackers.paced import ThreadPacing, TimerPacing
 
             _log.warn("using the MOCK tracker (--mock): gaze is synthetic, no eye tracker is used")
+            if config.mock_delivery == "per-sample":
+                pacing = ThreadPacing(reactor, clock.now_us, name="mock tracker")
+            else:
+                pacing = TimerPacing(reactor)
             return MockTracker(
                 reactor,
                 clock.source,
@@ -332,6 +345,7 @@ def tracker_factory(
                 seed=config.mock_seed,
                 offset_deg=config.mock_offset_deg,
                 noise_deg=config.mock_noise_deg,
+                pacing=pacing,
             )
 
         return make_mock

@@ -193,6 +193,10 @@ class FakeServer:
         self.clock = clock or Clock()
         work = work if work is not None else InlineWork()
         if command_line is not None:
+            if "--mock" in command_line and "--mock-delivery" not in command_line:
+                # a task.Clock has no thread to pace samples from: the mock's
+                # reactor-timer delivery, chosen as a user would
+                command_line = [*command_line, "--mock-delivery", "batched"]
             options = Options()
             options.parseOptions(["--port", "0", *command_line])
             self.config = options.config
@@ -255,6 +259,9 @@ class FakeClient:
         self.gaze.append(json.loads(prepared.payload)["gaze"])
 
     def send_bytes(self, payload):
+        self.messages.append(json.loads(payload))
+
+    def send_now(self, payload):
         self.messages.append(json.loads(payload))
 
     def begin_message(self):

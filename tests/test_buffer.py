@@ -37,6 +37,30 @@ class GazeBufferTests(unittest.SynchronousTestCase):
         self.assertEqual(int(buffer.latest()["seq"]), 11)
         self.assertEqual(buffer.oldest_time_us(), 7)
 
+    def test_records_as_bytes(self):
+        """The live path appends records as bytes: the same as appending arrays."""
+        by_bytes, by_array = GazeBuffer(5), GazeBuffer(5)
+        for start in (0, 1, 3, 4, 6, 9):
+            b = batch(np.arange(start, start + (2 if start % 3 == 0 else 1)))
+            by_bytes.extend_records(bytearray(b.tobytes()))
+            by_array.extend(b)
+        self.assertEqual(by_bytes.snapshot().tobytes(), by_array.snapshot().tobytes())
+        self.assertEqual((by_bytes.appended, len(by_bytes)), (by_array.appended, 5))
+        by_bytes.extend_records(batch(np.arange(20, 27)).tobytes())  # more than it holds
+        self.assertEqual(by_bytes.snapshot()["seq"].tolist(), [22, 23, 24, 25, 26])
+
+    def test_stamp(self):
+        """Sequence numbers and receipt time written into records as bytes."""
+        from jspsych_tobii.core.gaze import stamp
+        from jspsych_tobii.interfaces import GAZE_DTYPE
+
+        records = bytearray(batch([5, 6, 7]).tobytes())
+        stamp(records, 40, 123_456)
+        stamped = np.frombuffer(records, GAZE_DTYPE)
+        self.assertEqual(stamped["seq"].tolist(), [40, 41, 42])
+        self.assertEqual(stamped["server_time_us"].tolist(), [123_456] * 3)
+        self.assertEqual(stamped["system_time_us"].tolist(), [5, 6, 7])
+
     def test_batch_larger_than_capacity(self):
         buffer = GazeBuffer(4)
         buffer.extend(batch(np.arange(10)))

@@ -55,6 +55,14 @@ class ReplyPiecesTests(unittest.SynchronousTestCase):
         reply = json.loads(b"".join(reply_pieces(HEAD, "samples", chunks, slice_size=2)))
         self.assertEqual([s["seq"] for s in reply["samples"]], [0, 1, 2, 3, 4])
 
+    def test_chunks_regrouped_in_slices(self):
+        """Chunks as the recording yields them (500) become slices of slice_size."""
+        chunks = iter([records(500, start=i) for i in range(0, 2000, 500)])
+        pieces = list(reply_pieces(HEAD, "samples", chunks, slice_size=800))
+        self.assertEqual(len(pieces), 1 + 3 + 1)  # head, 800 + 800 + 400, tail
+        reply = json.loads(b"".join(pieces))
+        self.assertEqual([s["seq"] for s in reply["samples"]], list(range(2000)))
+
     def test_empty(self):
         reply = json.loads(b"".join(reply_pieces({}, "samples", iter([]))))
         self.assertEqual(reply, {"samples": [], "count": 0, "success": True})

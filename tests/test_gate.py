@@ -67,6 +67,9 @@ class Recorder:
     def send_bytes(self, payload):
         self.sent.append(("bytes", payload))
 
+    def send_now(self, payload):
+        self.sent.append(("now", payload))
+
     def begin_message(self):
         self.sent.append(("begin", None))
 
@@ -290,3 +293,67 @@ class SendGateTests(unittest.SynchronousTestCase):
         gate.send_gaze(1)
         gate.send_bytes(b"x")
         self.assertEqual(r.sent, [])
+
+
+class ClockedReplyTests(unittest.SynchronousTestCase):
+    """A time_sync reply: rendered at the last moment, ahead of waiting gaze frames."""
+
+    def renderer(self, log):
+        def render():
+            log.append("rendered")
+            return b"reply %d" % len(log)
+
+        return render
+
+    def test_sent_at_once(self):
+        r, log = Recorder(), []
+        gate = r.gate()
+        gate.send_gaze(1)
+        gate.send_clocked(self.renderer(log))
+        self.assertEqual(r.sent, [("gaze", 1), ("now", b"reply 1")])
+
+    def test_ahead_of_the_gaze_backlog_rendered_when_sent(self):
+        r, log = Recorder(), []
+        gate = r.gate(backlog=10)
+        gate.pauseProducing()
+        for i in range(3):
+            gate.send_gaze(i)
+        gate.send_clocked(self.renderer(log))
+        gate.send_gaze(3)
+        self.assertEqual((r.sent, log), ([], []), "nothing is rendered while it waits")
+        log.append("resumed")
+        gate.resumeProducing()
+        self.assertEqual(r.sent[0], ("now", b"reply 2"))
+        self.assertEqual(log, ["resumed", "rendered"])
+        self.assertEqual([p for kind, p in r.sent[1:]], [0, 1, 2, 3])
+
+    def test_after_earlier_replies(self):
+        r, log = Recorder(), []
+        gate = r.gate()
+        gate.pauseProducing()
+        gate.send_bytes(b"first")
+        gate.send_clocked(self.renderer(log))
+        gate.resumeProducing()
+        self.assertEqual(r.sent, [("bytes", b"first"), ("now", b"reply 1")])
+
+    def test_waits_for_a_streamed_message(self):
+        r, log = Recorder(), []
+        gate = r.gate()
+        gate.send_stream(iter([b"a", b"b"]))
+        gate.send_clocked(self.renderer(log))
+        self.assertEqual(log, [])
+        for _ in range(4):
+            r.clock.advance()
+        kinds = [kind for kind, _ in r.sent]
+        self.assertEqual(kinds, ["begin", "fragment", "fragment", "end", "now"])
+
+    def test_counts_toward_the_reply_limits(self):
+        for count, size in ((MAX_REPLY_BACKLOG + 1, 10), (2, MAX_REPLY_BACKLOG_BYTES // 2 + 1)):
+            r = Recorder()
+            gate = r.gate()
+            gate.pauseProducing()
+            for _ in range(count):
+                gate.send_clocked(lambda: b"r", size)
+            self.assertTrue(gate.closed)
+            self.assertEqual(r.closed_with[0], CLOSE_NOT_READING)
+            self.assertEqual(gate.backlog, 0)

@@ -153,3 +153,43 @@ class PreviewTests(unittest.SynchronousTestCase):
         self.server.advance(0.2)
         self.assertTrue(self.hub.previewing)
         self.assertEqual(self.listener.events, [])
+
+
+class FanOutTests(unittest.SynchronousTestCase):
+    """Each batch is stamped, kept and sent as complete frames, few or many at once."""
+
+    def check(self, step, observe):
+        server = FakeServer(rate=1200)
+        hub = server.state.hub
+        seen = []
+        if observe:
+            hub.observers.append(lambda batch: seen.extend(batch["seq"].tolist()))
+        a, b = server.client("10.0.0.1"), server.client("10.0.0.2")
+        a.request("start_tracking")
+        b.request("start_tracking")
+        server.clock.advance(0.0)
+        for _ in range(3):
+            server.clock.advance(step)  # 2 ms: 2-3 samples; 0.5 s: 600 at once
+        for client in (a, b):
+            seqs = [g["seq"] for g in client.gaze]
+            self.assertEqual(seqs, list(range(len(seqs))))
+            self.assertGreater(len(seqs), 3 * step * 1200 - 3)
+            received = {g["server_timestamp"] for g in client.gaze}
+            self.assertTrue(received <= {t * 1000.0 for t in (step, 2 * step, 3 * step)})
+        self.assertEqual(hub.buffer.snapshot()["seq"].tolist(), seqs)
+        if observe:
+            self.assertEqual(seen, seqs)
+        latest = a.request("get_current_gaze")["gaze"]
+        self.assertEqual(latest, a.gaze[-1])
+
+    def test_few_per_batch(self):
+        self.check(0.002, observe=False)
+
+    def test_many_per_batch(self):
+        self.check(0.5, observe=False)
+
+    def test_many_per_batch_with_an_observer(self):
+        self.check(0.5, observe=True)
+
+    def test_few_per_batch_with_an_observer(self):
+        self.check(0.002, observe=True)

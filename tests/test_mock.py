@@ -2,22 +2,39 @@
 Tests for L{jspsych_tobii.trackers.mock} and its L{EyeModel}.
 """
 
+import threading
+
 import numpy as np
+from twisted.internet import defer, reactor
 from twisted.internet.task import Clock
+from twisted.python import usage
 from twisted.trial import unittest
 
+from jspsych_tobii.config import ServerConfig
 from jspsych_tobii.core import quality
+from jspsych_tobii.core.timesync import monotonic_us
 from jspsych_tobii.interfaces import GAZE_DTYPE, NotificationKind, TrackerError
+from jspsych_tobii.tap import Options
 from jspsych_tobii.trackers.eyemodel import EyeModel
 from jspsych_tobii.trackers.mock import MockTracker
+from jspsych_tobii.trackers.paced import ThreadPacing, TimerPacing
 
-from .support import assert_close, mock_tracker
-from .tracker_contract import ClockContractMixin
+from .support import assert_close, mock_tracker, serve
+from .tracker_contract import ClockContractMixin, TrackerContractMixin
+from .wsclient import connect, wait
 
 
 class MockContractTests(ClockContractMixin, unittest.TestCase):
     def makeTracker(self):
         return MockTracker(self.clock, self.clock_us, rate=600), None
+
+
+class MockPerSampleContractTests(TrackerContractMixin, unittest.TestCase):
+    """The mock as the server runs it: each sample handed over from a pacing thread."""
+
+    def makeTracker(self):
+        pacing = ThreadPacing(reactor, monotonic_us)
+        return MockTracker(reactor, monotonic_us, rate=600, pacing=pacing), None
 
 
 def stream(tracker, clock, seconds, step=0.002):
@@ -138,3 +155,158 @@ class MockTrackerTests(unittest.SynchronousTestCase):
         position = mock_tracker(clock).getUserPosition()
         assert_close(self, position.left[2], 0.5, 0.15)
         self.assertLess(position.left[0], position.right[0])
+
+
+class ManualPacing:
+    """A pacing a test drives: C{tick()} is one hand-over."""
+
+    running = False
+    deliver = None
+
+    def start(self, deliver, start_us, period_us):
+        self.running, self.deliver, self.period_us = True, deliver, period_us
+
+    def stop(self):
+        self.running = False
+
+    def tick(self):
+        self.deliver()
+
+
+class PacingTests(unittest.SynchronousTestCase):
+    def test_delivers_what_is_due_coalescing_only_the_late(self):
+        """Each hand-over delivers the samples due by then: one when on time, all when late."""
+        clock, pacing = Clock(), ManualPacing()
+        tracker = mock_tracker(clock, rate=1000, pacing=pacing)
+        batches = []
+        tracker.connect()
+        tracker.startGaze(batches.append)
+        self.assertEqual(pacing.period_us, 1000.0)
+        pacing.tick()  # sample 0 is due at the start
+        clock.advance(0.001)
+        pacing.tick()
+        clock.advance(0.0043)  # the hand-over came late: samples 2..5 are due
+        pacing.tick()
+        pacing.tick()  # nothing new is due
+        self.assertEqual([len(b) for b in batches], [1, 1, 4])
+        times = np.concatenate(batches)["system_time_us"]
+        self.assertEqual(times.tolist(), [0, 1000, 2000, 3000, 4000, 5000])
+        tracker.stopGaze()
+        self.assertFalse(pacing.running)
+
+    def test_pacing_thread_ticks_at_due_times(self):
+        """The thread waits for each due time and skips, in one tick, what it is late for."""
+        times = iter([0, 400, 1000, 5300, 5800, 6000])
+        stop = threading.Event()  # set by the hand-off after sample 6
+        waits, puts = [], []
+
+        class Stop:
+            def is_set(self):
+                return stop.is_set()
+
+            def wait(self, seconds):
+                waits.append(round(seconds * 1e6))
+
+        def clock():
+            return next(times)
+
+        class Handoff:
+            def put(self, k):
+                puts.append(k)
+                if k == 6:
+                    stop.set()
+
+        pacing = ThreadPacing(reactor, clock)
+        pacing._run(Handoff(), Stop(), 0, 1000.0)
+        self.assertEqual(puts, [0, 1, 2, 6])
+        self.assertEqual(waits, [600, 200])
+        self.assertEqual(pacing.ticks, 4)
+
+    def test_thread_pacing_hands_over_on_the_reactor(self):
+        """A real pacing thread's ticks reach C{deliver} on the reactor thread, until stopped."""
+        pacing = ThreadPacing(reactor, monotonic_us)
+        calls = []
+
+        class Reactor:
+            def callFromThread(self, f, *args):
+                calls.append(threading.current_thread())
+                f(*args)
+                pacing.stop()
+
+        pacing._reactor = Reactor()
+        delivered = threading.Event()
+        pacing.start(delivered.set, monotonic_us(), 1000.0)
+        self.assertTrue(delivered.wait(5.0))
+        self.assertFalse(pacing.running)
+        self.assertIsNot(calls[0], threading.current_thread())
+
+    def test_thread_pacing_needs_thread_calls(self):
+        """On a task.Clock, per-sample delivery is refused, with the way out."""
+        with self.assertRaises(TrackerError) as caught:
+            ThreadPacing(Clock(), monotonic_us)
+        self.assertIn("--mock-delivery batched", str(caught.exception))
+
+    def test_timer_pacing_batches(self):
+        clock = Clock()
+        pacing = TimerPacing(clock)
+        calls = []
+        pacing.start(lambda: calls.append(clock.seconds()), 0, 833.3)
+        clock.pump([0.002] * 3)
+        self.assertEqual(calls, [0.002, 0.004, 0.006])
+        pacing.stop()
+        clock.advance(1)
+        self.assertEqual(len(calls), 3)
+        self.assertFalse(pacing.running)
+
+
+class MockDeliveryOptionTests(unittest.TestCase):
+    """--mock-delivery chooses how the server's mock hands samples over."""
+
+    def test_option(self):
+        for argv, expected in (
+            ([], "per-sample"),
+            (["--mock-delivery", "batched"], "batched"),
+            (["--mock-delivery", "per-sample"], "per-sample"),
+        ):
+            options = Options()
+            options.parseOptions(["--mock", *argv])
+            self.assertEqual(options.config.mock_delivery, expected)
+        with self.assertRaises(usage.UsageError) as caught:
+            Options().parseOptions(["--mock", "--mock-delivery", "sometimes"])
+        self.assertIn("--mock-delivery", str(caught.exception))
+        with self.assertRaises(usage.UsageError) as caught:
+            Options().parseOptions(["--mock-delivery", "batched"])
+        self.assertIn("--mock-delivery: applies to --mock only", str(caught.exception))
+
+    @defer.inlineCallbacks
+    def check_server(self, delivery, pacing_class):
+        config = ServerConfig(
+            port="tcp:0:interface=127.0.0.1",
+            mock=True,
+            mock_rate=1200,
+            mock_delivery=delivery,
+            mock_offset_deg=0.5,
+            mock_noise_deg=0.1,
+        )
+        service, port = serve(self, config)
+        client = yield connect(port)
+        self.addCleanup(client.dropConnection, abort=True)
+        yield client.request("start_tracking")
+        yield wait(0.3)
+        yield client.request("stop_tracking")
+        tracker = service.state.trackers.tracker
+        self.assertIsInstance(tracker._pacing, pacing_class)
+        self.assertEqual((tracker.model.offset_deg, tracker.model.noise_deg), (0.5, 0.1))
+        seqs = [g["seq"] for g in client.gaze]
+        self.assertGreater(len(seqs), 100)
+        self.assertEqual(seqs, list(range(len(seqs))))
+        return tracker
+
+    @defer.inlineCallbacks
+    def test_server_per_sample(self):
+        tracker = yield self.check_server("per-sample", ThreadPacing)
+        self.assertGreater(tracker._pacing.ticks, 0)
+        self.assertFalse(tracker._pacing.running)
+
+    def test_server_batched(self):
+        return self.check_server("batched", TimerPacing)

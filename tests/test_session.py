@@ -89,6 +89,23 @@ class RequestTests(unittest.SynchronousTestCase):
         self.assertEqual([m["type"] for m in self.client.messages], ["get_status"])
         self.assertNotIn("requestId", self.client.messages[0])
 
+    def test_time_sync_server_time_read_when_written(self):
+        """serverTime is the time the reply goes out, not when the request was handled."""
+        self.server.clock.advance(1.0)
+        self.client.gate.pauseProducing()  # the client is not reading
+        self.client.send({"type": "time_sync", "clientTime": 5.0, "requestId": "late"})
+        self.server.clock.advance(0.25)
+        self.client.gate.resumeProducing()
+        reply = self.client.reply("late")
+        self.assertEqual(reply["serverTime"], 1250.0)
+        self.assertEqual((reply["clientTime"], reply["success"]), (5.0, True))
+
+    def test_time_sync_request_id_like_the_placeholder(self):
+        self.server.clock.advance(2.0)
+        self.client.send({"type": "time_sync", "clientTime": 1.0, "requestId": "\x00clocked"})
+        reply = self.client.reply("\x00clocked")
+        self.assertEqual(reply["serverTime"], 2000.0)
+
     def test_every_error_echoes_request_id(self):
         for message in (
             {"type": "nope"},

@@ -15,6 +15,8 @@ import numpy as np
 
 from jspsych_tobii.interfaces import GAZE_DTYPE
 
+_RAW = np.dtype((np.void, GAZE_DTYPE.itemsize))
+
 
 class GazeBuffer:
     """
@@ -26,6 +28,10 @@ class GazeBuffer:
             raise ValueError("buffer capacity must be at least 1")
         self.capacity = capacity
         self._data = np.zeros(capacity, dtype=GAZE_DTYPE)
+        # the same memory as opaque records: copying those is one memcpy,
+        # where a structured copy goes field by field (~15 µs per batch)
+        self._raw = self._data.view(_RAW)
+        self._bytes = memoryview(self._data.view(np.uint8))
         self._head = 0  # where the next record goes
         self._size = 0
         self.appended = 0  # records appended since the last clear
@@ -42,18 +48,44 @@ class GazeBuffer:
         n = len(batch)
         if n == 0:
             return
+        if batch.dtype != GAZE_DTYPE:
+            raise TypeError(f"expected records of GAZE_DTYPE, got {batch.dtype}")
+        batch = batch.view(_RAW)
         cap = self.capacity
         self.appended += n
         if n >= cap:
-            self._data[:] = batch[n - cap :]
+            self._raw[:] = batch[n - cap :]
             self._head = 0
             self._size = cap
             return
         head = self._head
         first = min(n, cap - head)
-        self._data[head : head + first] = batch[:first]
+        self._raw[head : head + first] = batch[:first]
         if first < n:
-            self._data[: n - first] = batch[first:]
+            self._raw[: n - first] = batch[first:]
+        self._head = (head + n) % cap
+        self._size = min(cap, self._size + n)
+
+    def extend_records(self, records: bytes) -> None:
+        """
+        Append records of L{GAZE_DTYPE} given as bytes (a few at a time, on
+        the live path: memory copies, no numpy call).
+        """
+        size = GAZE_DTYPE.itemsize
+        n = len(records) // size
+        cap = self.capacity
+        if n == 0:
+            return
+        if n >= cap:
+            self.extend(np.frombuffer(records, GAZE_DTYPE))
+            return
+        self.appended += n
+        head = self._head
+        first = min(n, cap - head)
+        view = memoryview(records)
+        self._bytes[head * size : (head + first) * size] = view[: first * size]
+        if first < n:
+            self._bytes[: (n - first) * size] = view[first * size : n * size]
         self._head = (head + n) % cap
         self._size = min(cap, self._size + n)
 

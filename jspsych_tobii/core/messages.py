@@ -168,6 +168,9 @@ def _reject_constant(name: str) -> None:
     raise _NotJSON(f"{name} is not a JSON value (send a finite number or null)")
 
 
+_DECODER = json.JSONDecoder(parse_constant=_reject_constant)
+
+
 def _decode(payload: bytes | str, yielding: bool = False) -> Any:
     """
     The JSON value of a frame, or ValueError with what is wrong in the
@@ -177,7 +180,10 @@ def _decode(payload: bytes | str, yielding: bool = False) -> Any:
     try:
         if yielding:
             return _loads_yielding(payload)
-        return json.loads(payload, parse_constant=_reject_constant)
+        if isinstance(payload, (bytes, bytearray)):
+            # as json.loads does, without building a decoder per frame
+            payload = payload.decode(json.detect_encoding(payload), "surrogatepass")
+        return _DECODER.decode(payload)
     except _NotJSON:
         raise
     except json.JSONDecodeError as e:

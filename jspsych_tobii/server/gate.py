@@ -27,7 +27,7 @@ it ends.
 from __future__ import annotations
 
 import collections
-from typing import Any, Iterator, Optional
+from typing import Any, Callable, Iterator, Optional
 
 from twisted.internet import defer
 from twisted.internet.interfaces import IPushProducer
@@ -51,7 +51,8 @@ class SendGate:
     """
     @param channel: the connection, with C{send_prepared(prepared)} (a gaze
         frame framed once for all clients), C{send_bytes(payload)} (one text
-        message), C{begin_message()}, C{send_fragment(data)},
+        message), C{send_now(payload)} (one text message handed to the socket
+        at once), C{begin_message()}, C{send_fragment(data)},
         C{end_message()} (a message in fragments), C{send_pong(payload)},
         C{send_close(code, reason)} (a close frame) and C{abort()}.
     @param reactor: provides C{callLater}, to stream a fragment per turn.
@@ -92,7 +93,8 @@ class SendGate:
     def send_gaze(self, prepared: Any) -> None:
         if self.closed:
             return
-        if self._held or self._gaze:
+        # (self._held, inlined: this runs for every frame and client)
+        if self.paused or self._stream is not None or self._gaze:
             if len(self._gaze) == self._gaze.maxlen:
                 self.dropped += 1
                 self._dropped_unreported += 1
@@ -113,16 +115,36 @@ class SendGate:
         if self.closed:
             return
         if self._held or self._replies:
-            if (
-                len(self._replies) >= MAX_REPLY_BACKLOG
-                or self._reply_bytes + len(payload) > MAX_REPLY_BACKLOG_BYTES
-            ):
-                self._not_reading()
-                return
-            self._replies.append(payload)
-            self._reply_bytes += len(payload)
+            self._queue_reply(payload)
             return
         self._channel.send_bytes(payload)
+
+    def send_clocked(self, render: Callable[[], bytes], size: int = 256) -> None:
+        """
+        A reply that carries the time it is sent (C{time_sync}'s
+        C{serverTime}): C{render()} makes its text at the last moment, and
+        it is handed to the socket at once, ahead of any gaze frames waiting
+        here.  Only what must stay in order goes first: earlier replies, and
+        a message being streamed (nothing may interleave with its fragments).
+        While the client is not reading, it waits with the other replies,
+        counted as C{size} bytes, and is rendered when it goes out.
+        """
+        if self.closed:
+            return
+        if self._held or self._replies:
+            self._queue_reply(_ClockedReply(render, size))
+            return
+        self._channel.send_now(render())
+
+    def _queue_reply(self, payload: Any) -> None:
+        if (
+            len(self._replies) >= MAX_REPLY_BACKLOG
+            or self._reply_bytes + len(payload) > MAX_REPLY_BACKLOG_BYTES
+        ):
+            self._not_reading()
+            return
+        self._replies.append(payload)
+        self._reply_bytes += len(payload)
 
     def send_pong(self, payload: bytes) -> None:
         """Answer a ping: now, or, while paused, with the newest ping's payload on resume."""
@@ -248,7 +270,10 @@ class SendGate:
         while self._replies and not self._held and not self.closed:
             payload = self._replies.popleft()
             self._reply_bytes -= len(payload)
-            self._channel.send_bytes(payload)
+            if isinstance(payload, _ClockedReply):  # rendered now, as it goes out
+                self._channel.send_now(payload.render())
+            else:
+                self._channel.send_bytes(payload)
         while self._gaze and not self._held and not self.closed:
             self.sent_gaze += 1
             self._channel.send_prepared(self._gaze.popleft())
@@ -271,3 +296,16 @@ class SendGate:
                     }
                 )
             )
+
+
+class _ClockedReply:
+    """A reply of L{SendGate.send_clocked} waiting: rendered when it is sent."""
+
+    __slots__ = ("render", "size")
+
+    def __init__(self, render: Callable[[], bytes], size: int):
+        self.render = render
+        self.size = size
+
+    def __len__(self) -> int:
+        return self.size

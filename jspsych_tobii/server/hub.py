@@ -16,12 +16,13 @@ on the stream that already runs; when the last one stops, the session ends
 and the preview goes on.
 
 A batch's path: the tracker's receiver (L{_on_gaze}) stamps sequence numbers
-and arrival time, appends to the buffer, encodes each sample once, frames it
-once with Autobahn's C{prepareMessage}, and hands the same prepared frame to
-every subscriber's L{SendGate}.  Observers (the recorder) see each batch
-first; one that fails costs no client its batch: its first failure in a
-tracking session is logged with the traceback, the others are counted and
-summed up when the session ends.
+and arrival time, appends to the buffer, encodes each sample once as its
+complete C{gaze_data} text (L{encode_frames}), frames it once as a WebSocket
+frame (L{TextFrame}), and hands the same frame to every subscriber's
+L{SendGate}.  Observers (the recorder) see each batch first; one that fails
+costs no client its batch: its first failure in a tracking session is
+logged with the traceback, the others are counted and summed up when the
+session ends.
 """
 
 from __future__ import annotations
@@ -33,10 +34,17 @@ from twisted.internet import defer
 from zope.interface import implementer
 
 from jspsych_tobii.core.buffer import GazeBuffer
-from jspsych_tobii.core.gaze import GazeView, dumps
+from jspsych_tobii.core.gaze import (
+    VECTOR_THRESHOLD,
+    dumps,
+    encode_frames,
+    record_frames,
+    stamp,
+)
 from jspsych_tobii.core.markers import MarkerLog
 from jspsych_tobii.core.timesync import ServerClock
 from jspsych_tobii.interfaces import (
+    GAZE_DTYPE,
     IGazeObserver,
     ISessionListener,
     ITracker,
@@ -56,7 +64,7 @@ class GazeHub:
     """
     @param trackers: gives the tracker to stream from (C{require()}).
     @param prepare: frames a text payload once for all clients
-        (L{jspsych_tobii.server.protocol.prepare_text}).
+        (L{jspsych_tobii.server.protocol.prepare_text}: a L{TextFrame}).
     @param observers: see each batch of a tracking session first (the
         recorder, the LSL publisher).
     @param session_listeners: told when a tracking session starts and ends.
@@ -295,27 +303,46 @@ class GazeHub:
     def _on_gaze(self, batch: np.ndarray) -> None:
         if self._tracker is None and not self._lock.locked:
             return  # a late batch after stopGaze
+        if batch.dtype != GAZE_DTYPE:
+            raise TypeError(f"expected gaze records of GAZE_DTYPE, got {batch.dtype}")
         if not self._in_session:
             batch["server_time_us"] = self.clock.now_us()
             self.preview_buffer.extend(batch)
             return
         n = len(batch)
-        batch["seq"] = np.arange(self._seq, self._seq + n)
-        self._seq += n
-        batch["server_time_us"] = self.clock.now_us()
-        self.buffer.extend(batch)
-        for observer in self.observers:
-            try:
-                observer(batch)
-            except Exception:
-                self._observer_failed(observer)
+        seq = self._seq
+        self._seq = seq + n
+        # the batch's own copy, stamped: for the few records a tracker hands
+        # over at a time, bytes and struct cost far less than numpy calls
+        records = bytearray(batch.tobytes())
+        stamp(records, seq, self.clock.now_us())
+        self.buffer.extend_records(records)
+        stamped = None  # as an array, only when something needs one
+        if self.observers:
+            stamped = np.frombuffer(records, GAZE_DTYPE)
+            for observer in self.observers:
+                try:
+                    observer(stamped)
+                except Exception:
+                    self._observer_failed(observer)
         if not self._subscribers:
             return
+        if n < VECTOR_THRESHOLD:
+            texts = record_frames(records)
+        else:
+            texts = encode_frames(
+                np.frombuffer(records, GAZE_DTYPE) if stamped is None else stamped
+            )
         prepare = self._prepare
-        prepared = [prepare(frame) for frame in GazeView(batch).encode_frames()]
+        frames = [prepare(text) for text in texts]
+        if n == 1:  # the usual case: a tracker hands samples over one by one
+            frame = frames[0]
+            for gate in self._subscribers:
+                gate.send_gaze(frame)
+            return
         for gate in self._subscribers:
             send = gate.send_gaze
-            for frame in prepared:
+            for frame in frames:
                 send(frame)
 
     def _observer_failed(self, observer: Any) -> None:

@@ -31,7 +31,6 @@ import re
 from typing import Any, List, Optional, Sequence, Set, Tuple
 
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
-from autobahn.websocket.protocol import PreparedMessage
 from autobahn.websocket.types import ConnectionDeny
 from twisted.internet.interfaces import IHalfCloseableDescriptor
 from twisted.internet.protocol import connectionDone
@@ -39,10 +38,14 @@ from twisted.logger import Logger as _TwistedLogger
 
 from jspsych_tobii.core.access import OriginPolicy, normalize_origin, token_matches
 from jspsych_tobii.logs import Logger
+from jspsych_tobii.server.frames import TextFrame
 from jspsych_tobii.server.gate import SendGate
 from jspsych_tobii.server.resume import Fingerprint
 from jspsych_tobii.server.session import ClientSession
 from jspsych_tobii.server.state import ServerState
+
+#: Most bytes handed to the socket in one reactor turn.
+SEND_LIMIT = 4 * 1024 * 1024
 
 #: Largest incoming message accepted (a validation point at 1200 Hz is ~360 KB).
 MAX_MESSAGE_BYTES = 16 * 1024 * 1024
@@ -130,6 +133,11 @@ class TobiiServerProtocol(WebSocketServerProtocol):
             self.transport.setTcpNoDelay(True)
         except (AttributeError, OSError):
             pass  # not TCP (a UNIX socket)
+        # Twisted hands the socket at most SEND_LIMIT (128 KiB) per reactor
+        # turn; a large get_data reply (20 MB for a minute at 1200 Hz) would
+        # take 160 turns to leave.  The kernel takes what fits either way.
+        if hasattr(self.transport, "SEND_LIMIT"):
+            self.transport.SEND_LIMIT = SEND_LIMIT
 
     def onConnect(self, request):
         peer = self.transport.getPeer()
@@ -232,6 +240,25 @@ class TobiiServerProtocol(WebSocketServerProtocol):
     def send_bytes(self, payload: bytes) -> None:
         if self.state == self.STATE_OPEN:
             self.sendMessage(payload)
+
+    def send_now(self, payload: bytes) -> None:
+        """
+        One text message whose timing matters (a C{time_sync} reply): framed
+        here and handed to the socket at once, instead of at the reactor's
+        next turn, after whatever gaze work that turn brings.
+        """
+        if self.state != self.STATE_OPEN:
+            return
+        if self.send_queue:
+            self.sendMessage(payload)
+            return
+        transport = self.transport
+        transport.write(TextFrame(payload).payloadHybi)
+        flush = getattr(transport, "doWrite", None)  # a socket (not TLS)
+        if flush is not None and transport.connected and not transport.disconnecting:
+            # what the socket does not take now, the reactor sends when it
+            # can; a failure surfaces through the reactor as usual
+            flush()
 
     def begin_message(self) -> None:
         if self.state == self.STATE_OPEN:
@@ -400,12 +427,13 @@ class TobiiServerProtocol(WebSocketServerProtocol):
         )
 
 
-def prepare_text(payload: bytes) -> PreparedMessage:
+def prepare_text(payload: bytes) -> TextFrame:
     """
-    Frame a text message once for every client (what a server factory's
-    C{prepareMessage} does: servers do not mask their frames).
+    Frame a text message once for every client: what a server factory's
+    C{prepareMessage} does (servers do not mask their frames), in one
+    concatenation instead of several calls (L{TextFrame}).
     """
-    return PreparedMessage(payload, False, False, False)
+    return TextFrame(payload)
 
 
 class TobiiServerFactory(WebSocketServerFactory):

@@ -43,6 +43,38 @@ from jspsych_tobii.server.bulk import StreamedReply, reply_pieces
 from jspsych_tobii.server.calibration import CalibrationError
 from jspsych_tobii.server.gate import SendGate
 
+
+class ClockedReply:
+    """
+    A handler's answer with one field, C{key}, that is the server's time
+    when the reply is written (C{time_sync}'s C{serverTime}): the reply is
+    encoded once with a placeholder, and the time is put in at the last
+    moment, just before the write (L{SendGate.send_clocked}).
+    """
+
+    _PLACEHOLDER = "\x00clocked"
+    _ENCODED = dumps(_PLACEHOLDER)
+
+    def __init__(self, fields: dict, key: str):
+        self.fields = fields
+        self.key = key
+
+    def renderer(self, request: Request, clock: Any):
+        """The reply's C{render()} (its text, with the time now) and its largest size."""
+        message = messages.reply(request, **self.fields)
+        message[self.key] = self._PLACEHOLDER
+        # the placeholder is the last field written: a request id that
+        # happens to hold the same text comes before it
+        head, _, tail = dumps(message).rpartition(self._ENCODED)
+        now_ms = clock.now_ms
+
+        def render() -> bytes:
+            # a float's repr is what json.dumps writes for it
+            return head + repr(now_ms()).encode() + tail
+
+        return render, len(head) + len(tail) + 24  # and its size, at most
+
+
 #: Errors whose message is shown to the client as is; anything else is a bug,
 #: logged with its traceback and reported as an internal error.
 EXPECTED_ERRORS = (RequestError, TrackerError, CalibrationError, ValueError)
@@ -276,6 +308,10 @@ class ClientSession:
                 spliced[:-1] + b"," + key + b":[" + b",".join(fields.items) + b"]}"
             )
             return None
+        if isinstance(fields, ClockedReply):
+            render, size = fields.renderer(request, self.app.clock)
+            self.gate.send_clocked(render, size)
+            return None
         self.gate.send_message(messages.reply(request, **fields))
         return None
 
@@ -324,12 +360,12 @@ class ClientSession:
 
     # -- clocks
 
-    def do_time_sync(self, request: Request, received_ms: float) -> dict:
-        server_ms = self.app.clock.now_ms()
+    def do_time_sync(self, request: Request, received_ms: float):
         client_ms = request.params["clientTime"]
         if client_ms is not None:
             self.clock_model.observe(client_ms, received_ms)
-        return {"clientTime": client_ms, "serverTime": server_ms, "success": True}
+        # serverTime is read when the reply is written (see ClockedReply)
+        return ClockedReply({"clientTime": client_ms, "success": True}, "serverTime")
 
     def do_get_device_clock_offset(self, request: Request, received_ms: float) -> dict:
         # B is the tracker's system clock shifted into server time; C is

@@ -5,9 +5,13 @@ tests.  It is only ever used when asked for (C{--mock}); the server never
 falls back to it.
 
 Samples are produced by L{EyeModel} at their ideal capture times
-(C{start + k / rate}) on the server's monotonic clock, and delivered to the
-reactor in batches every few milliseconds, like an SDK stream.  With an
-injected L{task.Clock} and seed, everything is deterministic.
+(C{start + k / rate}) on the server's monotonic clock.  How they reach the
+reactor is injected (L{jspsych_tobii.trackers.paced}): the server hands each
+one over when it is due from a pacing thread, through the same hand-off as
+the Tobii SDK adapter, so latency measured against the mock is the server's
+own; by default (and for tests on a L{task.Clock}) a reactor timer delivers
+them in batches.  With an injected L{task.Clock} and seed, everything is
+deterministic.
 """
 
 from __future__ import annotations
@@ -32,7 +36,7 @@ from jspsych_tobii.interfaces import (
     TrackerNotification,
 )
 from jspsych_tobii.trackers.eyemodel import DEFAULT_DISPLAY, EyeModel
-from jspsych_tobii.trackers.paced import DELIVERY_INTERVAL, PacedStream
+from jspsych_tobii.trackers.paced import PacedStream, TimerPacing
 
 MOCK_FREQUENCIES = (30.0, 60.0, 120.0, 250.0, 300.0, 600.0, 1200.0)
 #: How long collecting one calibration point takes, like a real tracker.
@@ -52,6 +56,9 @@ class MockTracker(PacedStream):
         stamped with (L{jspsych_tobii.core.timesync.ServerClock.source}; in
         tests, one driven by the same L{task.Clock} as C{reactor}).
     @param rate: samples per second.
+    @param pacing: how samples reach the reactor: a L{TimerPacing} (the
+        default: batches on a reactor timer) or a L{ThreadPacing} (each
+        sample when due, from a thread, on the same C{clock_us}).
     """
 
     def __init__(
@@ -63,6 +70,7 @@ class MockTracker(PacedStream):
         offset_deg: float = 0.0,
         noise_deg: float = 0.02,
         blinks: bool = True,
+        pacing: Any = None,
     ):
         if not 1.0 <= rate <= 2000.0:
             raise TrackerError(f"mock rate must be between 1 and 2000 Hz, got {rate:g}")
@@ -73,7 +81,7 @@ class MockTracker(PacedStream):
         self.info: Optional[TrackerInfo] = None
         self._receiver: Optional[Callable[[np.ndarray], Any]] = None
         self._notify: Optional[Callable[[TrackerNotification], Any]] = None
-        self._timer = None
+        self._pacing = pacing if pacing is not None else TimerPacing(reactor)
         self._next_k = 0
         self._ahead: Optional[np.ndarray] = None
         self._start_us = 0
@@ -137,11 +145,8 @@ class MockTracker(PacedStream):
         except Exception as e:
             return defer.fail(e)
         self._receiver = receiver
-        if self._timer is None:
-            self._start_us = self._clock_us()
-            self._next_k = 0
-            self._ahead = None
-            self._schedule()
+        if not self._pacing.running:
+            self._start_pacing()
         return defer.succeed(None)
 
     def getUserPosition(self):
@@ -156,16 +161,13 @@ class MockTracker(PacedStream):
                     + ", ".join(f"{f:g}" for f in self.info.frequencies)
                 )
             )
-        running = self._timer is not None
+        running = self._pacing.running
         self._stop_timer()
         self.rate = frequency
         if self.info is not None:
             self.info = replace(self.info, frequency=frequency)
         if running:
-            self._start_us = self._clock_us()
-            self._next_k = 0
-            self._ahead = None
-            self._schedule()
+            self._start_pacing()
         self.notify(NotificationKind.FREQUENCY_CHANGED, f"{frequency:g} Hz", frequency=frequency)
         return defer.succeed(frequency)
 
@@ -249,8 +251,14 @@ class MockTracker(PacedStream):
         self._reactor.callLater(seconds, run)
         return d
 
-    def _delivery_interval(self) -> float:
-        return min(DELIVERY_INTERVAL, 1.0 / self.rate)
+    def _start_pacing(self) -> None:
+        self._start_us = self._clock_us()
+        self._next_k = 0
+        self._ahead = None
+        self._pacing.start(self._deliver, self._start_us, 1e6 / self.rate)
+
+    def _stop_timer(self) -> None:
+        self._pacing.stop()
 
     def _synthesise(self, count: int) -> None:
         """Make samples C{next_k ...} ahead of time, at their capture times."""
@@ -259,7 +267,12 @@ class MockTracker(PacedStream):
         times = self._start_us + np.round(ks * period).astype(np.int64)
         self._ahead = self.model.samples(times, DEVICE_CLOCK_OFFSET_US)
 
-    def _deliver(self):
+    def _deliver(self) -> None:
+        """Deliver every sample due by now (called by the pacing, on the reactor)."""
+        receiver = self._receiver
+        if receiver is None:
+            self._pacing.stop()
+            return
         now = self._clock_us()
         last_k = int((now - self._start_us) // (1e6 / self.rate))
         due = last_k - self._next_k + 1
@@ -269,10 +282,4 @@ class MockTracker(PacedStream):
             batch, self._ahead = self._ahead[:due], self._ahead[due:]
             self._next_k += due
             self.delivered += due
-            receiver = self._receiver
-            if receiver is not None:
-                receiver(batch)
-        if self._receiver is not None:
-            self._schedule()
-        else:
-            self._timer = None
+            receiver(batch)

@@ -2,17 +2,25 @@
 """
 L{PacedStream}: what the trackers that make their own samples on the reactor
 (the mock, the replay) share: a timer that delivers the samples due every
-few milliseconds, like an SDK stream, and the receivers it delivers to.
+few milliseconds, and the receivers it delivers to.
+
+How the mock's samples reach the reactor is injected: L{ThreadPacing} hands
+each sample over when it is due, from a thread, through the same
+L{ThreadHandoff} as the Tobii SDK adapter (what the server uses); with
+L{TimerPacing} a reactor timer delivers in batches (deterministic under a
+L{task.Clock}, for tests, and C{--mock-delivery batched}).
 """
 
 from __future__ import annotations
 
+import threading
 from typing import Any, Callable, Optional
 
 import numpy as np
 from twisted.internet import defer
 
-from jspsych_tobii.interfaces import TrackerNotification
+from jspsych_tobii.interfaces import TrackerError, TrackerNotification
+from jspsych_tobii.trackers.handoff import ThreadHandoff
 
 #: Largest interval between deliveries of gaze batches, seconds.
 DELIVERY_INTERVAL = 0.002
@@ -52,3 +60,106 @@ class PacedStream:
 
     def setNotificationReceiver(self, receiver):
         self._notify = receiver
+
+
+class TimerPacing:
+    """
+    Batched delivery: a reactor timer calls C{deliver} every
+    C{DELIVERY_INTERVAL} (or every sample period, if shorter), and each call
+    delivers whatever became due meanwhile.  Deterministic under a
+    L{task.Clock}; on a real reactor its waits are rounded up to whole
+    milliseconds, so samples arrive in batches a millisecond or two late.
+    """
+
+    def __init__(self, reactor: Any, interval: float = DELIVERY_INTERVAL):
+        self._reactor = reactor
+        self._interval = interval
+        self._timer: Any = None
+        self._deliver: Optional[Callable[[], Any]] = None
+        self._every = interval
+
+    @property
+    def running(self) -> bool:
+        return self._timer is not None
+
+    def start(self, deliver: Callable[[], Any], start_us: int, period_us: float) -> None:
+        """Call C{deliver} on the reactor from now on; samples are due every C{period_us}."""
+        self.stop()
+        self._deliver = deliver
+        self._every = min(self._interval, period_us / 1e6)
+        self._timer = self._reactor.callLater(self._every, self._tick)
+
+    def stop(self) -> None:
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        self._timer = None
+
+    def _tick(self) -> None:
+        self._timer = self._reactor.callLater(self._every, self._tick)
+        self._deliver()
+
+
+class ThreadPacing:
+    """
+    Per-sample delivery, the way a tracker SDK delivers: a thread of its own
+    sleeps until each sample is due (C{start_us + k * period_us} on
+    C{clock_us}) and hands a tick to the reactor through the same
+    L{ThreadHandoff} the SDK adapter uses; on the reactor C{deliver} delivers
+    every sample due by then (one, unless the reactor was late, when the
+    late ones come together).  The thread's waits are not rounded to the
+    reactor's millisecond, so a sample reaches the reactor about as soon as
+    it is due.  Needs a real reactor (C{callFromThread}).
+    """
+
+    def __init__(self, reactor: Any, clock_us: Callable[[], int], name: str = "paced stream"):
+        if not callable(getattr(reactor, "callFromThread", None)):
+            raise TrackerError(
+                "per-sample delivery needs a reactor that takes calls from threads; "
+                "use batched delivery (--mock-delivery batched) with this one"
+            )
+        self._reactor = reactor
+        self._clock_us = clock_us
+        self._name = name
+        self._stop: Optional[threading.Event] = None
+        self.ticks = 0  # ticks handed over, for tests
+
+    @property
+    def running(self) -> bool:
+        return self._stop is not None
+
+    def start(self, deliver: Callable[[], Any], start_us: int, period_us: float) -> None:
+        self.stop()
+        stop = self._stop = threading.Event()
+
+        def tick(items):
+            if not stop.is_set():
+                deliver()
+
+        handoff = ThreadHandoff(self._reactor, tick)
+        thread = threading.Thread(
+            target=self._run,
+            args=(handoff, stop, start_us, period_us),
+            name=self._name,
+            daemon=True,
+        )
+        thread.start()
+
+    def stop(self) -> None:
+        """The thread ends within one sample period; nothing is delivered after this."""
+        if self._stop is not None:
+            self._stop.set()
+            self._stop = None
+
+    def _run(self, handoff: ThreadHandoff, stop: threading.Event, start: int, period: float):
+        clock = self._clock_us
+        k = 0
+        while not stop.is_set():
+            due = start + int(round(k * period))
+            now = clock()
+            if now < due:
+                stop.wait((due - now) / 1e6)
+                continue
+            self.ticks += 1
+            handoff.put(k)
+            # the next sample not yet due; late ones are delivered with this tick
+            k = max(k + 1, int((now - start) // period) + 1)

@@ -20,6 +20,7 @@ L{jspsych_tobii.trackers.tobii_callbacks} (the SDK's own threads).
 from __future__ import annotations
 
 import math
+import struct
 from operator import itemgetter
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
@@ -204,13 +205,26 @@ def gaze_row(record: Any) -> tuple:
     return row
 
 
+#: One row of L{gaze_row} packed as a L{GAZE_DTYPE} record.
+_GAZE_RECORD = struct.Struct("<4q9d3?9d3?")
+if _GAZE_RECORD.size != GAZE_DTYPE.itemsize:  # pragma: no cover - a guard for edits
+    raise ImportError("GAZE_DTYPE changed: update _GAZE_RECORD in trackers/tobii_sdk.py")
+
+
 def gaze_rows_to_batch(rows: List[tuple]) -> np.ndarray:
     """
-    The rows of L{gaze_row} as one batch of L{GAZE_DTYPE}.
+    The rows of L{gaze_row} as one batch of L{GAZE_DTYPE}: packed with
+    C{struct} (a few µs for a row, where C{np.array(rows, dtype)} takes
+    ~10), or by numpy for values C{struct} refuses.
 
     @raise ValueError: a row of the wrong shape (the SDK changed a record).
     """
-    return np.array(rows, dtype=GAZE_DTYPE)
+    pack = _GAZE_RECORD.pack
+    try:
+        data = bytearray(b"".join([pack(*row) for row in rows]))
+    except struct.error:
+        return np.array(rows, dtype=GAZE_DTYPE)
+    return np.frombuffer(data, GAZE_DTYPE)
 
 
 #: A user position as a callback copies it: the SDK's system time stamp (or

@@ -1,0 +1,91 @@
+"""
+Tests for L{jspsych_tobii.server.frames} and the protocol's immediate send.
+"""
+
+import collections
+
+from autobahn.websocket.protocol import PreparedMessage
+from twisted.internet import defer
+from twisted.trial import unittest
+
+from jspsych_tobii.server.frames import TextFrame, text_header
+from jspsych_tobii.server.protocol import TobiiServerProtocol
+
+
+class TextFrameTests(unittest.SynchronousTestCase):
+    def test_same_bytes_as_autobahn(self):
+        """Each length class of header: what Autobahn's prepareMessage would send."""
+        for n in (0, 1, 125, 126, 300, 65535, 65536, 200_000):
+            payload = b"x" * n
+            frame = TextFrame(payload)
+            expected = PreparedMessage(payload, False, False, True).payloadHybi
+            self.assertEqual(frame.payloadHybi, expected, n)
+            self.assertIs(frame.payload, payload)
+            self.assertEqual(len(text_header(n)), len(expected) - n)
+
+    def test_prepared_message_attributes(self):
+        frame = TextFrame(b"{}")
+        self.assertEqual((frame.binary, frame.doNotCompress), (False, True))
+
+
+class Transport:
+    def __init__(self, flushable=True):
+        self.connected = True
+        self.disconnecting = False
+        self.events = []
+        if flushable:
+            self.doWrite = lambda: self.events.append(("flush",))
+
+    def write(self, data):
+        self.events.append(("write", data))
+
+
+class SendLimitTests(unittest.TestCase):
+    @defer.inlineCallbacks
+    def test_large_replies_leave_in_large_pieces(self):
+        """Twisted's 128 KiB per reactor turn is raised for each client's socket."""
+        from twisted.internet import tcp
+
+        from jspsych_tobii.config import ServerConfig
+        from jspsych_tobii.server.protocol import SEND_LIMIT
+
+        from .support import serve
+        from .wsclient import connect
+
+        service, port = serve(self, ServerConfig(port="tcp:0:interface=127.0.0.1", mock=True))
+        client = yield connect(port)
+        self.addCleanup(client.dropConnection, abort=True)
+        yield client.request("get_status")
+        (gate,) = service.state.hub.gates
+        self.assertEqual(gate._channel.transport.SEND_LIMIT, SEND_LIMIT)
+        self.assertGreater(SEND_LIMIT, tcp.Server.SEND_LIMIT)
+
+
+class SendNowTests(unittest.SynchronousTestCase):
+    def protocol(self, transport):
+        proto = TobiiServerProtocol()
+        proto.state = proto.STATE_OPEN
+        proto.send_queue = collections.deque()
+        proto.transport = transport
+        return proto
+
+    def test_written_and_handed_to_the_socket(self):
+        """A time_sync reply does not wait for the reactor's next turn."""
+        transport = Transport()
+        self.protocol(transport).send_now(b'{"serverTime":1.5}')
+        self.assertEqual(
+            transport.events,
+            [("write", b"\x81\x12" + b'{"serverTime":1.5}'), ("flush",)],
+        )
+
+    def test_not_flushed_while_closing(self):
+        transport = Transport()
+        transport.disconnecting = True
+        self.protocol(transport).send_now(b"{}")
+        self.assertEqual(transport.events, [("write", b"\x81\x02{}")])
+
+    def test_transport_without_a_socket(self):
+        """TLS and other wrapping transports: written, sent on the reactor's turn."""
+        transport = Transport(flushable=False)
+        self.protocol(transport).send_now(b"{}")
+        self.assertEqual(transport.events, [("write", b"\x81\x02{}")])
