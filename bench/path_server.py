@@ -138,6 +138,7 @@ def run_server(mode, port, rate):
 
     from jspsych_tobii import logs
     from jspsych_tobii.config import ServerConfig
+    from jspsych_tobii.core.timesync import monotonic_us
     from jspsych_tobii.tap import makeService
 
     settings = dict(host="127.0.0.1", port=str(port), log_level="ERROR")
@@ -147,12 +148,13 @@ def run_server(mode, port, rate):
         from jspsych_tobii.trackers.tobii import TobiiTracker
 
         sdk = fake_sdk(rate)
-        make_tracker = lambda: TobiiTracker(reactor, sdk=sdk)  # noqa: E731
+        make_tracker = lambda: TobiiTracker(reactor, monotonic_us, sdk=sdk)  # noqa: E731
     elif mode == "child":
         from jspsych_tobii.trackers.child import ChildTracker
 
         make_tracker = lambda: ChildTracker(  # noqa: E731
             reactor,
+            monotonic_us,
             sys.executable,
             frequency=rate,
             sdk_module="path_server:child_sdk",

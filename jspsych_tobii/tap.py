@@ -335,7 +335,7 @@ def tracker_factory(
 
             _log.warn("using the MOCK tracker (--mock): gaze is synthetic, no eye tracker is used")
             if config.mock_delivery == "per-sample":
-                pacing = ThreadPacing(reactor, clock.now_us, name="mock tracker")
+                pacing = ThreadPacing(reactor, clock.source, name="mock tracker")
             else:
                 pacing = TimerPacing(reactor)
             return MockTracker(
