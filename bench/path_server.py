@@ -150,7 +150,7 @@ def run_server(mode, port, rate):
         sdk = fake_sdk(rate)
         make_tracker = lambda: TobiiTracker(reactor, monotonic_us, sdk=sdk)  # noqa: E731
     elif mode == "child":
-        from jspsych_tobii.trackers.child import ChildTracker
+        from jspsych_tobii.trackers.child.tracker import ChildTracker
 
         make_tracker = lambda: ChildTracker(  # noqa: E731
             reactor,
