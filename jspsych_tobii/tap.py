@@ -334,6 +334,7 @@ def tracker_factory(
             from jspsych_tobii.trackers.paced import ThreadPacing, TimerPacing
 
             _log.warn("using the MOCK tracker (--mock): gaze is synthetic, no eye tracker is used")
+            pacing: ThreadPacing | TimerPacing
             if config.mock_delivery == "per-sample":
                 pacing = ThreadPacing(reactor, clock.source, name="mock tracker")
             else:

@@ -31,7 +31,7 @@ class GazeBuffer:
         # the same memory as opaque records: copying those is one memcpy,
         # where a structured copy goes field by field (~15 µs per batch)
         self._raw = self._data.view(_RAW)
-        self._bytes = memoryview(self._data.view(np.uint8))
+        self._bytes = memoryview(self._data.view(np.uint8).data)
         self._head = 0  # where the next record goes
         self._size = 0
         self.appended = 0  # records appended since the last clear
@@ -66,7 +66,7 @@ class GazeBuffer:
         self._head = (head + n) % cap
         self._size = min(cap, self._size + n)
 
-    def extend_records(self, records: bytes) -> None:
+    def extend_records(self, records: bytes | bytearray) -> None:
         """
         Append records of L{GAZE_DTYPE} given as bytes (a few at a time, on
         the live path: memory copies, no numpy call).

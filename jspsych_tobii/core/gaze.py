@@ -97,7 +97,7 @@ def _num(value: float, fmt: bytes) -> bytes:
     return _NULL_TEXT
 
 
-def _format(records: bytes, both: bytes, general: bytes) -> List[bytes]:
+def _format(records: bytes | bytearray, both: bytes, general: bytes) -> List[bytes]:
     """Each record as text, through one of the two templates."""
     out = []
     append = out.append
@@ -197,7 +197,7 @@ def _records(batch: np.ndarray) -> bytes:
     return batch.tobytes()
 
 
-def encode_frames(batch: np.ndarray, records: Optional[bytes] = None) -> List[bytes]:
+def encode_frames(batch: np.ndarray, records: Optional[bytes | bytearray] = None) -> List[bytes]:
     """
     One complete C{gaze_data} text frame per sample, as UTF-8 bytes.
 
@@ -210,7 +210,7 @@ def encode_frames(batch: np.ndarray, records: Optional[bytes] = None) -> List[by
     return _format(_records(batch) if records is None else records, _BOTH_FRAME, _FRAME)
 
 
-def record_frames(records: bytes) -> List[bytes]:
+def record_frames(records: bytes | bytearray) -> List[bytes]:
     """L{encode_frames} of a few records given as bytes (per record, no numpy)."""
     return _format(records, _BOTH_FRAME, _FRAME)
 

@@ -53,7 +53,7 @@ class ClockedReply:
     """
 
     _PLACEHOLDER = "\x00clocked"
-    _ENCODED = dumps(_PLACEHOLDER)
+    _ENCODED = json.dumps(_PLACEHOLDER).encode()
 
     def __init__(self, fields: dict, key: str):
         self.fields = fields
