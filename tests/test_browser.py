@@ -267,10 +267,12 @@ class ResumeInBrowserTests(LoopbackServerMixin, unittest.TestCase):
         self.assertEqual(len(state["B"]), 1)
         self.assertNotIn("tracking_resumed", state["B"][0]["types"])
         self.assertGreater(state["B"][0]["gaze"], b_before + 50)
-        # the page that opened while A was away got nothing
-        self.assertEqual(len(state["late"]), 1)
-        self.assertEqual(state["late"][0]["gaze"], 0)
-        self.assertNotIn("tracking_resumed", state["late"][0]["types"])
+        # the page that opened while A was away got nothing, on any socket it
+        # opened (Chromium may retry a connection that was still opening)
+        self.assertTrue(state["late"])
+        for record in state["late"]:
+            self.assertEqual(record["gaze"], 0)
+            self.assertNotIn("tracking_resumed", record["types"])
         self.assertEqual(self.state.hub.session, 1, "the stream was restarted")
         self.assertEqual(self.state.resumes.held, 0)
         self.assertEqual(self.state.hub.subscriber_count, 3)
