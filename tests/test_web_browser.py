@@ -149,7 +149,8 @@ class StatusPageInChromiumTests(ChromiumMixin, unittest.TestCase):
         self.assertEqual(state["pressed"], "true", dom[-2000:])
         self.assertEqual(state["button"], "Stop the preview")
         self.assertEqual(state["gaze-source"], "preview")
-        self.assertGreater(int(state["gaze-points"]), 50)
+        # how many depends on how long the preview ran before the page was read
+        self.assertGreater(int(state["gaze-points"]), 10)
         self.assertEqual(state["samples"], "0")
         self.assertEqual(hub.session, 0, "a preview is no tracking session")
         # the browser is gone: its preview ends (at once, or when its lease lapses)
