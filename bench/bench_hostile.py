@@ -318,6 +318,7 @@ def rss_mb(pid):
 
 def run(args):
     from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientProtocol
+    from bench_stream import run_on_reactor
     from twisted.internet import defer, reactor, task
 
     class Watcher(WebSocketClientProtocol):
@@ -443,19 +444,7 @@ def run(args):
             os.unlink(probe_path)
         return base, rows, alive, load
 
-    outcome = {}
-
-    def finish(result):
-        outcome["result"] = result
-        reactor.stop()
-
-    def failed(f):
-        f.printTraceback()
-        reactor.stop()
-
-    reactor.callWhenRunning(lambda: bench().addCallbacks(finish, failed))
-    reactor.run()
-    return outcome.get("result")
+    return run_on_reactor(bench)
 
 
 def main():

@@ -34,7 +34,7 @@ os.environ["LSLAPICFG"] = _cfg
 
 import bench_stream  # noqa: E402
 import pylsl  # noqa: E402
-from twisted.internet import defer, reactor  # noqa: E402
+from twisted.internet import defer  # noqa: E402
 
 GAZE_ID = "jspsych-tobii:Mock Tracker:MOCK-0001:gaze"
 
@@ -157,20 +157,7 @@ def main():
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--rounds", type=int, default=2)
     args = parser.parse_args()
-    outcome = {}
-
-    def done(ok):
-        outcome["ok"] = ok
-        reactor.stop()
-
-    def failed(f):
-        f.printTraceback()
-        outcome["ok"] = False
-        reactor.stop()
-
-    reactor.callWhenRunning(lambda: run(args).addCallbacks(done, failed))
-    reactor.run()
-    sys.exit(0 if outcome.get("ok") else 1)
+    sys.exit(0 if bench_stream.run_on_reactor(lambda: run(args)) else 1)
 
 
 if __name__ == "__main__":

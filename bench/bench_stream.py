@@ -318,6 +318,26 @@ def run(args):
     return all(ok for _, ok, _ in checks)
 
 
+def run_on_reactor(start):
+    """
+    Run the Deferred that C{start()} returns on the reactor, then stop it;
+    return what the Deferred fired with (None if it failed: traceback printed).
+    """
+    outcome = {}
+
+    def finish(result):
+        outcome["result"] = result
+        reactor.stop()
+
+    def failed(f):
+        f.printTraceback()
+        reactor.stop()
+
+    reactor.callWhenRunning(lambda: start().addCallbacks(finish, failed))
+    reactor.run()
+    return outcome.get("result")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--clients", type=int, default=4)
@@ -331,20 +351,7 @@ def main():
         "status page polls at 5)",
     )
     args = parser.parse_args()
-    outcome = {}
-
-    def done(ok):
-        outcome["ok"] = ok
-        reactor.stop()
-
-    def failed(f):
-        f.printTraceback()
-        outcome["ok"] = False
-        reactor.stop()
-
-    reactor.callWhenRunning(lambda: run(args).addCallbacks(done, failed))
-    reactor.run()
-    sys.exit(0 if outcome.get("ok") else 1)
+    sys.exit(0 if run_on_reactor(lambda: run(args)) else 1)
 
 
 if __name__ == "__main__":
