@@ -16,6 +16,8 @@ import collections
 import threading
 from typing import Any, Callable, List
 
+from twisted.internet.interfaces import IReactorFromThreads
+
 
 class ThreadHandoff:
     """
@@ -23,7 +25,7 @@ class ThreadHandoff:
     @param consumer: called on the reactor with a non-empty list of records.
     """
 
-    def __init__(self, reactor: Any, consumer: Callable[[List[Any]], Any]):
+    def __init__(self, reactor: IReactorFromThreads, consumer: Callable[[List[Any]], Any]):
         self._reactor = reactor
         self._consumer = consumer
         self._items: collections.deque = collections.deque()

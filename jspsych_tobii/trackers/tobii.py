@@ -34,10 +34,11 @@ from __future__ import annotations
 
 import threading
 from dataclasses import replace
-from typing import Any, Callable, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 
 import numpy as np
 from twisted.internet import defer
+from twisted.internet.interfaces import IDelayedCall
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
@@ -72,7 +73,7 @@ from jspsych_tobii.trackers.tobii_sdk import (
     sdk_errors,
     user_position,
 )
-from jspsych_tobii.trackers.tobii_worker import SDKWorker, WorkerThread
+from jspsych_tobii.trackers.tobii_worker import ISDKReactor, SDKWorker, WorkerThread
 from jspsych_tobii.waiters import Waiters
 
 __all__ = ["TobiiTracker", "find_trackers", "describe", "load_sdk"]
@@ -86,7 +87,8 @@ class TobiiTracker:
     An eye tracker driven through C{tobii_research}.  Every method runs on
     the reactor.
 
-    @param reactor: provides C{callFromThread} and C{callLater}.
+    @param reactor: an L{jspsych_tobii.trackers.tobii_worker.ISDKReactor}
+        (C{callFromThread} and C{callLater}).
     @param clock_us: the server's microsecond clock
         (L{jspsych_tobii.core.timesync.ServerClock.source}): the SDK's clock
         offset is measured against it, and notifications without an SDK
@@ -112,7 +114,7 @@ class TobiiTracker:
 
     def __init__(
         self,
-        reactor: Any,
+        reactor: ISDKReactor,
         clock_us: MicrosecondClock,
         address: Optional[str] = None,
         sdk: Any = None,
@@ -156,7 +158,7 @@ class TobiiTracker:
         # when the last gaze rows and positions arrived (µs on clock_us)
         self._lastGazeAt: Optional[int] = None
         self._lastPositionAt: Optional[int] = None
-        self._resumeCall: Any = None
+        self._resumeCall: Optional[IDelayedCall] = None
 
     @property
     def callbackErrors(self) -> int:
@@ -165,7 +167,7 @@ class TobiiTracker:
         return self._callbacks.failures.total
 
     @property
-    def streamErrors(self) -> dict:
+    def streamErrors(self) -> Dict[str, int]:
         """The same, per stream name (C{gaze}, C{user_position}, ...)."""
         return self._callbacks.failures.byStream()
 
@@ -205,7 +207,7 @@ class TobiiTracker:
         self._callbacks.gazeWanted = True
         d = self._worker.call(SDKWorker.subscribeGaze)
 
-        def failed(failure):
+        def failed(failure: Failure) -> Failure:
             if self._gazeReceiver is receiver:
                 self._gazeReceiver = None
                 self._callbacks.gazeWanted = False
@@ -234,15 +236,16 @@ class TobiiTracker:
         return self._position
 
     def setGazeOutputFrequency(self, frequency: float) -> defer.Deferred:
-        if not self._usable():
+        info = self._usableInfo()
+        if info is None:
             return defer.fail(TrackerError("the eye tracker is not connected"))
         try:
-            wanted = match_frequency(frequency, self.info.frequencies)
+            wanted = match_frequency(frequency, info.frequencies)
         except TrackerError as e:
             return defer.fail(e)
         d = self._worker.call(SDKWorker.setFrequency, wanted)
 
-        def applied(current):
+        def applied(current: float) -> float:
             if self.info is not None:
                 self.info = replace(self.info, frequency=current)
             return current
@@ -251,9 +254,10 @@ class TobiiTracker:
         return d
 
     def enterCalibration(self) -> defer.Deferred:
-        if not self._usable():
+        info = self._usableInfo()
+        if info is None:
             return defer.fail(TrackerError("the eye tracker is not connected"))
-        if "calibration" not in self.info.capabilities:
+        if "calibration" not in info.capabilities:
             return defer.fail(TrackerError("this eye tracker cannot do screen-based calibration"))
         return self._worker.call(SDKWorker.enterCalibration)
 
@@ -281,22 +285,29 @@ class TobiiTracker:
 
     def _usable(self) -> bool:
         """Connected, and not disconnected since."""
-        return self.info is not None and self._closed is None
+        return self._usableInfo() is not None
+
+    def _usableInfo(self) -> Optional[TrackerInfo]:
+        """The info while connected and not disconnected since, else None."""
+        return self.info if self._closed is None else None
 
     def _nowUs(self) -> int:
         """Now, on the tracker's system clock."""
         offset = self.info.system_clock_offset_us if self.info is not None else 0
         return self._clock_us() + offset
 
-    def _connectDone(self, result: Any) -> None:
+    def _connectDone(self, result: Union[Tuple[TrackerInfo, Optional[str]], Failure]) -> None:
         waiters, self._connecting = self._connecting, None
-        if not isinstance(result, Failure):
+        outcome: Union[TrackerInfo, Failure]
+        if isinstance(result, Failure):
+            outcome = result
+        else:
             try:
-                result = self._connected(*result)
+                outcome = self._connected(*result)
             except Exception:
-                result = Failure()
+                outcome = Failure()
         assert waiters is not None
-        waiters.fire(result)
+        waiters.fire(outcome)
 
     def _connected(self, info: TrackerInfo, source: Optional[str]) -> TrackerInfo:
         if self._closed is not None:
@@ -313,7 +324,9 @@ class TobiiTracker:
         )
         return info
 
-    def _notify(self, kind: str, message: str = "", data: Optional[dict] = None, at=None) -> None:
+    def _notify(
+        self, kind: str, message: str = "", data: Optional[dict] = None, at: Optional[int] = None
+    ) -> None:
         notification = TrackerNotification(
             kind=kind,
             system_time_us=int(at) if at is not None else self._nowUs(),
@@ -429,7 +442,7 @@ class TobiiTracker:
             detail = data.get("faults") or data.get("warnings") or ""
             _log.warn("eye tracker {kind}: {detail}", kind=kind.replace("_", " "), detail=detail)
 
-    def _streamError(self, data: dict, at: Any) -> None:
+    def _streamError(self, data: dict, at: Optional[int]) -> None:
         source = str(data.get("source", ""))
         error = str(data.get("error", ""))
         message = str(data.get("message", ""))

@@ -29,7 +29,7 @@ import functools
 import threading
 from typing import Any, Callable, Dict, List, Set
 
-from twisted.internet.interfaces import IReactorFromThreads, IReactorTime
+from twisted.internet.interfaces import IDelayedCall, IReactorFromThreads, IReactorTime
 from twisted.logger import LogLevel
 from twisted.python.failure import Failure
 
@@ -230,7 +230,7 @@ class FailureReport:
         self._notify = notify
         self.interval = interval
         self._tracebackLogged: Set[str] = set()
-        self._timers: Dict[str, Any] = {}
+        self._timers: Dict[str, IDelayedCall] = {}
 
     def start(self, stream: str, failure: Failure) -> None:
         """A report of C{stream}'s failures begins, with this C{failure}."""

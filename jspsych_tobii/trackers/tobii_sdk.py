@@ -22,7 +22,7 @@ from __future__ import annotations
 import math
 import struct
 from operator import itemgetter
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Set, Tuple, Type
 
 import numpy as np
 
@@ -34,6 +34,7 @@ from jspsych_tobii.interfaces import (
     CalibrationResult,
     DisplayArea,
     NotificationKind,
+    Point3,
     TrackerError,
     TrackerInfo,
     UserPosition,
@@ -187,7 +188,7 @@ def row_plan(dtype: np.dtype, sources: Dict[str, Tuple[str, Optional[int]]]) -> 
 
 _GAZE_ROW = row_plan(GAZE_DTYPE, GAZE_SOURCES)
 #: Where a row of L{gaze_row} holds the sample's system time stamp.
-ROW_SYSTEM_TIME = GAZE_DTYPE.names.index("system_time_us")
+ROW_SYSTEM_TIME = (GAZE_DTYPE.names or ()).index("system_time_us")
 
 
 def gaze_row(record: Any) -> tuple:
@@ -290,7 +291,7 @@ def sdk_error_message(e: BaseException) -> str:
     return f"{type(e).__name__}: {text}" if text else type(e).__name__
 
 
-def sdk_errors(sdk: Any) -> Tuple[type, ...]:
+def sdk_errors(sdk: Any) -> Tuple[Type[Exception], ...]:
     """The SDK's exception classes, plus the builtins its wrapper raises."""
     found = [
         value
@@ -332,9 +333,10 @@ def display_area_from(value: Any) -> Optional[DisplayArea]:
     if value is None:
         return None
 
-    def corner(name):
+    def corner(name: str) -> Point3:
         raw = value[name] if isinstance(value, dict) else getattr(value, name)
-        return tuple(float(v) for v in raw)
+        x, y, z = (float(v) for v in raw)
+        return (x, y, z)
 
     return DisplayArea(corner("top_left"), corner("top_right"), corner("bottom_left"))
 
@@ -372,7 +374,7 @@ def read_info(sdk: Any, eyetracker: Any, system_clock_offset_us: int = 0) -> Tra
     """
     errors = sdk_errors(sdk)
     device_capabilities = tuple(getattr(eyetracker, "device_capabilities", ()) or ())
-    capabilities = set()
+    capabilities: Set[str] = set()
     for constant, name in CAPABILITIES:
         value = getattr(sdk, constant, None)
         if value is not None and value in device_capabilities:
@@ -434,7 +436,7 @@ def measure_clock_offset(sdk: Any, clock_us: MicrosecondClock, rounds: int = CLO
     in µs: each round brackets one C{get_system_time_stamp()} between two
     reads of C{clock_us} (L{offset_from_brackets}).  Blocking.
     """
-    brackets = []
+    brackets: List[Tuple[int, int, int]] = []
     for _ in range(rounds):
         before = clock_us()
         stamp = int(sdk.get_system_time_stamp())
@@ -449,9 +451,10 @@ def calibration_result(sdk: Any, result: Any) -> CalibrationResult:
         for constant, name in VALIDITY
         if getattr(sdk, constant, None) is not None
     }
-    points = []
+    points: List[CalibrationPointResult] = []
     for point in result.calibration_points:
-        left, right = [], []
+        left: List[CalibrationEyeSample] = []
+        right: List[CalibrationEyeSample] = []
         for sample in point.calibration_samples:
             for eye, out in ((sample.left_eye, left), (sample.right_eye, right)):
                 x, y = eye.position_on_display_area
@@ -485,7 +488,7 @@ def find_trackers(sdk: Any = None) -> List[TrackerInfo]:
         found = sdk.find_all_eyetrackers()
     except errors as e:
         raise TrackerError(f"eye tracker discovery failed: {sdk_error_message(e)}") from e
-    infos = []
+    infos: List[TrackerInfo] = []
     for eyetracker in found:
         try:
             infos.append(read_info(sdk, eyetracker))

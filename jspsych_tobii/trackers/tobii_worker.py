@@ -18,10 +18,10 @@ from __future__ import annotations
 
 import threading
 from dataclasses import replace
-from typing import Any, Callable, Dict, List, Optional, Tuple, TypeVar
+from typing import Any, Callable, Dict, List, Optional, Tuple, Type, TypeVar
 
 from twisted.internet import defer
-from twisted.internet.interfaces import IReactorFromThreads, IReactorTime
+from twisted.internet.interfaces import IDelayedCall, IReactorFromThreads, IReactorTime
 from twisted.internet.threads import deferToThreadPool
 from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
@@ -48,16 +48,26 @@ from jspsych_tobii.trackers.tobii_sdk import (
     sdk_errors,
 )
 
-__all__ = ["SDKWorker", "WorkerThread"]
+__all__ = ["ISDKReactor", "SDKWorker", "WorkerThread"]
 
 _log = Logger()
 
 T = TypeVar("T")
 
 
-def _daemon_thread(*args: Any, **kwargs: Any) -> threading.Thread:
-    # A call stuck in the SDK must never keep the process from exiting.
-    return threading.Thread(*args, daemon=True, **kwargs)
+class ISDKReactor(IReactorTime, IReactorFromThreads):
+    """
+    What the Tobii SDK adapter needs of the reactor: timers, and calls from
+    the SDK's threads and its worker thread.  Twisted's reactors provide both.
+    """
+
+
+class _DaemonThread(threading.Thread):
+    """A thread that never keeps the process from exiting (a call stuck in the SDK)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.daemon = True
 
 
 class SDKWorker:
@@ -93,13 +103,15 @@ class SDKWorker:
         self._frequency = frequency
         self._closing = closing
         self._eyetracker: Any = None
-        self._subscribed: Dict[str, Callable] = {}
+        self._subscribed: Dict[str, Callable[[Any], None]] = {}
         self._calibration: Any = None
         self._inCalibration = False
         self._hasTrackBox = False
         self._guide = getattr(sdk, "EYETRACKER_USER_POSITION_GUIDE", None)
         # our stream names -> the SDK's stream and the callback subscribed to it
-        self._streams = {GAZE_STREAM: (sdk.EYETRACKER_GAZE_DATA, callbacks.gaze)}
+        self._streams: Dict[str, Tuple[str, Callable[[Any], None]]] = {
+            GAZE_STREAM: (sdk.EYETRACKER_GAZE_DATA, callbacks.gaze)
+        }
         if self._guide is not None:
             self._streams[POSITION_STREAM] = (self._guide, callbacks.userPosition)
 
@@ -177,7 +189,7 @@ class SDKWorker:
 
     # -- streams
 
-    def _subscribe(self, stream: str, callback: Callable) -> None:
+    def _subscribe(self, stream: str, callback: Callable[[Any], None]) -> None:
         if stream in self._subscribed:
             return
         self._eyetracker.subscribe_to(stream, callback, as_dictionary=True)
@@ -321,7 +333,7 @@ class WorkerThread:
     L{call} runs one of its methods there and returns a Deferred.  The
     thread starts at the first call; L{stop} closes the worker and ends it.
 
-    @param reactor: provides C{callFromThread} and C{callLater}.
+    @param reactor: an L{ISDKReactor} (C{callFromThread} and C{callLater}).
     @param worker: the L{SDKWorker}; nothing else may hold it.
     @param errors: the SDK's exception classes, which become L{TrackerError}.
     @param name: the thread's name.
@@ -329,17 +341,16 @@ class WorkerThread:
 
     def __init__(
         self,
-        reactor: Any,
+        reactor: ISDKReactor,
         worker: SDKWorker,
-        errors: Tuple[type, ...],
+        errors: Tuple[Type[Exception], ...],
         name: str,
     ):
-        self._reactor: IReactorFromThreads = reactor
-        self._time: IReactorTime = reactor
+        self._reactor = reactor
         self._worker = worker
         self._errors = errors
         self._pool = ThreadPool(1, 1, name=name)
-        self._pool.threadFactory = _daemon_thread
+        self._pool.threadFactory = _DaemonThread
         self._stopped = False
 
     @property
@@ -388,7 +399,7 @@ class WorkerThread:
         done: defer.Deferred = defer.Deferred()
         finished = deferToThreadPool(self._reactor, pool, self._guarded, SDKWorker.close)
 
-        def end(result: Any, timedOut: bool) -> None:
+        def end(result: Optional[Failure], timedOut: bool) -> None:
             if isinstance(result, Failure):
                 _log.failure("closing the eye tracker failed", result)
             if done.called:
@@ -404,7 +415,7 @@ class WorkerThread:
                     "leaving its worker thread behind",
                     seconds=timeout,
                 )
-                _daemon_thread(target=pool.stop, name="tobii-sdk-stop").start()
+                _DaemonThread(target=pool.stop, name="tobii-sdk-stop").start()
             else:
                 # Every stream is unsubscribed and the worker is idle:
                 # joining it is immediate.
@@ -412,6 +423,6 @@ class WorkerThread:
             done.callback(None)
             return None
 
-        timer = self._time.callLater(timeout, end, None, True)
+        timer: IDelayedCall = self._reactor.callLater(timeout, end, None, True)
         finished.addBoth(end, False)
         return done
