@@ -21,8 +21,9 @@ import math
 from typing import Optional, Tuple
 
 import numpy as np
+from numpy.typing import ArrayLike
 
-from jspsych_tobii.interfaces import GAZE_DTYPE, DisplayArea, UserPosition, empty_gaze
+from jspsych_tobii.interfaces import GAZE_DTYPE, DisplayArea, Point3, UserPosition, empty_gaze
 
 #: A 24-inch 16:9 monitor (531 x 299 mm) above a tracker, in the tracker's
 #: user coordinate system (mm).
@@ -79,7 +80,12 @@ class EyeModel:
 
     def look_at(self, x: Optional[float], y: Optional[float] = None) -> None:
         """Fixate (x, y) until told otherwise; C{look_at(None)} frees the gaze."""
-        self._forced = None if x is None else (float(x), float(y))
+        if x is None:
+            self._forced = None
+        elif y is None:
+            raise TypeError("look_at(x, y) needs both coordinates (or None for x alone)")
+        else:
+            self._forced = (float(x), float(y))
         self._seg_end = -1
 
     def _next_segment(self, t: int) -> None:
@@ -99,7 +105,7 @@ class EyeModel:
                 self._lost_eye = int(rng.integers(1, 3))
                 self._lost_until = t + int(rng.uniform(15, 60) * 1000)
 
-    def _targets(self, times: np.ndarray):
+    def _targets(self, times: np.ndarray) -> Tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """Per sample: target (x, y) and whether each eye is seen."""
         n = len(times)
         tx, ty = np.empty(n), np.empty(n)
@@ -138,13 +144,15 @@ class EyeModel:
         )
         return self.head + sway
 
-    def display_point(self, x, y) -> np.ndarray:
+    def display_point(self, x: ArrayLike, y: ArrayLike) -> np.ndarray:
         """Normalised display coordinates to 3D points (mm)."""
         x = np.asarray(x, dtype=float)[..., None]
         y = np.asarray(y, dtype=float)[..., None]
         return self._tl + x * self._u + y * self._v
 
-    def _to_display(self, origin: np.ndarray, direction: np.ndarray):
+    def _to_display(
+        self, origin: np.ndarray, direction: np.ndarray
+    ) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Intersect rays with the display plane: (x, y) normalised and the 3D point."""
         denom = direction @ self._normal
         t = ((self._tl - origin) @ self._normal) / denom
@@ -216,7 +224,7 @@ class EyeModel:
         """Where the eyes are in the head box, on the user-position scale."""
         head = self.head_position(np.array([time_us]))[0]
 
-        def place(sign: float):
+        def place(sign: float) -> Point3:
             ox = head[0] + sign * EYE_SEPARATION_MM / 2.0
             return (
                 float(np.clip((ox + HEAD_BOX_HALF_WIDTH) / (2 * HEAD_BOX_HALF_WIDTH), 0, 1)),

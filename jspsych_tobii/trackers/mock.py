@@ -17,7 +17,7 @@ deterministic.
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 from twisted.internet import defer
@@ -34,9 +34,10 @@ from jspsych_tobii.interfaces import (
     TrackerError,
     TrackerInfo,
     TrackerNotification,
+    UserPosition,
 )
 from jspsych_tobii.trackers.eyemodel import DEFAULT_DISPLAY, EyeModel
-from jspsych_tobii.trackers.paced import PacedStream, TimerPacing
+from jspsych_tobii.trackers.paced import IPacing, PacedStream, TimerPacing
 
 MOCK_FREQUENCIES = (30.0, 60.0, 120.0, 250.0, 300.0, 600.0, 1200.0)
 #: How long collecting one calibration point takes, like a real tracker.
@@ -56,7 +57,7 @@ class MockTracker(PacedStream):
         stamped with (L{jspsych_tobii.core.timesync.ServerClock.source}; in
         tests, one driven by the same L{task.Clock} as C{reactor}).
     @param rate: samples per second.
-    @param pacing: how samples reach the reactor: a L{TimerPacing} (the
+    @param pacing: how samples reach the reactor, an L{IPacing}: a L{TimerPacing} (the
         default: batches on a reactor timer) or a L{ThreadPacing} (each
         sample when due, from a thread, on the same C{clock_us}).
     """
@@ -70,7 +71,7 @@ class MockTracker(PacedStream):
         offset_deg: float = 0.0,
         noise_deg: float = 0.02,
         blinks: bool = True,
-        pacing: Any = None,
+        pacing: Optional[IPacing] = None,
     ):
         if not 1.0 <= rate <= 2000.0:
             raise TrackerError(f"mock rate must be between 1 and 2000 Hz, got {rate:g}")
@@ -81,12 +82,12 @@ class MockTracker(PacedStream):
         self.info: Optional[TrackerInfo] = None
         self._receiver: Optional[Callable[[np.ndarray], Any]] = None
         self._notify: Optional[Callable[[TrackerNotification], Any]] = None
-        self._pacing = pacing if pacing is not None else TimerPacing(reactor)
+        self._pacing: IPacing = pacing if pacing is not None else TimerPacing(reactor)
         self._next_k = 0
         self._ahead: Optional[np.ndarray] = None
         self._start_us = 0
         self._calibrating = False
-        self._calibration: Dict[tuple, List[CalibrationPointResult]] = {}
+        self._calibration: Dict[Tuple[float, float], List[CalibrationPointResult]] = {}
         self._failures: Dict[str, Exception] = {}
         self.delivered = 0
 
@@ -113,7 +114,7 @@ class MockTracker(PacedStream):
 
     # -- ITracker
 
-    def connect(self):
+    def connect(self) -> defer.Deferred:
         try:
             self._check("connect")
         except Exception as e:
@@ -133,13 +134,13 @@ class MockTracker(PacedStream):
         )
         return defer.succeed(self.info)
 
-    def disconnect(self):
+    def disconnect(self) -> defer.Deferred:
         self._stop_timer()
         self._receiver = None
         self._calibrating = False
         return defer.succeed(None)
 
-    def startGaze(self, receiver):
+    def startGaze(self, receiver: Callable[[np.ndarray], Any]) -> defer.Deferred:
         try:
             self._check("startGaze")
         except Exception as e:
@@ -149,10 +150,10 @@ class MockTracker(PacedStream):
             self._start_pacing()
         return defer.succeed(None)
 
-    def getUserPosition(self):
+    def getUserPosition(self) -> Optional[UserPosition]:
         return self.model.user_position(self._clock_us())
 
-    def setGazeOutputFrequency(self, frequency):
+    def setGazeOutputFrequency(self, frequency: float) -> defer.Deferred:
         frequency = float(frequency)
         if self.info is not None and frequency not in self.info.frequencies:
             return defer.fail(
@@ -171,19 +172,19 @@ class MockTracker(PacedStream):
         self.notify(NotificationKind.FREQUENCY_CHANGED, f"{frequency:g} Hz", frequency=frequency)
         return defer.succeed(frequency)
 
-    def enterCalibration(self):
+    def enterCalibration(self) -> defer.Deferred:
         return self._after(0.05, "enterCalibration", self._enter)
 
-    def _enter(self):
+    def _enter(self) -> None:
         self._calibrating = True
         self._calibration.clear()
 
-    def collectCalibrationData(self, x, y):
+    def collectCalibrationData(self, x: float, y: float) -> defer.Deferred:
         if not self._calibrating:
             return defer.fail(TrackerError("not in calibration mode"))
         self.lookAt(x, y)
 
-        def collected():
+        def collected() -> bool:
             if not self._calibrating:
                 self.lookAt(None)
                 raise TrackerError("calibration mode was left during collection")
@@ -192,7 +193,7 @@ class MockTracker(PacedStream):
             samples = self.model.samples(times)
             self.lookAt(None)
 
-            def eye(name):
+            def eye(name: str) -> Tuple[CalibrationEyeSample, ...]:
                 return tuple(
                     CalibrationEyeSample(
                         float(sx), float(sy), "valid_and_used" if ok else "invalid"
@@ -207,16 +208,16 @@ class MockTracker(PacedStream):
 
         return self._after(CALIBRATION_COLLECT_SECONDS, "collectCalibrationData", collected)
 
-    def discardCalibrationData(self, x, y):
-        def discard():
+    def discardCalibrationData(self, x: float, y: float) -> defer.Deferred:
+        def discard() -> None:
             if not self._calibrating:
                 raise TrackerError("not in calibration mode")
             self._calibration.pop((x, y), None)
 
         return self._after(0.0, "discardCalibrationData", discard)
 
-    def computeCalibration(self):
-        def compute():
+    def computeCalibration(self) -> defer.Deferred:
+        def compute() -> CalibrationResult:
             if not self._calibrating:
                 raise TrackerError("not in calibration mode")
             points = tuple(p for results in self._calibration.values() for p in results)
@@ -226,23 +227,23 @@ class MockTracker(PacedStream):
 
         return self._after(0.2, "computeCalibration", compute)
 
-    def leaveCalibration(self):
-        def leave():
+    def leaveCalibration(self) -> defer.Deferred:
+        def leave() -> None:
             self._calibrating = False
 
         return self._after(0.0, "leaveCalibration", leave)
 
     # -- internals
 
-    def _after(self, seconds: float, operation: str, action: Callable[[], Any]):
+    def _after(self, seconds: float, operation: str, action: Callable[[], Any]) -> defer.Deferred:
         """Run C{action} after C{seconds} of simulated device time."""
         try:
             self._check(operation)
         except Exception as e:
             return defer.fail(e)
-        d = defer.Deferred()
+        d: defer.Deferred = defer.Deferred()
 
-        def run():
+        def run() -> None:
             try:
                 d.callback(action())
             except Exception:
@@ -260,12 +261,12 @@ class MockTracker(PacedStream):
     def _stop_timer(self) -> None:
         self._pacing.stop()
 
-    def _synthesise(self, count: int) -> None:
-        """Make samples C{next_k ...} ahead of time, at their capture times."""
+    def _synthesise(self, count: int) -> np.ndarray:
+        """Samples C{next_k ...}, made ahead of time at their capture times."""
         period = 1e6 / self.rate
         ks = np.arange(self._next_k, self._next_k + count)
         times = self._start_us + np.round(ks * period).astype(np.int64)
-        self._ahead = self.model.samples(times, DEVICE_CLOCK_OFFSET_US)
+        return self.model.samples(times, DEVICE_CLOCK_OFFSET_US)
 
     def _deliver(self) -> None:
         """Deliver every sample due by now (called by the pacing, on the reactor)."""
@@ -277,9 +278,10 @@ class MockTracker(PacedStream):
         last_k = int((now - self._start_us) // (1e6 / self.rate))
         due = last_k - self._next_k + 1
         if due > 0:
-            if self._ahead is None or len(self._ahead) < due:
-                self._synthesise(max(due, int(self.rate * SYNTHESIS_SECONDS)))
-            batch, self._ahead = self._ahead[:due], self._ahead[due:]
+            ahead = self._ahead
+            if ahead is None or len(ahead) < due:
+                ahead = self._synthesise(max(due, int(self.rate * SYNTHESIS_SECONDS)))
+            batch, self._ahead = ahead[:due], ahead[due:]
             self._next_k += due
             self.delivered += due
             receiver(batch)

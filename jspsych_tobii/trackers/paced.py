@@ -14,10 +14,12 @@ L{task.Clock}, for tests, and C{--mock-delivery batched}).
 from __future__ import annotations
 
 import threading
-from typing import Any, Callable, Optional
+from typing import Any, Callable, List, Optional
 
 import numpy as np
 from twisted.internet import defer
+from twisted.internet.interfaces import IDelayedCall, IReactorFromThreads, IReactorTime
+from zope.interface import Attribute, Interface, implementer
 
 from jspsych_tobii.interfaces import TrackerError, TrackerNotification
 from jspsych_tobii.trackers.handoff import ThreadHandoff
@@ -33,8 +35,8 @@ class PacedStream:
     override C{_delivery_interval()}.
     """
 
-    _reactor: Any
-    _timer: Any = None
+    _reactor: IReactorTime
+    _timer: Optional[IDelayedCall] = None
     _receiver: Optional[Callable[[np.ndarray], Any]] = None
     _notify: Optional[Callable[[TrackerNotification], Any]] = None
 
@@ -53,15 +55,34 @@ class PacedStream:
                 self._timer.cancel()
             self._timer = None
 
-    def stopGaze(self):
+    def stopGaze(self) -> defer.Deferred:
         self._stop_timer()
         self._receiver = None
         return defer.succeed(None)
 
-    def setNotificationReceiver(self, receiver):
+    def setNotificationReceiver(
+        self, receiver: Optional[Callable[[TrackerNotification], Any]]
+    ) -> None:
         self._notify = receiver
 
 
+class IPacing(Interface):
+    """How a tracker's samples reach the reactor: L{TimerPacing} or L{ThreadPacing}."""
+
+    running = Attribute("True between L{start} and L{stop}.")
+
+    def start(deliver: Callable[[], Any], start_us: int, period_us: float) -> None:
+        """
+        Call C{deliver()} on the reactor from now on, whenever samples are
+        due; they are due every C{period_us} from C{start_us} (µs, on the
+        tracker's clock).  A pacing already running is stopped first.
+        """
+
+    def stop() -> None:
+        """No C{deliver()} call after this."""
+
+
+@implementer(IPacing)
 class TimerPacing:
     """
     Batched delivery: a reactor timer calls C{deliver} every
@@ -71,11 +92,10 @@ class TimerPacing:
     milliseconds, so samples arrive in batches a millisecond or two late.
     """
 
-    def __init__(self, reactor: Any, interval: float = DELIVERY_INTERVAL):
+    def __init__(self, reactor: IReactorTime, interval: float = DELIVERY_INTERVAL):
         self._reactor = reactor
         self._interval = interval
-        self._timer: Any = None
-        self._deliver: Optional[Callable[[], Any]] = None
+        self._timer: Optional[IDelayedCall] = None
         self._every = interval
 
     @property
@@ -85,20 +105,20 @@ class TimerPacing:
     def start(self, deliver: Callable[[], Any], start_us: int, period_us: float) -> None:
         """Call C{deliver} on the reactor from now on; samples are due every C{period_us}."""
         self.stop()
-        self._deliver = deliver
         self._every = min(self._interval, period_us / 1e6)
-        self._timer = self._reactor.callLater(self._every, self._tick)
+        self._timer = self._reactor.callLater(self._every, self._tick, deliver)
 
     def stop(self) -> None:
         if self._timer is not None and self._timer.active():
             self._timer.cancel()
         self._timer = None
 
-    def _tick(self) -> None:
-        self._timer = self._reactor.callLater(self._every, self._tick)
-        self._deliver()
+    def _tick(self, deliver: Callable[[], Any]) -> None:
+        self._timer = self._reactor.callLater(self._every, self._tick, deliver)
+        deliver()
 
 
+@implementer(IPacing)
 class ThreadPacing:
     """
     Per-sample delivery, the way a tracker SDK delivers: a thread of its own
@@ -111,7 +131,9 @@ class ThreadPacing:
     it is due.  Needs a real reactor (C{callFromThread}).
     """
 
-    def __init__(self, reactor: Any, clock_us: Callable[[], int], name: str = "paced stream"):
+    def __init__(
+        self, reactor: IReactorFromThreads, clock_us: Callable[[], int], name: str = "paced stream"
+    ):
         if not callable(getattr(reactor, "callFromThread", None)):
             raise TrackerError(
                 "per-sample delivery needs a reactor that takes calls from threads; "
@@ -131,7 +153,7 @@ class ThreadPacing:
         self.stop()
         stop = self._stop = threading.Event()
 
-        def tick(items):
+        def tick(items: List[int]) -> None:
             if not stop.is_set():
                 deliver()
 
@@ -150,7 +172,9 @@ class ThreadPacing:
             self._stop.set()
             self._stop = None
 
-    def _run(self, handoff: ThreadHandoff, stop: threading.Event, start: int, period: float):
+    def _run(
+        self, handoff: ThreadHandoff, stop: threading.Event, start: int, period: float
+    ) -> None:
         clock = self._clock_us
         k = 0
         while not stop.is_set():

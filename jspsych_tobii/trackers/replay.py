@@ -35,6 +35,7 @@ from jspsych_tobii.interfaces import (
     GAZE_DTYPE,
     DisplayArea,
     ITracker,
+    Point3,
     TrackerError,
     TrackerInfo,
     TrackerNotification,
@@ -72,7 +73,7 @@ def user_position_from_origins(sample: np.void) -> UserPosition:
     scale, from its gaze origins (the same mapping as the mock's).
     """
 
-    def place(eye: str):
+    def place(eye: str) -> Optional[Point3]:
         values = [float(sample[f"{eye}_origin_{axis}"]) for axis in "xyz"]
         if not bool(sample[f"{eye}_origin_valid"]) or not all(np.isfinite(values)):
             return None
@@ -93,11 +94,15 @@ def user_position_from_origins(sample: np.void) -> UserPosition:
 
 
 def _display_area(description: Any) -> Optional[DisplayArea]:
+    def corner(name: str) -> Point3:
+        x, y, z = (float(v) for v in description[name])
+        return (x, y, z)
+
     try:
         return DisplayArea(
-            top_left=tuple(float(v) for v in description["top_left"]),
-            top_right=tuple(float(v) for v in description["top_right"]),
-            bottom_left=tuple(float(v) for v in description["bottom_left"]),
+            top_left=corner("top_left"),
+            top_right=corner("top_right"),
+            bottom_left=corner("bottom_left"),
         )
     except (KeyError, TypeError, ValueError):
         return None
@@ -216,16 +221,16 @@ class ReplayTracker(PacedStream):
 
     # -- ITracker
 
-    def connect(self):
+    def connect(self) -> defer.Deferred:
         self.info = self._make_info()
         return defer.succeed(self.info)
 
-    def disconnect(self):
+    def disconnect(self) -> defer.Deferred:
         self._stop_timer()
         self._receiver = None
         return defer.succeed(None)
 
-    def startGaze(self, receiver):
+    def startGaze(self, receiver: Callable[[np.ndarray], Any]) -> defer.Deferred:
         self._receiver = receiver
         if self._timer is None:
             if self._next >= len(self._samples):
@@ -235,7 +240,7 @@ class ReplayTracker(PacedStream):
             self._schedule()
         return defer.succeed(None)
 
-    def getUserPosition(self):
+    def getUserPosition(self) -> Optional[UserPosition]:
         if self.info is None:
             return None
         sample = self._latest
@@ -243,7 +248,7 @@ class ReplayTracker(PacedStream):
             sample = self._first_seen()
         return user_position_from_origins(sample)
 
-    def setGazeOutputFrequency(self, frequency):
+    def setGazeOutputFrequency(self, frequency: float) -> defer.Deferred:
         frequency = float(frequency)
         if frequency != self.frequency:
             return defer.fail(
@@ -254,24 +259,24 @@ class ReplayTracker(PacedStream):
             )
         return defer.succeed(frequency)
 
-    def enterCalibration(self):
+    def enterCalibration(self) -> defer.Deferred:
         return self._cannot_calibrate()
 
-    def collectCalibrationData(self, x, y):
+    def collectCalibrationData(self, x: float, y: float) -> defer.Deferred:
         return self._cannot_calibrate()
 
-    def discardCalibrationData(self, x, y):
+    def discardCalibrationData(self, x: float, y: float) -> defer.Deferred:
         return self._cannot_calibrate()
 
-    def computeCalibration(self):
+    def computeCalibration(self) -> defer.Deferred:
         return self._cannot_calibrate()
 
-    def leaveCalibration(self):
+    def leaveCalibration(self) -> defer.Deferred:
         return defer.succeed(None)  # never in calibration mode: nothing to leave
 
     # -- internals
 
-    def _cannot_calibrate(self):
+    def _cannot_calibrate(self) -> defer.Deferred:
         return defer.fail(TrackerError(NO_CALIBRATION.format(name=self._name)))
 
     def _first_seen(self) -> np.void:
@@ -366,7 +371,8 @@ class ReplayTracker(PacedStream):
 def _as_gaze(records: np.ndarray) -> np.ndarray:
     """Records of another layout as L{GAZE_DTYPE}; fields it lacks are NaN/False/0."""
     out = empty_gaze(len(records))
-    for name in GAZE_DTYPE.names:
-        if name in records.dtype.names:
+    present = records.dtype.names or ()
+    for name in GAZE_DTYPE.names or ():
+        if name in present:
             out[name] = records[name]
     return out
