@@ -32,13 +32,24 @@ import platform
 import signal
 import sys
 import threading
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import IO, TYPE_CHECKING, Any, Callable, Dict, List, Optional, Tuple, cast
 
+import numpy as np
 from twisted.internet import defer
-from twisted.logger import Logger, LogLevel, formatEvent, globalLogBeginner
+from twisted.internet.interfaces import IReactorCore, IReactorTime
+from twisted.internet.task import LoopingCall
+from twisted.logger import ILogObserver, Logger, LogLevel, formatEvent, globalLogBeginner
+from twisted.python.failure import Failure
+from zope.interface import implementer
 
 from jspsych_tobii import __version__
-from jspsych_tobii.interfaces import TrackerError
+from jspsych_tobii.interfaces import (
+    ITracker,
+    TrackerError,
+    TrackerInfo,
+    TrackerNotification,
+    UserPosition,
+)
 from jspsych_tobii.trackers.child.wire import (
     MESSAGE,
     PROTOCOL,
@@ -61,6 +72,16 @@ _log = Logger()
 
 #: What the server's side suggests when the SDK cannot be imported here.
 SETUP_HINT = "set this interpreter up with jspsych-tobii-sdk-setup"
+
+#: A batch of frames as L{FrameDecoder} splits them: C{(kind, payload)}.
+Frames = List[Tuple[int, bytearray]]
+
+if TYPE_CHECKING:
+    from jspsych_tobii.trackers.tobii_worker import ISDKReactor
+
+    class IChildReactor(IReactorCore, ISDKReactor):
+        """What the SDK process runs on: it starts and stops the reactor, and
+        drives an in-process L{TobiiTracker} with it."""
 
 
 def load_sdk(spec: str = "tobii_research") -> Tuple[Any, Optional[str]]:
@@ -107,7 +128,7 @@ class FrameWriter:
             self.closed = True
 
 
-def read_frames(fd: int, deliver: Callable[[list], Any], ended: Callable[[str], Any]) -> None:
+def read_frames(fd: int, deliver: Callable[[Frames], Any], ended: Callable[[str], Any]) -> None:
     """
     Read frames from C{fd} until end of file (runs in a thread): each chunk's
     whole frames go to C{deliver}, and C{ended(reason)} is called once at the end.
@@ -151,9 +172,9 @@ class SDKProcess:
 
     def __init__(
         self,
-        reactor: Any,
+        reactor: IReactorTime,
         write: Callable[[bytes], Any],
-        make_tracker: Callable[[Optional[str], Optional[float]], Any],
+        make_tracker: Callable[[Optional[str], Optional[float]], ITracker],
         sdk: Any = None,
         sdk_error: Optional[str] = None,
     ):
@@ -163,10 +184,10 @@ class SDKProcess:
         self._sdk = sdk
         self._sdkVersion = None if sdk is None else str(getattr(sdk, "__version__", ""))
         self._sdkError = sdk_error
-        self.tracker: Any = None
-        self._sentInfo: Any = None
-        self._sentPosition: Any = None
-        self._poller: Any = None
+        self.tracker: Optional[ITracker] = None
+        self._sentInfo: Optional[TrackerInfo] = None
+        self._sentPosition: Optional[UserPosition] = None
+        self._poller: Optional[LoopingCall] = None
         self._stopping = False
         self.stopped: defer.Deferred = defer.Deferred()
         self._ops: Dict[str, Callable[..., Any]] = {
@@ -202,7 +223,7 @@ class SDKProcess:
 
     # -- from the server
 
-    def framesReceived(self, frames: List[Tuple[int, bytes]]) -> None:
+    def framesReceived(self, frames: Frames) -> None:
         for kind, payload in frames:
             if kind != MESSAGE:
                 _log.warn("ignoring a frame of kind {kind} from the server", kind=kind)
@@ -219,7 +240,8 @@ class SDKProcess:
 
     def _request(self, message: dict) -> None:
         request_id = message.get("id")
-        op = self._ops.get(message.get("op"))
+        name = message.get("op")
+        op = self._ops.get(name) if isinstance(name, str) else None
         args = message.get("args") or {}
         if op is None:
             self._reply(request_id, error=TrackerError(f"unknown request {message.get('op')!r}"))
@@ -230,7 +252,7 @@ class SDKProcess:
             lambda failure: self._failed(request_id, failure),
         )
 
-    def _failed(self, request_id: Any, failure: Any) -> None:
+    def _failed(self, request_id: Any, failure: Failure) -> None:
         if not failure.check(TrackerError):
             _log.failure("request {id} failed unexpectedly", failure, id=request_id)
         self._reply(request_id, error=failure.value)
@@ -246,12 +268,14 @@ class SDKProcess:
 
     # -- the operations
 
-    def _require(self) -> Any:
+    def _require(self) -> ITracker:
         if self.tracker is None:
             raise TrackerError("the eye tracker is not connected")
         return self.tracker
 
-    def _connect(self, address: Optional[str] = None, frequency: Optional[float] = None):
+    def _connect(
+        self, address: Optional[str] = None, frequency: Optional[float] = None
+    ) -> defer.Deferred:
         if self._sdkError is not None:
             raise TrackerError(self._sdkError)
         if self._stopping:
@@ -261,7 +285,7 @@ class SDKProcess:
             self.tracker.setNotificationReceiver(self._notification)
         d = self.tracker.connect()
 
-        def connected(info):
+        def connected(info: TrackerInfo) -> dict:
             self._startPolling()
             return info_to_wire(info)
 
@@ -273,16 +297,16 @@ class SDKProcess:
             raise TrackerError(self._sdkError or "the SDK is not loaded")
         return int(self._sdk.get_system_time_stamp())
 
-    def _disconnect(self):
+    def _disconnect(self) -> Optional[defer.Deferred]:
         self._stopPolling()
         if self.tracker is None:
             return None
         return self.tracker.disconnect()
 
-    def _startGaze(self):
+    def _startGaze(self) -> defer.Deferred:
         return self._require().startGaze(self._gaze)
 
-    def _compute(self):
+    def _compute(self) -> defer.Deferred:
         return self._require().computeCalibration().addCallback(calibration_to_wire)
 
     # -- to the server
@@ -290,10 +314,10 @@ class SDKProcess:
     def _send(self, message: dict) -> None:
         self._write(encode_message(message))
 
-    def _gaze(self, batch: Any) -> None:
+    def _gaze(self, batch: np.ndarray) -> None:
         self._write(encode_gaze(batch))
 
-    def _notification(self, note: Any) -> None:
+    def _notification(self, note: TrackerNotification) -> None:
         self._syncInfo()
         self._send({"type": "notification", "notification": notification_to_wire(note)})
 
@@ -317,8 +341,6 @@ class SDKProcess:
 
     def _startPolling(self) -> None:
         if self._poller is None:
-            from twisted.internet.task import LoopingCall
-
             self._poller = LoopingCall(self._poll)
             self._poller.clock = self._reactor
             self._poller.start(self.pollInterval, now=False)
@@ -344,7 +366,7 @@ class SDKProcess:
             return done
         timer = self._reactor.callLater(self.stopTimeout, lambda: finish(None))
 
-        def finish(result):
+        def finish(result: object) -> None:
             if timer.active():
                 timer.cancel()
             if not done.called:
@@ -354,10 +376,11 @@ class SDKProcess:
         return done
 
 
+@implementer(ILogObserver)
 class _StderrLog:
     """A log observer writing each line of each event to stderr, led by its level."""
 
-    def __init__(self, stream: Any):
+    def __init__(self, stream: IO[str]):
         self._stream = stream
         self._lock = threading.Lock()
 
@@ -480,12 +503,16 @@ def main(argv: Optional[List[str]] = None) -> int:
     if error is not None:
         _log.warn("{error}", error=error)
 
-    from twisted.internet import reactor
+    from twisted.internet import reactor as installed
 
     from jspsych_tobii.core.timesync import monotonic_us
     from jspsych_tobii.trackers.tobii import TobiiTracker
 
-    def make_tracker(address, frequency):
+    # Twisted types the default reactor by the interfaces every reactor has;
+    # the ones this process runs on also take calls from threads.
+    reactor = cast("IChildReactor", installed)
+
+    def make_tracker(address: Optional[str], frequency: Optional[float]) -> ITracker:
         return TobiiTracker(reactor, monotonic_us, address=address, sdk=sdk, frequency=frequency)
 
     writer = FrameWriter(frames_fd)
@@ -515,7 +542,8 @@ def main(argv: Optional[List[str]] = None) -> int:
 
     process.stopped.addCallback(lambda _: reactor.stop())
     reactor.callWhenRunning(start)
-    reactor.run(installSignalHandlers=False)
+    # IReactorCore.run() declares no argument; Twisted's reactors take this one
+    reactor.run(installSignalHandlers=False)  # type: ignore[call-arg]
     sys.stderr.flush()
     # Exit now: a thread left inside the SDK must not hold the process.
     os._exit(0)

@@ -15,10 +15,10 @@ from __future__ import annotations
 
 import collections
 import itertools
-from typing import Any, Dict, Optional
+from typing import Any, Deque, Dict, Optional
 
 from twisted.internet import defer, error, protocol
-from twisted.internet.interfaces import IReactorTime
+from twisted.internet.interfaces import IDelayedCall, IProcessTransport, IReactorTime
 from twisted.python.failure import Failure
 from zope.interface import Interface
 
@@ -49,16 +49,16 @@ _LEVELS["critical"] = _log.critical
 class IChildEvents(Interface):
     """What the pipes of an SDK process report to the one who started it."""
 
-    def gazeReceived(process, payload):
+    def gazeReceived(process: SDKProcessProtocol, payload: bytearray) -> None:
         """
         A gaze frame's payload (raw L{GAZE_DTYPE} records, not yet checked),
         after the hello.
         """
 
-    def messageReceived(process, kind, message):
+    def messageReceived(process: SDKProcessProtocol, kind: Any, message: dict) -> None:
         """A message that is neither a reply nor the hello, after the hello."""
 
-    def processEnded(process, reason):
+    def processEnded(process: SDKProcessProtocol, reason: Failure) -> None:
         """The process ended (C{reason}: Twisted's L{Failure} of its exit)."""
 
 
@@ -96,7 +96,7 @@ class SDKProcessProtocol(protocol.ProcessProtocol):
         self.pid: Optional[int] = None
         self.startedAt = clock_us()
         self.ended = False
-        self.tail: collections.deque = collections.deque(maxlen=tail_lines)
+        self.tail: Deque[str] = collections.deque(maxlen=tail_lines)
         self.brokenWire: Optional[str] = None
         self._lastProblem = ""
         self._ids = itertools.count(1)
@@ -104,12 +104,19 @@ class SDKProcessProtocol(protocol.ProcessProtocol):
         self._ready = Waiters()
         self._end = Waiters()
         self._partialLine = b""
-        self._helloTimer: Any = None
+        self._helloTimer: Optional[IDelayedCall] = None
 
     # -- Twisted's side
 
+    @property
+    def _process(self) -> IProcessTransport:
+        """The process's transport (given at once by C{spawnProcess})."""
+        if self.transport is None:
+            raise RuntimeError("the SDK process was not started")
+        return self.transport
+
     def connectionMade(self) -> None:
-        self.pid = self.transport.pid
+        self.pid = self._process.pid
         self._helloTimer = self._reactor.callLater(self.startTimeout, self._helloTimedOut)
 
     def outReceived(self, data: bytes) -> None:
@@ -158,7 +165,7 @@ class SDKProcessProtocol(protocol.ProcessProtocol):
         request_id = next(self._ids)
         d: defer.Deferred = defer.Deferred()
         self._pending[request_id] = d
-        self.transport.write(
+        self._process.write(
             encode_message({"type": "request", "id": request_id, "op": op, "args": args})
         )
         return d
@@ -183,11 +190,11 @@ class SDKProcessProtocol(protocol.ProcessProtocol):
 
     def closeStdin(self) -> None:
         """End of file on its stdin: the child releases the tracker and exits."""
-        self.transport.closeStdin()
+        self._process.closeStdin()
 
     def kill(self) -> None:
         try:
-            self.transport.signalProcess("KILL")
+            self._process.signalProcess("KILL")
         except (error.ProcessExitedAlready, OSError):
             pass
 
@@ -212,7 +219,8 @@ class SDKProcessProtocol(protocol.ProcessProtocol):
     def _message(self, message: dict) -> None:
         kind = message.get("type")
         if kind == "reply":
-            d = self._pending.pop(message.get("id"), None)
+            request_id = message.get("id")
+            d = self._pending.pop(request_id, None) if isinstance(request_id, int) else None
             if d is None:
                 return
             if "error" in message:

@@ -18,10 +18,11 @@ a maximum, and starts over once a child has run for C{stableSeconds}.
 from __future__ import annotations
 
 import os
-from typing import Any, Dict, Optional, Sequence
+from typing import Any, Dict, Generator, Optional, Sequence
 
 from twisted.application.internet import backoffPolicy
 from twisted.internet import defer
+from twisted.internet.interfaces import IDelayedCall, IReactorProcess, IReactorTime
 from twisted.python.failure import Failure
 from zope.interface import Interface, implementer
 
@@ -32,34 +33,38 @@ from jspsych_tobii.trackers.child.launch import child_command, describe_exit
 from jspsych_tobii.trackers.child.process import IChildEvents, SDKProcessProtocol
 from jspsych_tobii.waiters import Waiters
 
-__all__ = ["ISupervised", "SDKSupervisor"]
+__all__ = ["ISupervised", "ISupervisorReactor", "SDKSupervisor"]
 
 _log = Logger()
+
+
+class ISupervisorReactor(IReactorTime, IReactorProcess):
+    """What an L{SDKSupervisor} needs of the reactor: timers and child processes."""
 
 
 class ISupervised(Interface):
     """What an L{SDKSupervisor} tells the tracker it serves."""
 
-    def gazeReceived(payload):
+    def gazeReceived(payload: bytearray) -> None:
         """A gaze frame's payload from the running child."""
 
-    def messageReceived(kind, message):
+    def messageReceived(kind: Any, message: dict) -> None:
         """A message (info, position, notification...) from the running child."""
 
-    def processGone():
+    def processGone() -> None:
         """
         The running child ended: what it was asked fails next, and nothing
         more comes from it.
         """
 
-    def processLost(status, data):
+    def processLost(status: str, data: dict) -> None:
         """
         After L{processGone}: the child died and will be started again.  C{status} says
         how it ended (C{"was killed by signal 9 (SIGKILL)"}); C{data} holds
         C{reason}, C{restartIn} (seconds), C{exitCode} and C{signal}.
         """
 
-    def restore():
+    def restore() -> defer.Deferred:
         """
         A new child is to take over: start it (L{SDKSupervisor.ready}) and
         take the tracker back.
@@ -73,7 +78,7 @@ class SDKSupervisor:
     """
     The life of the SDK process of one tracker.
 
-    @param reactor: provides C{spawnProcess} and C{callLater}.
+    @param reactor: an L{ISupervisorReactor} (C{spawnProcess} and C{callLater}).
     @param clock_us: the server's microsecond clock.
     @param python: the child's interpreter (absolute path).
     @param tracker: the L{ISupervised} to tell.
@@ -96,7 +101,7 @@ class SDKSupervisor:
 
     def __init__(
         self,
-        reactor: Any,
+        reactor: ISupervisorReactor,
         clock_us: MicrosecondClock,
         python: str,
         tracker: ISupervised,
@@ -124,7 +129,7 @@ class SDKSupervisor:
         self.process: Optional[SDKProcessProtocol] = None
         self._keepAlive = False
         self._restoring = False
-        self._restartCall: Any = None
+        self._restartCall: Optional[IDelayedCall] = None
         self._stopped: Optional[Waiters] = None
 
     @property
@@ -179,7 +184,7 @@ class SDKSupervisor:
             stopped.fire(None)
             return stopped.wait()
 
-        def kill():
+        def kill() -> None:
             _log.warn(
                 "the SDK process did not exit within {seconds:g} s; killing it",
                 seconds=self.stopTimeout,
@@ -189,7 +194,7 @@ class SDKSupervisor:
         process.closeStdin()
         timer = self._reactor.callLater(self.stopTimeout, kill)
 
-        def ended(_):
+        def ended(_: None) -> None:
             if timer.active():
                 timer.cancel()
             stopped.fire(None)
@@ -233,7 +238,7 @@ class SDKSupervisor:
         self._restartCall = self._reactor.callLater(delay, self._restart)
 
     @defer.inlineCallbacks
-    def _restart(self):
+    def _restart(self) -> Generator[defer.Deferred, Any, None]:
         """Start a new child after one died: the tracker takes it over."""
         self._restartCall = None
         if self._stopped is not None:

@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import replace
-from typing import Any, Callable, Dict, Optional, Sequence
+from typing import Any, Callable, Dict, Generator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 from twisted.internet import defer
@@ -53,7 +53,11 @@ from jspsych_tobii.interfaces import (
 )
 from jspsych_tobii.logs import Logger
 from jspsych_tobii.trackers.child.process import SDKProcessProtocol
-from jspsych_tobii.trackers.child.supervisor import ISupervised, SDKSupervisor
+from jspsych_tobii.trackers.child.supervisor import (
+    ISupervised,
+    ISupervisorReactor,
+    SDKSupervisor,
+)
 from jspsych_tobii.trackers.child.wire import (
     WireError,
     calibration_from_wire,
@@ -76,7 +80,7 @@ class ChildTracker:
     An eye tracker driven through C{tobii_research} in a child process.
     Every method runs on the reactor.
 
-    @param reactor: provides C{spawnProcess} and C{callLater}.
+    @param reactor: an L{ISupervisorReactor} (C{spawnProcess} and C{callLater}).
     @param clock_us: the server's microsecond clock
         (L{jspsych_tobii.core.timesync.ServerClock.source}): the SDK clock's
         offset is measured against it.
@@ -105,7 +109,7 @@ class ChildTracker:
 
     def __init__(
         self,
-        reactor: Any,
+        reactor: ISupervisorReactor,
         clock_us: MicrosecondClock,
         python: Optional[str],
         address: Optional[str] = None,
@@ -190,7 +194,7 @@ class ChildTracker:
         self._gazeSince = self._nowUs()
         d = self.supervisor.request("startGaze")
 
-        def failed(failure):
+        def failed(failure: Failure) -> Failure:
             if self._gazeReceiver is receiver:
                 self._gazeReceiver = None
                 self._gazeWanted = False
@@ -204,7 +208,7 @@ class ChildTracker:
         if not self._available:
             return defer.succeed(None)
 
-        def gone(failure):
+        def gone(failure: Failure) -> None:
             failure.trap(TrackerError)  # the child died meanwhile: no stream left
 
         return self.supervisor.request("stopGaze").addCallbacks(lambda _: None, gone)
@@ -224,7 +228,7 @@ class ChildTracker:
     def setGazeOutputFrequency(self, frequency: float) -> defer.Deferred:
         d = self._request("setGazeOutputFrequency", frequency=float(frequency))
 
-        def applied(current):
+        def applied(current: float) -> float:
             self._frequency = float(current)  # a restarted child sets it again
             return float(current)
 
@@ -256,7 +260,7 @@ class ChildTracker:
         return self.supervisor.request(op, **args)
 
     @defer.inlineCallbacks
-    def _start(self):
+    def _start(self) -> Generator[defer.Deferred, Any, TrackerInfo]:
         """Start the child if needed and connect the tracker; fires with the info."""
         process = yield self.supervisor.ready()
         result = yield process.request("connect", address=self._address, frequency=self._frequency)
@@ -276,7 +280,7 @@ class ChildTracker:
         return self.info
 
     @defer.inlineCallbacks
-    def _measureClock(self, process: SDKProcessProtocol):
+    def _measureClock(self, process: SDKProcessProtocol) -> Generator[defer.Deferred, Any, int]:
         """
         The SDK's system clock minus the server's clock, in µs: each round
         brackets one reading of the SDK clock in the child between two
@@ -285,14 +289,14 @@ class ChildTracker:
         the same clock (on Windows, Python 3.13 reads
         QueryPerformanceCounter and older ones GetTickCount64).
         """
-        brackets = []
+        brackets: List[Tuple[int, int, int]] = []
         for _ in range(self.clockRounds):
             before = self._clock_us()
             stamp = yield process.request("clock")
             brackets.append((before, int(stamp), self._clock_us()))
         return offset_from_brackets(brackets)
 
-    def _connectDone(self, result: Any) -> None:
+    def _connectDone(self, result: Union[TrackerInfo, Failure]) -> None:
         waiters, self._connecting = self._connecting, None
         if not isinstance(result, Failure):
             if self._closed:
@@ -328,7 +332,7 @@ class ChildTracker:
         )
 
     @defer.inlineCallbacks
-    def restore(self):
+    def restore(self) -> Generator[defer.Deferred, Any, None]:
         """Connect again on a new child, resume gaze, say so."""
         yield self._start()
         if self._gazeWanted:

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import json
 import struct
-from typing import Any, List, Optional, Tuple
+from typing import Any, List, Optional, Tuple, Union
 
 import numpy as np
 
@@ -31,6 +31,7 @@ from jspsych_tobii.interfaces import (
     CalibrationResult,
     DisplayArea,
     NoTrackerError,
+    Point3,
     TrackerError,
     TrackerInfo,
     TrackerNotification,
@@ -153,7 +154,7 @@ class FrameDecoder:
         return frames
 
 
-def decode_message(payload: bytes) -> dict:
+def decode_message(payload: Union[bytes, bytearray]) -> dict:
     """
     The JSON object in a L{MESSAGE} payload.
 
@@ -168,7 +169,7 @@ def decode_message(payload: bytes) -> dict:
     return message
 
 
-def decode_gaze(payload: bytearray) -> np.ndarray:
+def decode_gaze(payload: Union[bytes, bytearray]) -> np.ndarray:
     """
     The batch in a L{GAZE} payload: a writable array of L{GAZE_DTYPE} (it
     shares memory with C{payload} when that is a bytearray).
@@ -187,7 +188,7 @@ def decode_gaze(payload: bytearray) -> np.ndarray:
 
 def dtype_descr(dtype: np.dtype = GAZE_DTYPE) -> list:
     """The record layout as JSON-able lists (field name, type with byte order)."""
-    return [[name, dtype.fields[name][0].str] for name in dtype.names]
+    return [[name, dtype[name].str] for name in dtype.names or ()]
 
 
 def same_dtype(descr: Any, dtype: np.dtype = GAZE_DTYPE) -> bool:
@@ -198,8 +199,13 @@ def same_dtype(descr: Any, dtype: np.dtype = GAZE_DTYPE) -> bool:
 # -- records
 
 
-def _point(value: Any) -> Optional[Tuple[float, ...]]:
-    return None if value is None else tuple(float(v) for v in value)
+def _point(value: Any) -> Point3:
+    x, y, z = (float(v) for v in value)
+    return (x, y, z)
+
+
+def _optional_point(value: Any) -> Optional[Point3]:
+    return None if value is None else _point(value)
 
 
 def info_to_wire(info: TrackerInfo) -> dict:
@@ -254,8 +260,8 @@ def position_from_wire(d: Optional[dict]) -> Optional[UserPosition]:
     if d is None:
         return None
     return UserPosition(
-        left=_point(d.get("left")),
-        right=_point(d.get("right")),
+        left=_optional_point(d.get("left")),
+        right=_optional_point(d.get("right")),
         system_time_us=int(d.get("system_time_us", 0)),
     )
 
