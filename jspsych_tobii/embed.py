@@ -18,15 +18,20 @@ from __future__ import annotations
 
 import asyncio
 import weakref
-from typing import Any, Callable, Generator, List, Optional
+from typing import TYPE_CHECKING, Any, Callable, Dict, Generator, List, Optional
 
 from jspsych_tobii.config import ServerConfig
 
+if TYPE_CHECKING:
+    from twisted.internet.asyncioreactor import AsyncioSelectorReactor
+
+    from jspsych_tobii.tap import TobiiService
+
 
 class TobiiServer:
-    def __init__(self, config: Optional[ServerConfig] = None, **settings):
+    def __init__(self, config: Optional[ServerConfig] = None, **settings: Any):
         self.config = config if config is not None else ServerConfig(**settings)
-        self.service = None
+        self.service: Optional[TobiiService] = None
         self._stop: Optional[asyncio.Event] = None
         self._finished: Optional[asyncio.Future] = None
         self.started: Optional[asyncio.Event] = None
@@ -66,11 +71,11 @@ class TobiiServer:
             logs.set_level(self.config.log_level)
             if self.config.log_file:
                 undo.append(logs.add_log_file(self.config.log_file))
-            self.service = makeService(self.config, reactor)
+            service = self.service = makeService(self.config, reactor)
             try:
-                self.service.startService()
+                service.startService()
             except BaseException:  # the port is taken...: what did start stops again
-                await self.service.stopService().asFuture(loop)
+                await service.stopService().asFuture(loop)
                 raise
             restore_signals = _stop_on_signals(loop, self.stop) if handle_signals else _nothing
             self.started.set()
@@ -78,7 +83,7 @@ class TobiiServer:
                 await self._stop.wait()
             finally:
                 restore_signals()
-                await self.service.stopService().asFuture(loop)
+                await service.stopService().asFuture(loop)
         finally:
             for step in reversed(undo):
                 step()
@@ -116,7 +121,9 @@ def _nothing() -> None:
     pass
 
 
-def _stop_on_signals(loop: asyncio.AbstractEventLoop, stop: Callable[[], Any]):
+def _stop_on_signals(
+    loop: asyncio.AbstractEventLoop, stop: Callable[[], Any]
+) -> Callable[[], None]:
     """
     Call C{stop} on SIGINT and SIGTERM, on the main thread's loop (not on
     Windows, whose loops take no signal handlers).
@@ -128,7 +135,7 @@ def _stop_on_signals(loop: asyncio.AbstractEventLoop, stop: Callable[[], Any]):
 
     if threading.current_thread() is not threading.main_thread():
         return _nothing
-    previous = {}
+    previous: Dict[signal.Signals, Any] = {}
     for number in (signal.SIGINT, signal.SIGTERM):
         before = signal.getsignal(number)
         if before == signal.SIG_IGN:
@@ -154,7 +161,7 @@ def _stop_on_signals(loop: asyncio.AbstractEventLoop, stop: Callable[[], Any]):
 LOOP_PROBE_SECONDS = 2.0
 
 
-async def _asyncio_reactor(loop: asyncio.AbstractEventLoop):
+async def _asyncio_reactor(loop: asyncio.AbstractEventLoop) -> AsyncioSelectorReactor:
     import sys
 
     if "twisted.internet.reactor" not in sys.modules:
@@ -173,8 +180,13 @@ async def _asyncio_reactor(loop: asyncio.AbstractEventLoop):
         )
     if loop not in _installed_on:
         # installed elsewhere: a call through the reactor must come back on this loop
-        arrived = loop.create_future()
-        reactor.callFromThread(lambda: arrived.done() or arrived.set_result(None))
+        arrived: asyncio.Future[None] = loop.create_future()
+
+        def arrive() -> None:
+            if not arrived.done():
+                arrived.set_result(None)
+
+        reactor.callFromThread(arrive)
         try:
             await asyncio.wait_for(arrived, LOOP_PROBE_SECONDS)
         except asyncio.TimeoutError:

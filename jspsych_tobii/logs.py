@@ -16,14 +16,17 @@ from typing import IO, Callable, Dict, List, Optional
 from twisted.logger import (
     FilteringLogObserver,
     ILogObserver,
+    LogEvent,
     LogLevel,
     LogLevelFilterPredicate,
+    LogPublisher,
     STDLibLogObserver,
     globalLogBeginner,
     globalLogPublisher,
     textFileLogObserver,
 )
 from twisted.logger import Logger as _TwistedLogger
+from zope.interface import implementer
 
 _LEVELS = {
     "DEBUG": LogLevel.debug,
@@ -33,8 +36,8 @@ _LEVELS = {
 }
 
 _predicate = LogLevelFilterPredicate(defaultLogLevel=LogLevel.info)
-_observer = FilteringLogObserver(lambda event: globalLogPublisher(event), [_predicate])
-_files: List[IO] = []
+_observer = FilteringLogObserver(globalLogPublisher, [_predicate])
+_files: List[IO[str]] = []
 
 
 def Logger(namespace: Optional[str] = None) -> _TwistedLogger:
@@ -55,10 +58,11 @@ def set_level(name: str) -> None:
     try:
         import txaio
 
-        txaio.set_global_log_level(
+        # txaio sets its functions when a framework is chosen: mypy cannot see them
+        txaio.set_global_log_level(  # type: ignore[attr-defined]
             {"DEBUG": "debug", "INFO": "info", "WARNING": "warn", "ERROR": "error"}[name.upper()]
         )
-    except Exception:  # pragma: no cover - txaio without a framework chosen
+    except RuntimeError:  # pragma: no cover - txaio without a framework chosen
         pass
 
 
@@ -86,15 +90,16 @@ def add_log_file(path: str) -> Callable[[], None]:
 OTHERS = "jspsych_tobii.twisted"
 
 
+@implementer(ILogObserver)
 class _StdlibBridge:
     """The observer that L{to_stdlib} adds once, however many servers ask."""
 
-    def __init__(self, publisher) -> None:
+    def __init__(self, publisher: LogPublisher) -> None:
         self.publisher = publisher
         self.users = 0
         self.observers: Dict[str, ILogObserver] = {}
 
-    def __call__(self, event: dict) -> None:
+    def __call__(self, event: LogEvent) -> None:
         namespace = event.get("log_namespace") or ""
         own = namespace == "jspsych_tobii" or namespace.startswith("jspsych_tobii.")
         name = namespace if own else OTHERS
@@ -107,7 +112,7 @@ class _StdlibBridge:
         self.users += 1
         if self.users == 1:
             self.publisher.addObserver(self)
-        done = []
+        done: List[bool] = []
 
         def remove() -> None:
             if done:
@@ -139,10 +144,12 @@ def to_stdlib() -> Callable[[], None]:
     return _bridge.add_user()
 
 
-def start_logging(level: str = "INFO", path: Optional[str] = None, stream: IO = sys.stdout):
+def start_logging(
+    level: str = "INFO", path: Optional[str] = None, stream: IO[str] = sys.stdout
+) -> None:
     """Begin logging for a process that is not run by twistd."""
     set_level(level)
-    observers = [textFileLogObserver(stream)]
+    observers: List[ILogObserver] = [textFileLogObserver(stream)]
     if path:
         observers.append(textFileLogObserver(open(path, "a", encoding="utf-8")))
     globalLogBeginner.beginLoggingTo(observers, redirectStandardIO=False)
