@@ -195,6 +195,12 @@ class RecordTests(unittest.SynchronousTestCase):
         )
         self.assertIsNone(self.roundTrip(wire.position_to_wire, wire.position_from_wire, None))
 
+    def test_points_need_three_coordinates(self):
+        self.assertRaises(ValueError, wire.position_from_wire, {"left": [0.4, 0.5], "right": None})
+        info = wire.info_to_wire(TrackerInfo("a", "m", "s", "f"))
+        info["display_area"] = [[0, 0, 0], [1, 0], [0, 1, 0]]
+        self.assertRaises(ValueError, wire.info_from_wire, info)
+
     def test_calibration(self):
         result = CalibrationResult(
             success=True,

@@ -9,6 +9,7 @@ from twisted.internet import defer, reactor
 from twisted.internet.task import Clock
 from twisted.python import usage
 from twisted.trial import unittest
+from zope.interface.verify import verifyObject
 
 from jspsych_tobii.config import ServerConfig
 from jspsych_tobii.core import quality
@@ -17,7 +18,7 @@ from jspsych_tobii.interfaces import GAZE_DTYPE, NotificationKind, TrackerError
 from jspsych_tobii.tap import Options
 from jspsych_tobii.trackers.eyemodel import EyeModel
 from jspsych_tobii.trackers.mock import MockTracker
-from jspsych_tobii.trackers.paced import ThreadPacing, TimerPacing
+from jspsych_tobii.trackers.paced import IPacing, ThreadPacing, TimerPacing
 
 from .support import assert_close, mock_tracker, serve
 from .tracker_contract import ClockContractMixin, TrackerContractMixin
@@ -101,6 +102,17 @@ class MockTrackerTests(unittest.SynchronousTestCase):
         # each eye carries the noise put in; averaging two eyes divides it by ~sqrt(2)
         for eye in ("left", "right"):
             assert_close(self, metrics[eye]["averagePrecisionStdDeg"], 0.1, 0.02)
+
+    def test_look_at_needs_both_coordinates(self):
+        """An x without a y is refused; None alone frees the gaze."""
+        model = EyeModel(blinks=False)
+        with self.assertRaises(TypeError):
+            model.look_at(0.3)
+        model.look_at(0.3, 0.6)
+        model.look_at(None)
+        times = np.arange(600) * 5000
+        gaze = model.samples(times)
+        self.assertGreater(np.nanstd(gaze["left_x"]), 0.05)  # moving again, not fixed at 0.3
 
     def test_calibration_collects_at_target_with_delay(self):
         clock = Clock()
@@ -239,6 +251,10 @@ class PacingTests(unittest.SynchronousTestCase):
         self.assertTrue(delivered.wait(5.0))
         self.assertFalse(pacing.running)
         self.assertIsNot(calls[0], threading.current_thread())
+
+    def test_pacings_provide_ipacing(self):
+        self.assertTrue(verifyObject(IPacing, TimerPacing(Clock())))
+        self.assertTrue(verifyObject(IPacing, ThreadPacing(reactor, monotonic_us)))
 
     def test_thread_pacing_needs_thread_calls(self):
         """On a task.Clock, per-sample delivery is refused, with the way out."""

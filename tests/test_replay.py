@@ -14,7 +14,7 @@ from twisted.trial import unittest
 from jspsych_tobii.core.timesync import clock_from_seconds
 from jspsych_tobii.interfaces import GAZE_DTYPE, TrackerError
 from jspsych_tobii.recording.format import write_recording
-from jspsych_tobii.trackers.eyemodel import EyeModel
+from jspsych_tobii.trackers.eyemodel import DEFAULT_DISPLAY, EyeModel
 from jspsych_tobii.trackers.replay import REPLAY_FINISHED, ReplayTracker
 
 from .test_recording import scratch, synthetic_samples, tracker_description
@@ -252,6 +252,16 @@ class ReplayTests(unittest.SynchronousTestCase):
         self.assertEqual(info.frequency, 1200.0)
         self.assertIsNotNone(info.display_area)
         self.flushLoggedErrors()
+
+    def test_info_with_a_malformed_display_area(self):
+        """A corner without three coordinates: the display is assumed, as without one."""
+        tracker = tracker_description()
+        tracker["displayArea"]["top_right"] = [265.5, 320.0]
+        path = os.path.join(self.dir, "malformed.gaze")
+        write_recording(path, self.samples, tracker=tracker)
+        info = self.successResultOf(self.replay(path).connect())
+        self.assertEqual(info.display_area, DEFAULT_DISPLAY)
+        self.assertEqual(info.model, "Replay of Mock Tracker")
 
     def test_calibration_fails_clearly(self):
         tracker = self.replay(self.path)

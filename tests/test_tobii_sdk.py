@@ -17,6 +17,7 @@ from jspsych_tobii.trackers.tobii_sdk import (
     GAZE_SOURCES,
     calibration_result,
     describe,
+    display_area_from,
     find_trackers,
     gaze_row,
     gaze_rows_to_batch,
@@ -195,6 +196,32 @@ class CalibrationResultTests(unittest.SynchronousTestCase):
         result = calibration_result(sdk, fake.CalibrationResult(sdk.CALIBRATION_STATUS_FAILURE, ()))
         self.assertFalse(result.success)
         self.assertEqual(result.status, "failure")
+
+
+class DisplayAreaTests(unittest.SynchronousTestCase):
+    corners = {
+        "top_left": (-250.0, 150.0, 0.0),
+        "top_right": (250.0, 150.0, 0.0),
+        "bottom_left": (-250.0, 0.0, 50.0),
+    }
+
+    def test_object_and_dictionary_forms(self):
+        class Area:
+            top_left = [-250, 150, 0]
+            top_right = [250, 150, 0]
+            bottom_left = [-250, 0, 50]
+
+        for value in (Area(), dict(self.corners)):
+            area = display_area_from(value)
+            self.assertEqual(area.top_left, self.corners["top_left"])
+            self.assertEqual(area.top_right, self.corners["top_right"])
+            self.assertEqual(area.bottom_left, self.corners["bottom_left"])
+            self.assertAlmostEqual(area.width_mm, 500.0)
+        self.assertIsNone(display_area_from(None))
+
+    def test_a_corner_needs_three_coordinates(self):
+        for corner in ((250.0, 150.0), (250.0, 150.0, 0.0, 1.0)):
+            self.assertRaises(ValueError, display_area_from, {**self.corners, "top_right": corner})
 
 
 class FrequencyTests(unittest.SynchronousTestCase):
