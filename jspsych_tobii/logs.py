@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.test_logs -*-
 """
 Logging: every module logs through L{Logger} (a C{twisted.logger.Logger}
 whose events pass a level filter before reaching the global publisher), so
