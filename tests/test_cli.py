@@ -60,13 +60,18 @@ def wait_listening(port, process, seconds=20):
 
 
 def websocket_roundtrip(port, message):
-    """A minimal WebSocket client (stdlib only) sending one text frame."""
+    """A minimal WebSocket client (stdlib only) sending one text frame and
+    returning the reply that carries its requestId (a tracker_status the
+    server pushes meanwhile is passed over)."""
     from .rawws import handshake, read_json, send_json
 
     with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
         handshake(s, "127.0.0.1", port)
         send_json(s, message)
-        return read_json(s)
+        while True:
+            reply = read_json(s)
+            if "requestId" not in message or reply.get("requestId") == message["requestId"]:
+                return reply
 
 
 def make_temp_dir(case):
