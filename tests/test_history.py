@@ -12,7 +12,7 @@ import numpy as np
 from twisted.trial import unittest
 
 from jspsych_tobii.core.buffer import GazeBuffer
-from jspsych_tobii.core.history import session_range
+from jspsych_tobii.core.history import SessionSamples, session_range
 from jspsych_tobii.interfaces import GAZE_DTYPE
 from jspsych_tobii.recording.writer import SessionRecorder
 
@@ -108,6 +108,36 @@ class PureQueryTests(unittest.SynchronousTestCase):
     def test_empty(self):
         self.assertEqual(list(session_range(None, GazeBuffer(10))), [])
         self.assertEqual(GazeBuffer(10).query(None, None).dtype, GAZE_DTYPE)
+
+
+class SessionSamplesTests(unittest.SynchronousTestCase):
+    """The query bound to one session, and from when it answers whole."""
+
+    def test_range_is_the_query(self):
+        samples = synthetic_samples(300, rate=1200)
+        buffer = GazeBuffer(100)
+        buffer.extend(samples[200:])
+        flushed = Flushed(samples)
+        bound = SessionSamples(flushed, buffer, int(samples["system_time_us"][0]))
+        start, end = (int(t) for t in samples["system_time_us"][[150, 250]])
+        got = np.concatenate(list(bound.range(start, end, chunk=16)))
+        self.assertEqual(got.tobytes(), samples[150:251].tobytes())
+        self.assertEqual(flushed.asked, [(start, int(samples["system_time_us"][200]) - 1)])
+
+    def test_holds(self):
+        bound = SessionSamples(None, GazeBuffer(10), 1000)
+        self.assertTrue(bound.holds(1000))
+        self.assertFalse(bound.holds(999))
+        self.assertFalse(SessionSamples(None, GazeBuffer(10), None).holds(0))
+
+    def test_in_memory_is_whole_from_the_oldest_sample(self):
+        samples = synthetic_samples(300, rate=1200)
+        buffer = GazeBuffer(100)
+        self.assertIsNone(SessionSamples.in_memory(buffer).whole_from_us)
+        buffer.extend(samples)
+        bound = SessionSamples.in_memory(buffer)
+        self.assertIsNone(bound.recorder)
+        self.assertEqual(bound.whole_from_us, int(samples["system_time_us"][200]))
 
 
 class NoTwistedTests(unittest.TestCase):

@@ -92,6 +92,56 @@ class RecordingServerTests(unittest.TestCase):
         self.assertEqual(recorded["data"], {"trial": 3})
         assert_close(self, recorded["t_server_ms"], marker["serverTime"], 1e-6)
 
+    @defer.inlineCallbacks
+    def test_validation_reads_the_recording_like_get_data(self):
+        """
+        A validation point whose window left memory is computed from the
+        recording, over the same samples get_data answers for that window;
+        once the recording fails, the client's copies are used instead.
+        """
+        client = yield connect(self.port)
+        self.addCleanup(client.dropConnection, abort=True)
+        yield client.request("start_tracking")
+        yield wait(1.5)
+        everything = yield client.request("get_data", timeout=30)
+        samples = everything["samples"]
+        self.assertGreater(len(samples), 1600)  # 1.3 s and more at 1200 Hz; 600 in memory
+        old = samples[50:950]  # 750 ms (300 of them skipped), long gone from memory
+        oldest_ms = self.state.hub.buffer.oldest_time_us() / 1000.0
+        self.assertLess(old[-1]["timestamp"], oldest_ms)
+        # the client's copies: the right times, but somewhere else on screen
+        copies = [{"x": 0.05, "y": 0.95, "timestamp": s["timestamp"]} for s in old]
+        yield client.request("validation_start")
+        yield client.request("validation_point", point={"x": 0.5, "y": 0.5}, gaze_samples=copies)
+        report = yield client.request("validation_compute", timeout=30)
+        item = report["pointData"][0]
+        self.assertEqual(item["sampleSource"], "server")
+        window = item["window"]
+        expected = yield client.request(
+            "get_data", start_time=window["startMs"], end_time=window["endMs"]
+        )
+        self.assertEqual(item["numSamplesTotal"], len(expected["samples"]))
+        self.assertEqual(
+            item["numSamples"], sum(1 for s in expected["samples"] if s["x"] is not None)
+        )
+        self.assertGreater(item["numSamples"], 400)
+        # get_data's positions are rounded to 6 decimals
+        assert_close(self, item["meanGaze"]["x"], _mean(expected["samples"], "x"), 1e-6)
+        assert_close(self, item["meanGaze"]["y"], _mean(expected["samples"], "y"), 1e-6)
+        # a failed recording no longer holds the window: the copies are used
+        self.state.recorder.last.error = "cannot write samples: No space left on device"
+        self.addCleanup(setattr, self.state.recorder.last, "error", None)
+        report = yield client.request("validation_compute", timeout=30)
+        item = report["pointData"][0]
+        self.assertEqual(item["sampleSource"], "client")
+        assert_close(self, item["meanGaze"]["x"], 0.05, 1e-9)
+        yield client.request("stop_tracking")
+
+
+def _mean(samples, key):
+    values = [s[key] for s in samples if s[key] is not None]
+    return sum(values) / len(values)
+
 
 def _files(folder):
     import os

@@ -9,6 +9,7 @@ from twisted.trial import unittest
 
 from jspsych_tobii.core import quality
 from jspsych_tobii.core.buffer import GazeBuffer
+from jspsych_tobii.core.history import SessionSamples
 from jspsych_tobii.core.validation import (
     MAX_SAMPLES_PER_POINT,
     MAX_VALIDATION_POINTS,
@@ -42,7 +43,9 @@ class LimitTests(unittest.SynchronousTestCase):
         self.assertIn(f"at most {MAX_VALIDATION_POINTS} points", str(caught.exception))
         self.assertEqual(len(run.points), MAX_VALIDATION_POINTS)
         self.assertRaises(ValidationLimitError, run.check)
-        self.assertRaises(ValidationLimitError, run.gather, GazeBuffer(10), None)
+        self.assertRaises(
+            ValidationLimitError, run.gather, SessionSamples.in_memory(GazeBuffer(10)), None
+        )
 
     def test_samples_per_point(self):
         run = ValidationRun()
@@ -61,7 +64,8 @@ class LimitTests(unittest.SynchronousTestCase):
         buffer.extend(recorded(np.arange(0, 12000, 1.0)))  # 12 s at 1000 Hz
         run = ValidationRun()
         run.add_point(0.5, 0.5, None, copies([100.0, 11000.0]))
-        job = run.gather(buffer, None)
+        job = run.gather(SessionSamples.in_memory(buffer), None)
+        self.assertEqual(len(job.served[0]), MAX_SAMPLES_PER_POINT + 1)  # no more is read
         with self.assertRaises(ValidationLimitError) as caught:
             job.compute()
         self.assertIn("validation point 1", str(caught.exception))
@@ -106,7 +110,7 @@ class GatherTests(unittest.SynchronousTestCase):
         run = ValidationRun(skip_initial_ms=0)
         run.add_point(0.5, 0.5, None, copies([100.0, 199.0]))
         run.add_point(0.5, 0.5, None, copies([300.0, 349.0]))
-        job = run.gather(buffer, None)
+        job = run.gather(SessionSamples.in_memory(buffer), None)
         buffer.extend(recorded(np.arange(1000, 2000, 1.0), x=0.9))  # overwrites everything
         run.add_point(0.5, 0.5, None, [])  # a later point is not in this job
         report = job.compute()
@@ -116,13 +120,56 @@ class GatherTests(unittest.SynchronousTestCase):
             self.assertEqual(item["sampleSource"], "server")
             self.assertAlmostEqual(item["meanGaze"]["x"], 0.4)
 
-    def test_one_copy_spans_the_windows(self):
-        """The copy is one slice of the buffer from the first window to the last."""
+    def test_each_window_is_copied(self):
+        """Each point's window is its own copy of the server's samples."""
         buffer = GazeBuffer(1000)
         buffer.extend(recorded(np.arange(0, 1000, 1.0)))
         run = ValidationRun()
         run.add_point(0.5, 0.5, None, copies([100.0, 199.0]))
         run.add_point(0.5, 0.5, None, copies([150.0, 400.0]))
-        job = run.gather(buffer, None)
-        self.assertEqual(len(job.held), 301)
-        self.assertFalse(np.shares_memory(job.held, buffer._data))
+        job = run.gather(SessionSamples.in_memory(buffer), None)
+        self.assertEqual([len(s) for s in job.served], [100, 251])
+        for served in job.served:
+            self.assertFalse(np.shares_memory(served, buffer._data))
+
+
+class SessionSamplesTests(unittest.SynchronousTestCase):
+    """Validation reads the server's samples through the get_data query."""
+
+    def test_windows_older_than_memory_come_from_the_query(self):
+        buffer = GazeBuffer(100)
+        buffer.extend(recorded(np.arange(5000, 5100, 1.0), x=0.9))
+        older = recorded(np.arange(0, 5000, 1.0), x=0.3)
+        asked = []
+
+        class Recording:
+            def query_chunks(self, start_us, end_us, chunk):
+                asked.append((start_us, end_us))
+                times = older["system_time_us"]
+                yield older[(times >= start_us) & (times <= end_us)]
+
+        samples = SessionSamples(Recording(), buffer, 0)
+        run = ValidationRun(skip_initial_ms=0)
+        run.add_point(0.5, 0.5, None, copies(np.arange(1000, 1050, 1.0), x=0.6))
+        run.add_point(0.5, 0.5, None, copies(np.arange(5050, 5060, 1.0), x=0.6))
+        report = run.gather(samples, None).compute()
+        first, second = report["pointData"]
+        self.assertEqual(first["sampleSource"], "server")
+        self.assertEqual(first["numSamples"], 50)
+        self.assertAlmostEqual(first["meanGaze"]["x"], 0.3)
+        self.assertEqual(second["sampleSource"], "server")
+        self.assertEqual(second["numSamples"], 10)
+        self.assertAlmostEqual(second["meanGaze"]["x"], 0.9)
+        self.assertEqual(asked, [(1_000_000, 1_049_000)])  # the memory part is not asked
+
+    def test_a_window_before_what_is_whole_uses_the_copies(self):
+        buffer = GazeBuffer(100)
+        buffer.extend(recorded(np.arange(5000, 5100, 1.0), x=0.9))
+        samples = SessionSamples(None, buffer, 4000_000)
+        self.assertTrue(samples.holds(4000_000))
+        self.assertFalse(samples.holds(3999_999))
+        run = ValidationRun(skip_initial_ms=0)
+        run.add_point(0.5, 0.5, None, copies(np.arange(3990, 4010, 1.0), x=0.6))
+        item = run.gather(samples, None).compute()["pointData"][0]
+        self.assertEqual(item["sampleSource"], "client")
+        self.assertAlmostEqual(item["meanGaze"]["x"], 0.6)

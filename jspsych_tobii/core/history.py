@@ -2,13 +2,16 @@
 """
 L{session_range}: the get_data query, a tracking session's samples in a
 time range, joined from the session's recording (the older ones) and the
-in-memory L{GazeBuffer} (the newer ones).  Pure: the recorder is whatever
-reads the recorded records back (L{FlushedGaze}), here the
+in-memory L{GazeBuffer} (the newer ones); L{SessionSamples}: that query
+bound to one session, with the time from which it answers whole (what a
+validation reads its points' samples through).  Pure: the recorder is
+whatever reads the recorded records back (L{FlushedGaze}), here the
 L{SessionRecorder<jspsych_tobii.recording.writer.SessionRecorder>}.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Iterator, Optional, Protocol
 
 import numpy as np
@@ -63,3 +66,34 @@ def _chain(
     if recent is not None:
         for i in range(0, len(recent), step):
             yield recent[i : i + step]
+
+
+@dataclass(frozen=True)
+class SessionSamples:
+    """
+    The get_data query over one tracking session's recording and buffer.
+
+    @ivar whole_from_us: the sample-clock time from which L{range} answers
+        every sample of the session (the buffer's oldest sample, or the
+        session's start when the buffer or a whole recording holds all of
+        it); None when there is nothing to answer.
+    """
+
+    recorder: Optional[FlushedGaze]
+    buffer: GazeBuffer
+    whole_from_us: Optional[int]
+
+    @classmethod
+    def in_memory(cls, buffer: GazeBuffer) -> "SessionSamples":
+        """The buffer alone: whole from its oldest sample."""
+        return cls(None, buffer, buffer.oldest_time_us())
+
+    def holds(self, start_us: int) -> bool:
+        """Whether L{range} answers every sample of the session from C{start_us}."""
+        return self.whole_from_us is not None and start_us >= self.whole_from_us
+
+    def range(
+        self, start_us: Optional[int], end_us: Optional[int], chunk: int = 500
+    ) -> Iterator[np.ndarray]:
+        """L{session_range} over this session (the buffer's part is copied now)."""
+        return session_range(self.recorder, self.buffer, start_us, end_us, chunk)

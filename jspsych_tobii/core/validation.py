@@ -10,13 +10,19 @@ saccade to the target and, when asked, keeping only its last part (as Titta
 does); the client's copies are used only when the server no longer holds
 that window.  The maths is L{jspsych_tobii.core.quality}.
 
+The server's samples are read through the same query as get_data
+(L{SessionSamples<jspsych_tobii.core.history.SessionSamples>}): from the
+in-memory buffer, and from the session's recording for a window the buffer
+no longer holds.
+
 The work is bounded and split in two.  A run holds at most
 L{MAX_VALIDATION_POINTS} points of at most L{MAX_SAMPLES_PER_POINT} samples
 each, and keeps of the client's copies only their times and positions (not
 the dicts the JSON decoder made).  L{ValidationRun.gather} copies, on the
-thread that owns the gaze buffer, what the report needs from it: one slice
-spanning the points' windows.  L{ValidationInput.compute} then reads nothing
-but that copy and the points, so it can run on any thread.
+thread that owns the gaze buffer and the recorder, what the report needs:
+each point's window, at most one sample more than a point may have.
+L{ValidationInput.compute} then reads nothing but those copies and the
+points, so it can run on any thread.
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ import numpy as np
 
 from jspsych_tobii.core import quality
 from jspsych_tobii.core.buffer import GazeBuffer
+from jspsych_tobii.core.history import SessionSamples
 from jspsych_tobii.core.messages import MAX_ABS_NUMBER
 from jspsych_tobii.interfaces import GAZE_DTYPE, DisplayArea, empty_gaze
 
@@ -140,25 +147,18 @@ class ValidationRun:
                 + "; send validation_start and validate again"
             )
 
-    def gather(self, buffer: GazeBuffer, display: Optional[DisplayArea]) -> "ValidationInput":
+    def gather(self, samples: SessionSamples, display: Optional[DisplayArea]) -> "ValidationInput":
         """
-        Copy what the report needs from C{buffer}; call this where the buffer
-        is written (the reactor).  The result's C{compute} may run anywhere.
+        Copy the server's samples over each point's window from C{samples}
+        (the get_data query); call this where the buffer and the recorder
+        are owned (the reactor), after the recorder has flushed what the
+        windows need.  The result's C{compute} may run anywhere.
         """
         self.check()
         points = tuple(self.points)
-        oldest = buffer.oldest_time_us()
-        served = [
-            p.window_us
-            for p in points
-            if p.window_us is not None and oldest is not None and oldest <= p.window_us[0]
-        ]
-        if served:
-            held = buffer.query(min(w[0] for w in served), max(w[1] for w in served))
-        else:
-            held = empty_gaze(0)
+        served = tuple(_read_window(samples, p.window_us) for p in points)
         return ValidationInput(
-            points, held, oldest, display, self.skip_initial_ms, self.window_ms, tuple(self.notes)
+            points, served, display, self.skip_initial_ms, self.window_ms, tuple(self.notes)
         )
 
     def describe_window(self) -> str:
@@ -166,8 +166,28 @@ class ValidationRun:
         return _describe_window(self.skip_initial_ms, self.window_ms)
 
     def compute(self, buffer: GazeBuffer, display: Optional[DisplayArea]) -> dict:
-        """L{gather} and compute at once, on the calling thread."""
-        return self.gather(buffer, display).compute()
+        """L{gather} from C{buffer} alone and compute at once, on the calling thread."""
+        return self.gather(SessionSamples.in_memory(buffer), display).compute()
+
+
+def _read_window(
+    samples: SessionSamples, window_us: Optional[Tuple[int, int]]
+) -> Optional[np.ndarray]:
+    """
+    The server's samples over C{window_us}, or None when the server does not
+    hold all of them.  At most one more than L{MAX_SAMPLES_PER_POINT} are
+    read, so that a window spanning hours costs no more than a full one.
+    """
+    if window_us is None or not samples.holds(window_us[0]):
+        return None
+    taken: List[np.ndarray] = []
+    count = 0
+    for chunk in samples.range(window_us[0], window_us[1], MAX_SAMPLES_PER_POINT + 1):
+        taken.append(chunk[: MAX_SAMPLES_PER_POINT + 1 - count])
+        count += len(taken[-1])
+        if count > MAX_SAMPLES_PER_POINT:
+            break
+    return np.concatenate(taken) if taken else empty_gaze(0)
 
 
 @dataclass(frozen=True)
@@ -178,8 +198,8 @@ class ValidationInput:
     """
 
     points: Tuple[ValidationPoint, ...]
-    held: np.ndarray  # the server's samples spanning the windows it holds
-    oldest_us: Optional[int]  # the buffer's oldest sample when gathered
+    #: per point, the server's samples over its window (None: not held)
+    served: Tuple[Optional[np.ndarray], ...]
     display: Optional[DisplayArea]
     skip_initial_ms: float
     window_ms: float
@@ -190,14 +210,16 @@ class ValidationInput:
         if point.window_us is None:
             return empty_gaze(0), "none", None
         start_us, end_us = point.window_us
-        if self.oldest_us is not None and self.oldest_us <= start_us:
-            source, samples = "server", self.held
+        held = self.served[number - 1]
+        if held is not None:
+            source, samples = "server", held
         else:
             source, samples = "client", _as_gaze(point.copies.rows)
         span = quality.select_window(samples, start_us, end_us, 0)
         if len(span) > MAX_SAMPLES_PER_POINT:
             raise ValidationLimitError(
-                f"validation point {number}: its window holds {len(span)} samples, at most "
+                f"validation point {number}: its window holds more than "
+                f"{MAX_SAMPLES_PER_POINT} samples, at most "
                 f"{MAX_SAMPLES_PER_POINT} per point (its gaze_samples span "
                 f"{(end_us - start_us) / 1e6:.1f} s)"
             )

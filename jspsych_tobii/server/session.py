@@ -32,7 +32,7 @@ from twisted.python.failure import Failure
 
 from jspsych_tobii.core import messages
 from jspsych_tobii.core.gaze import dumps, sample_dicts
-from jspsych_tobii.core.history import session_range
+from jspsych_tobii.core.history import SessionSamples, session_range
 from jspsych_tobii.core.markers import MAX_MARKER_BYTES, json_size
 from jspsych_tobii.core.messages import Request, RequestError
 from jspsych_tobii.core.timesync import ClientClockModel
@@ -437,20 +437,16 @@ class ClientSession:
         time (ms) from which the answer is complete.  Logged once per
         tracking session.
         """
-        hub, recorder = self.app.hub, self.app.recorder
+        hub = self.app.hub
         buffer = hub.buffer
         oldest = buffer.oldest_time_us()
         if oldest is None or buffer.appended <= len(buffer):
             return {"truncated": False}  # nothing of this session has left memory
         if start_us is not None and start_us >= oldest:
             return {"truncated": False}
-        files = None if recorder is None else recorder.last
-        if files is not None and files.session == hub.session:
-            if files.error is None and not files.dropped:
-                return {"truncated": False}  # the recording holds the rest
-            why = f"its recording failed ({files.error or 'samples were dropped'})"
-        else:
-            why = "the server records nothing (start it with --record-dir to keep whole sessions)"
+        why = self._recording_gap()
+        if why is None:
+            return {"truncated": False}  # the recording holds the rest
         if self.app.truncation_logged != hub.session:
             self.app.truncation_logged = hub.session
             newest = buffer.latest()
@@ -467,6 +463,35 @@ class ClientSession:
                 available=oldest / 1000.0,
             )
         return {"truncated": True, "availableFrom": oldest / 1000.0}
+
+    def _recording_gap(self) -> Optional[str]:
+        """
+        Why the recording does not hold the current tracking session whole,
+        or None when it does.
+        """
+        recorder = self.app.recorder
+        files = None if recorder is None else recorder.last
+        if files is None or files.session != self.app.hub.session:
+            return "the server records nothing (start it with --record-dir to keep whole sessions)"
+        if files.error is not None or files.dropped:
+            return f"its recording failed ({files.error or 'samples were dropped'})"
+        return None
+
+    def _session_samples(self) -> SessionSamples:
+        """
+        The get_data query over the current tracking session, with the time
+        from which it answers whole: the session's start when nothing has
+        left memory or the recording holds the rest, else the buffer's
+        oldest sample.
+        """
+        hub, recorder = self.app.hub, self.app.recorder
+        buffer = hub.buffer
+        whole_from = oldest = buffer.oldest_time_us()
+        started = hub.session_started_us
+        if oldest is not None and started is not None:
+            if buffer.appended <= len(buffer) or self._recording_gap() is None:
+                whole_from = min(started, oldest)
+        return SessionSamples(recorder, buffer, whole_from)
 
     def do_get_user_position(self, request: Request, received_ms: float) -> dict:
         state = self._tracker_state()
@@ -603,8 +628,20 @@ class ClientSession:
                 "no validation points were received (send validation_start and validation_point)"
             )
         display = self.app.trackers.display_area()
-        # copy from the buffer here, on the reactor; the maths runs on a worker
-        d = self.run_job(run.gather(self.app.hub.buffer, display).compute)
+        samples = self._session_samples()
+        recorder, oldest = self.app.recorder, samples.buffer.oldest_time_us()
+        older = [
+            p.window_us[0]
+            for p in run.points
+            if p.window_us is not None and samples.holds(p.window_us[0])
+        ]
+        if recorder is not None and oldest is not None and older and min(older) < oldest:
+            d = recorder.flushed()  # a window left memory: read it once it is on disk
+        else:
+            d = defer.succeed(None)
+        # copy the windows here, on the reactor (through the get_data query,
+        # as it stands once flushed); the maths runs on a worker
+        d.addCallback(lambda _: self.run_job(run.gather(self._session_samples(), display).compute))
 
         def recorded(result):
             self.app.record_event("validation_result", peer=self.peer, result=result)
