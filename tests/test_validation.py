@@ -7,7 +7,7 @@ owns the buffer) and computing (anywhere).
 import numpy as np
 from twisted.trial import unittest
 
-from jspsych_tobii.core import quality
+from jspsych_tobii.core import windows
 from jspsych_tobii.core.buffer import GazeBuffer
 from jspsych_tobii.core.history import SessionSamples
 from jspsych_tobii.core.validation import (
@@ -85,7 +85,7 @@ class ClientCopiesTests(unittest.SynchronousTestCase):
         ]
         run.add_point(0.5, 0.5, 1.0, samples)
         point = run.points[0]
-        self.assertEqual(point.window_us, quality.client_window_us(samples[:2] + samples[5:]))
+        self.assertEqual(point.window_us, windows.client_window_us(samples[:2] + samples[5:]))
         self.assertEqual(point.window_us, (10000, 12500))
         self.assertEqual(point.copies.rows.tolist(), [[11000, 0.5, 0.5], [12500, 0.25, 0.75]])
         self.assertEqual(point.copies.count, 6)

@@ -8,7 +8,8 @@ full-fidelity samples over the window those copies span (their C{timestamp}s
 are on the sample clock), skipping the first part of each window as the
 saccade to the target and, when asked, keeping only its last part (as Titta
 does); the client's copies are used only when the server no longer holds
-that window.  The maths is L{jspsych_tobii.core.quality}.
+that window.  The maths is L{jspsych_tobii.core.quality}; which samples
+belong to a point, L{jspsych_tobii.core.windows}.
 
 The server's samples are read through the same query as get_data
 (L{SessionSamples<jspsych_tobii.core.history.SessionSamples>}): from the
@@ -32,7 +33,7 @@ from typing import Any, List, Optional, Tuple
 
 import numpy as np
 
-from jspsych_tobii.core import quality
+from jspsych_tobii.core import quality, windows
 from jspsych_tobii.core.buffer import GazeBuffer
 from jspsych_tobii.core.history import SessionSamples
 from jspsych_tobii.core.messages import MAX_ABS_NUMBER
@@ -56,7 +57,7 @@ class ClientCopies:
 
     @ivar count: how many entries the client sent.
     @ivar window_us: their span on the sample clock (see
-        L{quality.client_window_us}), or None.
+        L{windows.client_window_us}), or None.
     @ivar rows: those with finite time, x and y, as C{(time_us, x, y)}
         rows in time order.
     """
@@ -102,7 +103,7 @@ class ValidationRun:
 
     def __init__(
         self,
-        skip_initial_ms: float = quality.DEFAULT_SKIP_INITIAL_MS,
+        skip_initial_ms: float = windows.DEFAULT_SKIP_INITIAL_MS,
         window_ms: float = 0.0,
     ):
         self.points: List[ValidationPoint] = []
@@ -215,7 +216,7 @@ class ValidationInput:
             source, samples = "server", held
         else:
             source, samples = "client", _as_gaze(point.copies.rows)
-        span = quality.select_window(samples, start_us, end_us, 0)
+        span = windows.select_window(samples, start_us, end_us, 0)
         if len(span) > MAX_SAMPLES_PER_POINT:
             raise ValidationLimitError(
                 f"validation point {number}: its window holds more than "
@@ -224,8 +225,8 @@ class ValidationInput:
                 f"{(end_us - start_us) / 1e6:.1f} s)"
             )
         skip, last = self.skip_initial_ms, self.window_ms
-        window = quality.window_bounds_us(start_us, end_us, skip, last)
-        return quality.select_window(span, start_us, end_us, skip, last), source, window
+        window = windows.window_bounds_us(start_us, end_us, skip, last)
+        return windows.select_window(span, start_us, end_us, skip, last), source, window
 
     def compute(self) -> dict:
         chosen = [(p, *self._samples_for(i, p)) for i, p in enumerate(self.points, 1)]
@@ -257,7 +258,7 @@ def _describe_window(skip_initial_ms: float, window_ms: float) -> str:
 def _client_copies(gaze_samples: Any) -> Tuple[Optional[Tuple[int, int]], np.ndarray]:
     """
     The client's copies reduced to their window (as
-    L{quality.client_window_us}: every entry with a finite C{timestamp}
+    L{windows.client_window_us}: every entry with a finite C{timestamp}
     counts) and the C{(time_us, x, y)} rows of those that also have finite
     C{x} and C{y}, in time order.  Entries of any other shape are ignored.
     This runs on the reactor: about 1 µs per entry.

@@ -38,9 +38,9 @@ from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tupl
 
 import numpy as np
 
+from jspsych_tobii.core.jsonsafe import json_safe
 from jspsych_tobii.recording.columns import TimeBase, event_time_ms, format_unix_seconds
 from jspsych_tobii.recording.export import ExportError, writing
-from jspsych_tobii.recording.format import _jsonable
 
 __all__ = ["BidsNames", "BidsFiles", "write_dataset", "load_schema", "EYES", "DATATYPE"]
 
@@ -365,7 +365,7 @@ def physio_sidecar(
         "Units": "s",
     }
     sidecar["sample"] = {"Description": "The sample's number in the tracking session, from 0."}
-    return _jsonable(sidecar)
+    return json_safe(sidecar)
 
 
 def physioevents_sidecar() -> Dict[str, Any]:
@@ -471,7 +471,7 @@ def _event_message(event: Dict[str, Any]) -> str:
         text = event["label"]
     else:
         rest = {k: v for k, v in event.items() if k not in ("t_server_ms", "kind")}
-        text = json.dumps(_jsonable(rest), separators=(",", ":"), ensure_ascii=False)
+        text = json.dumps(json_safe(rest), separators=(",", ":"), ensure_ascii=False)
     # a TSV cell holds no tab or line break
     return re.sub(r"[\t\r\n]+", " ", text) or "n/a"
 

@@ -29,13 +29,13 @@ Nothing here imports Twisted: it is plain Python and numpy.
 from __future__ import annotations
 
 import json
-import math
 import os
 import time
 from typing import Any, Dict, Iterable, List, Optional, Tuple
 
 import numpy as np
 
+from jspsych_tobii.core.jsonsafe import json_safe
 from jspsych_tobii.interfaces import GAZE_DTYPE
 
 __all__ = [
@@ -165,7 +165,7 @@ def encode_header(header: Dict[str, Any]) -> bytes:
 
 
 def _header_text(header: Dict[str, Any]) -> bytes:
-    return json.dumps(_jsonable(header), indent=1, ensure_ascii=True, allow_nan=False).encode(
+    return json.dumps(json_safe(header), indent=1, ensure_ascii=True, allow_nan=False).encode(
         "ascii"
     )
 
@@ -267,34 +267,12 @@ def read_gaze(path: str) -> np.ndarray:
 # -- events
 
 
-def _jsonable(value: Any) -> Any:
-    """Plain JSON values: numpy scalars and arrays unwrapped, NaN and infinities to None."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if value is None or isinstance(value, (str, bool, int)):
-        return value
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return _jsonable(value.tolist())
-    if isinstance(value, np.generic):
-        return _jsonable(value.item())
-    if isinstance(value, (set, frozenset)):
-        return sorted(_jsonable(v) for v in value)
-    to_dict = getattr(value, "to_dict", None)
-    if callable(to_dict):
-        return _jsonable(to_dict())
-    return str(value)
-
-
 def encode_event(event: Dict[str, Any]) -> bytes:
     """One line of an events file (UTF-8, ending in a newline, no NaN)."""
     try:
         text = json.dumps(event, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
     except (TypeError, ValueError):
-        text = json.dumps(_jsonable(event), separators=(",", ":"), ensure_ascii=False)
+        text = json.dumps(json_safe(event), separators=(",", ":"), ensure_ascii=False)
     return text.encode("utf-8") + b"\n"
 
 

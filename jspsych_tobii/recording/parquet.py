@@ -24,6 +24,7 @@ from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 
+from jspsych_tobii.core.jsonsafe import json_safe
 from jspsych_tobii.recording.columns import (
     TimeBase,
     binocular,
@@ -32,7 +33,6 @@ from jspsych_tobii.recording.columns import (
     event_time_ms,
 )
 from jspsych_tobii.recording.export import ExportError, _column_for, sample_columns, writing
-from jspsych_tobii.recording.format import _jsonable
 
 __all__ = ["write_session", "sample_table", "HEADER_KEY", "load_pyarrow"]
 
@@ -78,7 +78,7 @@ def _schema(pa: Any, dtype: np.dtype, header: Dict[str, Any]):
 
 def _file_metadata(header: Dict[str, Any]) -> Dict[bytes, bytes]:
     return {
-        HEADER_KEY: json.dumps(_jsonable(header), separators=(",", ":")).encode("utf-8"),
+        HEADER_KEY: json.dumps(json_safe(header), separators=(",", ":")).encode("utf-8"),
         TIME_KEY: UNIX_TIME_NOTE.encode("utf-8"),
     }
 
@@ -131,7 +131,7 @@ def _event_values(values: List[Any]) -> Any:
     if all(isinstance(v, str) for v in present):
         return pa.array(values, pa.string())
     return pa.array(
-        [None if v is None else json.dumps(_jsonable(v), separators=(",", ":")) for v in values],
+        [None if v is None else json.dumps(json_safe(v), separators=(",", ":")) for v in values],
         pa.string(),
     )
 

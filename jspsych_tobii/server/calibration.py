@@ -20,7 +20,8 @@ from typing import TYPE_CHECKING, Any, Callable, Optional, Set, Tuple
 
 from twisted.internet import defer
 
-from jspsych_tobii.core.quality import calibration_summary, mean_eye_position
+from jspsych_tobii.core.calibration_quality import calibration_summary
+from jspsych_tobii.core.signals import mean_eye_position
 from jspsych_tobii.interfaces import CalibrationResult, ITracker, ITrackerProvider, TrackerError
 from jspsych_tobii.logs import Logger
 

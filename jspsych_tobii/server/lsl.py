@@ -43,10 +43,10 @@ import numpy as np
 from twisted.application import service
 from zope.interface import implementer
 
+from jspsych_tobii.core.jsonsafe import json_safe
 from jspsych_tobii.core.timesync import ServerClock
 from jspsych_tobii.interfaces import IEventSink, IGazeObserver, ISessionListener
 from jspsych_tobii.logs import Logger
-from jspsych_tobii.recording.format import _jsonable
 
 __all__ = [
     "LSL_INSTALL",
@@ -372,7 +372,7 @@ class LslPublisher:
                 time_ms = self._clock.now_us() / 1000.0
             stamp = float(self._mapping().seconds(np.array([time_ms * 1000.0]))[0])
             text = json.dumps(
-                _jsonable(dict(fields, kind=kind)), separators=(",", ":"), ensure_ascii=False
+                json_safe(dict(fields, kind=kind)), separators=(",", ":"), ensure_ascii=False
             )
             self.marker_outlet.push_sample([text], stamp)
             self.markers += 1
