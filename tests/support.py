@@ -251,7 +251,9 @@ class FakeClient:
         self.gate = SendGate(self, server.clock, peer=peer)
         server.state.hub.gates.add(self.gate)
         self.session = ClientSession(server.state, self.gate, peer)
-        self.session.work_clock = lambda: 0.0  # answering takes no time unless a test says so
+        self.session.requests.work_clock = (
+            lambda: 0.0
+        )  # answering takes no time unless a test says so
 
     # the channel
 
