@@ -521,6 +521,15 @@ class QueryTests(unittest.SynchronousTestCase):
         self.recorder.session_started(2)
         self.assertEqual(len(self.recorder.query()), 0)
 
+    def test_read_range_of_a_file(self):
+        """The format's ranged read: only the first count records, chunked, by time."""
+        t = self.times
+        path = self.files.gaze_path
+        chunks = list(fmt.read_range(path, 3000, int(t[2990]), int(t[3500]), chunk=4))
+        self.assertEqual([len(c) for c in chunks], [4, 4, 2])  # records 2990..2999
+        self.assertEqual(np.concatenate(chunks).tobytes(), self.samples[2990:3000].tobytes())
+        self.assertEqual(list(fmt.read_range(path, 0)), [])
+
     def test_no_session(self):
         recorder = SessionRecorder(scratch(self))
         self.addCleanup(recorder.close)

@@ -1,7 +1,8 @@
 # -*- test-case-name: tests.test_recording -*-
 """
 L{SessionRecorder}: writes each tracking session to its own pair of files
-(see L{jspsych_tobii.recording.format}) from one background thread.
+(see L{jspsych_tobii.recording.format}) from one background thread (what
+that thread does to the files is L{jspsych_tobii.recording.filewriter}).
 
 The reactor only enqueues: L{SessionRecorder.write_batch} appends a reference
 to the batch to a deque (well under a microsecond; no lock, no wake-up), and
@@ -15,18 +16,17 @@ bounds what a power cut can take.
 
 Reading back: L{SessionRecorder.query} answers a time range of the current
 (or most recent) session from what has been flushed, through a read-only
-memmap and a binary search, so an old range costs only the pages it reads.
+memmap and a binary search (L{jspsych_tobii.recording.format.read_range}),
+so an old range costs only the pages it reads.
 """
 
 from __future__ import annotations
 
-import bisect
 import collections
 import os
 import threading
 import time
-from dataclasses import dataclass
-from typing import Any, BinaryIO, Callable, Deque, Dict, Iterator, List, Optional
+from typing import Any, Callable, Deque, Dict, Iterator, List, Optional
 
 import numpy as np
 from twisted.application import service
@@ -36,18 +36,16 @@ from zope.interface import implementer
 from jspsych_tobii.core.timesync import MicrosecondClock, monotonic_us
 from jspsych_tobii.interfaces import GAZE_DTYPE, IEventSink, IGazeObserver, ISessionListener
 from jspsych_tobii.logs import Logger
+from jspsych_tobii.recording.filewriter import Command, FileWriter, SessionFiles
 from jspsych_tobii.recording.format import (
     EVENTS_SUFFIX,
     GAZE_SUFFIX,
-    HEADER_SIZE,
-    encode_event,
-    encode_header,
     make_header,
+    read_range,
     session_stem,
-    utc_iso,
 )
 
-__all__ = ["SessionFiles", "SessionRecorder", "RecorderService"]
+__all__ = ["SessionRecorder", "RecorderService"]
 
 #: Longest time (s) between flushes of what was written to the OS.
 DEFAULT_FLUSH_INTERVAL = 0.1
@@ -55,47 +53,6 @@ DEFAULT_FLUSH_INTERVAL = 0.1
 DEFAULT_FSYNC_INTERVAL = 5.0
 #: Events kept while no session is open, to be written with the next one.
 MAX_IDLE_EVENTS = 10_000
-
-
-@dataclass
-class SessionFiles:
-    """
-    One recorded session.  The reactor reads every field; the writer thread
-    only ever assigns C{written}, C{flushed_records}, C{flushed_until_us},
-    C{dropped}, C{closed} and C{error} (single assignments, which are atomic
-    for Python objects).
-    """
-
-    session: int
-    stem: str
-    gaze_path: str
-    events_path: str
-    started_us: Optional[int]
-    started_unix: float
-    header: Dict[str, Any]
-    #: samples handed to the recorder (reactor side)
-    samples: int = 0
-    #: samples written by the thread, and how many of them are flushed
-    written: int = 0
-    flushed_records: int = 0
-    #: system_time_us of the last flushed record (what query can answer up to)
-    flushed_until_us: Optional[int] = None
-    events: int = 0
-    #: why writing this session stopped, if it failed
-    error: Optional[str] = None
-    closed: bool = False
-    dropped: int = 0
-
-
-class _Control:
-    """A queued command other than a gaze batch."""
-
-    __slots__ = ("kind", "files", "payload")
-
-    def __init__(self, kind: str, files: Optional[SessionFiles] = None, payload: Any = None):
-        self.kind = kind
-        self.files = files
-        self.payload = payload
 
 
 @implementer(ISessionListener, IGazeObserver, IEventSink)
@@ -365,28 +322,16 @@ class SessionRecorder:
     ) -> Iterator[np.ndarray]:
         """
         Like L{query}, in copies of at most C{chunk} records, so that a
-        caller can send a long range a slice at a time (taking a chunk of 500
-        costs ~10 µs; turning it into reply dicts with C{sample_dicts} ~4 ms).
-        The range is fixed when the first chunk is taken.
+        caller can send a long range a slice at a time (see
+        L{read_range<jspsych_tobii.recording.format.read_range>}).  The
+        session and what of it is flushed are taken now.
 
         @raise OSError: the session's file cannot be read (deleted, say).
         """
         files = self.last
         if files is None or files.flushed_records == 0:
-            return
-        count = files.flushed_records
-        data = np.memmap(files.gaze_path, GAZE_DTYPE, "r", offset=HEADER_SIZE, shape=(count,))
-        try:
-            times = data["system_time_us"]
-            lo = 0 if start_us is None else bisect.bisect_left(times, start_us)
-            hi = count if end_us is None else bisect.bisect_right(times, end_us)
-            step = max(1, int(chunk))
-            for i in range(lo, hi, step):
-                # a byte copy: several times faster than np.array of a structured memmap
-                raw = bytearray(data[i : min(hi, i + step)].tobytes())
-                yield np.frombuffer(raw, dtype=GAZE_DTYPE)
-        finally:
-            del data
+            return iter(())
+        return read_range(files.gaze_path, files.flushed_records, start_us, end_us, chunk)
 
     # -- internals (reactor side)
 
@@ -410,7 +355,7 @@ class SessionRecorder:
         return files
 
     def _control(self, kind: str, files: Optional[SessionFiles] = None, payload: Any = None):
-        self._queue.append(_Control(kind, files, payload))
+        self._queue.append(Command(kind, files, payload))
         if self._thread is None:
             self._thread = threading.Thread(
                 target=self._run, name="jspsych-tobii recorder", daemon=True
@@ -431,7 +376,7 @@ class SessionRecorder:
     # -- the writer thread
 
     def _run(self) -> None:
-        writer = _Writer(self)
+        writer = FileWriter(self._report, self.fsync_interval, self._clock_us)
         stop = False
         while not stop:
             self._wake.wait(self.flush_interval)
@@ -447,205 +392,6 @@ class SessionRecorder:
                 self._reactor.callFromThread(self._closing.callback, None)
             except Exception:  # pragma: no cover - the reactor is gone
                 pass
-
-
-class _Writer:
-    """The writer thread's state: the open files of the current session."""
-
-    def __init__(self, recorder: SessionRecorder):
-        self.recorder = recorder
-        self.files: Optional[SessionFiles] = None
-        self.last_us: Optional[int] = None  # system_time_us of the last record written
-        self.gaze: Optional[BinaryIO] = None
-        self.events: Optional[BinaryIO] = None
-        self.barriers: List[threading.Event] = []
-        self.next_fsync: Optional[float] = None
-
-    def drain(self, queue: Deque[Any]) -> bool:
-        """Handle everything queued, in order.  True when told to stop."""
-        popleft = queue.popleft
-        pending: List[np.ndarray] = []
-        stop = False
-        while True:
-            try:
-                item = popleft()
-            except IndexError:
-                break
-            if item.__class__ is not _Control:
-                pending.append(item)
-                continue
-            if pending:
-                self.guarded(self.write_gaze, pending)
-                pending = []
-            kind = item.kind
-            if kind == "event":
-                self.guarded(self.write_event, item.files, item.payload)
-            elif kind == "open":
-                self.guarded(self.open, item.files)
-            elif kind == "close":
-                self.guarded(self.close, item.files, *item.payload)
-            elif kind == "idle":
-                self.guarded(self.write_idle, *item.payload)
-            elif kind == "barrier":
-                self.barriers.append(item.payload)
-            elif kind == "stop":
-                stop = True
-        if pending:
-            self.guarded(self.write_gaze, pending)
-        return stop
-
-    def guarded(self, operation: Callable[..., Any], *args: Any) -> None:
-        """Run one step; a bug in it is reported and the thread carries on."""
-        try:
-            operation(*args)
-        except Exception as e:
-            self.recorder._report(
-                "recording: unexpected error in {step}: {error!r}",
-                step=operation.__name__,
-                error=e,
-            )
-
-    def fail(self, files: SessionFiles, what: str, error: OSError) -> None:
-        message = f"{what}: {error.strerror or error}"
-        files.error = message
-        self.recorder._report(
-            "recording of session {n} stopped: {message}; later samples of it are lost",
-            n=files.session,
-            message=message,
-        )
-        for stream in (self.gaze, self.events):
-            if stream is not None:
-                try:
-                    stream.close()
-                except OSError:
-                    pass
-        self.gaze = self.events = None
-
-    def open(self, files: SessionFiles) -> None:
-        if self.files is not None and not self.files.closed:
-            self.close(self.files, None, None)
-        self.files = files
-        self.last_us = None
-        try:
-            self.gaze = open(files.gaze_path, "xb", buffering=1 << 20)
-            self.gaze.write(encode_header(files.header))
-            self.gaze.flush()
-            self.events = open(files.events_path, "xb", buffering=1 << 16)
-        except OSError as e:
-            self.fail(files, "cannot create the recording files", e)
-        interval = self.recorder.fsync_interval
-        self.next_fsync = None if interval is None else time.monotonic() + interval
-
-    def write_gaze(self, batches: List[np.ndarray]) -> None:
-        files = self.files
-        n = sum(len(b) for b in batches)
-        if files is None or self.gaze is None:
-            if files is not None:
-                files.dropped += n
-            return
-        # tobytes per batch and one join: ~100 times faster than np.concatenate
-        # of many small structured arrays, which copies field by field
-        data = b"".join([batch.tobytes() for batch in batches])
-        try:
-            self.gaze.write(data)
-        except OSError as e:
-            files.dropped += n
-            self.fail(files, "cannot write samples", e)
-            return
-        files.written += n
-        last = batches[-1]
-        if len(last):
-            self.last_us = int(last["system_time_us"][-1])
-
-    def write_event(self, files: SessionFiles, event: Dict[str, Any]) -> None:
-        if self.events is None or files is not self.files:
-            return
-        try:
-            self.events.write(encode_event(event))
-        except OSError as e:
-            self.fail(files, "cannot write an event", e)
-
-    def write_idle(self, path: str, events: List[Dict[str, Any]]) -> None:
-        try:
-            with open(path, "xb") as f:
-                for event in events:
-                    f.write(encode_event(event))
-                f.flush()
-                os.fsync(f.fileno())
-        except OSError as e:
-            self.recorder._report(
-                "cannot write events outside sessions to {path}: {error}", path=path, error=e
-            )
-
-    def flush(self) -> None:
-        files = self.files
-        if files is None:
-            return
-        try:
-            if self.gaze is not None:
-                self.gaze.flush()
-                files.flushed_until_us = self.last_us
-                files.flushed_records = files.written
-            if self.events is not None:
-                self.events.flush()
-        except OSError as e:
-            self.fail(files, "cannot flush the recording", e)
-            return
-        if self.next_fsync is not None and time.monotonic() >= self.next_fsync:
-            self.fsync()
-            interval = self.recorder.fsync_interval
-            self.next_fsync = None if interval is None else time.monotonic() + interval
-
-    def fsync(self) -> None:
-        for stream in (self.gaze, self.events):
-            if stream is not None:
-                try:
-                    os.fsync(stream.fileno())
-                except OSError as e:
-                    assert self.files is not None  # the streams are its files
-                    self.fail(self.files, "cannot sync the recording to disk", e)
-                    return
-
-    def close(self, files: SessionFiles, ended_unix: Optional[float], ended_us: Optional[int]):
-        if files is not self.files or files.closed:
-            return
-        files.closed = True
-        if self.gaze is not None:
-            try:
-                self.gaze.flush()
-                files.flushed_until_us = self.last_us
-                files.flushed_records = files.written
-                header = dict(files.header)
-                header.update(
-                    complete=files.error is None,
-                    samples=files.written,
-                    ended_utc=None if ended_unix is None else utc_iso(ended_unix),
-                    ended_us=ended_us,
-                )
-                self.gaze.seek(0)
-                self.gaze.write(encode_header(header))
-                self.gaze.flush()
-            except OSError as e:
-                self.fail(files, "cannot finish the recording", e)
-        self.fsync()
-        for stream in (self.gaze, self.events):
-            if stream is not None:
-                try:
-                    stream.close()
-                except OSError as e:
-                    self.fail(files, "cannot close the recording", e)
-        self.gaze = self.events = None
-        self.files = None
-
-    def release_barriers(self) -> None:
-        barriers, self.barriers = self.barriers, []
-        for barrier in barriers:
-            barrier.set()
-
-    def close_all(self) -> None:
-        if self.files is not None:
-            self.close(self.files, None, None)
-        self.release_barriers()
 
 
 class RecorderService(service.Service):
