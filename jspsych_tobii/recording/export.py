@@ -291,7 +291,7 @@ def export(
     Export a recording to C{out} and its events beside it.
 
     @param fmt: C{csv}, C{tsv}, C{parquet} or C{bids} (then C{out} is the
-        dataset folder and C{bids} the L{BidsNames<jspsych_tobii.recording.bids.BidsNames>}).
+        dataset folder and C{bids} the L{BidsNames<jspsych_tobii.recording.bids_names.BidsNames>}).
     @return: (samples, events, events file written).
     @raise ExportError: bad input or an output that cannot be written.
     """
@@ -530,7 +530,7 @@ def _bids_names(args: argparse.Namespace, fmt: str, out: Optional[str]):
         raise ExportError("--format bids needs -o DATASET_DIR (the BIDS dataset's folder)")
     if args.subject is None:
         raise ExportError("--format bids needs --subject LABEL")
-    from jspsych_tobii.recording.bids import BidsNames
+    from jspsych_tobii.recording.bids_names import BidsNames
 
     return BidsNames.checked(
         subject=args.subject,
