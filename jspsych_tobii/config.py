@@ -265,10 +265,6 @@ class ServerConfig:
             return f"tcp:{self.port}:interface={host}"
         return self.port
 
-    @classmethod
-    def field_names(cls):
-        return [f.name for f in fields(cls)]
-
 
 def _number(option: str, value, low: float, high: float) -> float:
     try:

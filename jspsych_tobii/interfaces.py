@@ -26,7 +26,7 @@ offset is zero: the SDK's system clock is CLOCK_MONOTONIC in microseconds.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable, Optional, Tuple
+from typing import Optional, Tuple
 
 import numpy as np
 from zope.interface import Attribute, Interface
@@ -264,10 +264,6 @@ class NoTrackerError(TrackerError):
 
     def __init__(self, message: str = "no eye tracker connected"):
         super().__init__(message)
-
-
-GazeReceiver = Callable[[np.ndarray], Any]
-NotificationReceiver = Callable[[TrackerNotification], Any]
 
 
 class ITracker(Interface):

@@ -7,12 +7,12 @@ owns the buffer) and computing (anywhere).
 import numpy as np
 from twisted.trial import unittest
 
-from jspsych_tobii.core import windows
 from jspsych_tobii.core.buffer import GazeBuffer
 from jspsych_tobii.core.history import SessionSamples
 from jspsych_tobii.core.validation import (
     MAX_SAMPLES_PER_POINT,
     MAX_VALIDATION_POINTS,
+    ClientCopies,
     ValidationLimitError,
     ValidationRun,
 )
@@ -85,10 +85,40 @@ class ClientCopiesTests(unittest.SynchronousTestCase):
         ]
         run.add_point(0.5, 0.5, 1.0, samples)
         point = run.points[0]
-        self.assertEqual(point.window_us, windows.client_window_us(samples[:2] + samples[5:]))
         self.assertEqual(point.window_us, (10000, 12500))
         self.assertEqual(point.copies.rows.tolist(), [[11000, 0.5, 0.5], [12500, 0.25, 0.75]])
         self.assertEqual(point.copies.count, 6)
+
+    def test_window_of_the_copies_ignores_garbage(self):
+        """Every entry with a finite numeric timestamp counts for the window; nothing else."""
+        gaze_samples = [
+            {"timestamp": 1000.5, "x": 0.5, "y": 0.5},
+            {"timestamp": float("nan")},
+            {"timestamp": float("inf")},
+            {"timestamp": "1500"},
+            {"timestamp": True},
+            {"timestamp": None},
+            {"x": 0.4},
+            None,
+            7,
+            "text",
+            [1, 2],
+            {"timestamp": 1200.25},
+            {"timestamp": 999},
+        ]
+        copies = ClientCopies.reduce(gaze_samples)
+        self.assertEqual(copies.window_us, (999_000, 1_200_250))
+        self.assertEqual(copies.count, len(gaze_samples))
+        self.assertEqual(copies.rows.tolist(), [[1_000_500, 0.5, 0.5]])
+
+    def test_window_rounds_to_microseconds(self):
+        """1234.567 ms is 1234567 µs although 1234.567 * 1000 is not exact."""
+        copies = ClientCopies.reduce([{"timestamp": 1234.567}, {"timestamp": 1234.568}])
+        self.assertEqual(copies.window_us, (1_234_567, 1_234_568))
+
+    def test_no_window(self):
+        for nothing in ([], [{"timestamp": "x"}, None], None, {"timestamp": 5}):
+            self.assertIsNone(ClientCopies.reduce(nothing).window_us, nothing)
 
     def test_client_copies_used_when_the_buffer_moved_on(self):
         buffer = GazeBuffer(100)

@@ -56,8 +56,10 @@ class ClientCopies:
     What a validation keeps of the client's copies of one point's samples.
 
     @ivar count: how many entries the client sent.
-    @ivar window_us: their span on the sample clock (see
-        L{windows.client_window_us}), or None.
+    @ivar window_us: their span on the sample clock: the smallest and the
+        largest finite C{timestamp} (ms on the sample clock, that is
+        C{system_time_us / 1000}), each rounded to the nearest µs; None when
+        no entry has one.
     @ivar rows: those with finite time, x and y, as C{(time_us, x, y)}
         rows in time order.
     """
@@ -162,10 +164,6 @@ class ValidationRun:
             points, served, display, self.skip_initial_ms, self.window_ms, tuple(self.notes)
         )
 
-    def describe_window(self) -> str:
-        """The window rule, in words, for the reply's C{definitions}."""
-        return _describe_window(self.skip_initial_ms, self.window_ms)
-
     def compute(self, buffer: GazeBuffer, display: Optional[DisplayArea]) -> dict:
         """L{gather} from C{buffer} alone and compute at once, on the calling thread."""
         return self.gather(SessionSamples.in_memory(buffer), display).compute()
@@ -257,8 +255,8 @@ def _describe_window(skip_initial_ms: float, window_ms: float) -> str:
 
 def _client_copies(gaze_samples: Any) -> Tuple[Optional[Tuple[int, int]], np.ndarray]:
     """
-    The client's copies reduced to their window (as
-    L{windows.client_window_us}: every entry with a finite C{timestamp}
+    The client's copies reduced to their window (see
+    L{ClientCopies.window_us}: every entry with a finite C{timestamp}
     counts) and the C{(time_us, x, y)} rows of those that also have finite
     C{x} and C{y}, in time order.  Entries of any other shape are ignored.
     This runs on the reactor: about 1 µs per entry.

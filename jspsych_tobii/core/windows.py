@@ -1,15 +1,12 @@
 # -*- test-case-name: tests.test_windows -*-
 """
 Which samples belong to a validation point: the part of its time span that
-is used (L{window_bounds_us}, L{select_window}) and the span the client's
-own copies cover (L{client_window_us}).  Plain numpy.
+is used (L{window_bounds_us}, L{select_window}).  The span itself is what
+the client's own copies cover (L{ClientCopies
+<jspsych_tobii.core.validation.ClientCopies>}).  Plain numpy.
 """
 
 from __future__ import annotations
-
-import math
-import numbers
-from typing import Any
 
 import numpy as np
 
@@ -59,31 +56,3 @@ def select_window(
     lo = int(np.searchsorted(times, first, side="left"))
     hi = int(np.searchsorted(times, last, side="right"))
     return samples[lo:hi]
-
-
-def client_window_us(gaze_samples: Any, key: str = "timestamp") -> tuple[int, int] | None:
-    """
-    The time span, in µs on the sample clock, of the samples the client sent
-    with a C{validation_point}: the smallest and the largest finite C{key}
-    (ms on clock C, that is C{system_time_us / 1000}), each rounded to the
-    nearest µs.  Entries that are not dicts, lack the key, or hold a
-    non-number, a boolean or a non-finite number are ignored.
-
-    @return: C{(start_us, end_us)}, or None when no entry has a usable time
-        (or C{gaze_samples} is not a list or tuple).
-    """
-    if not isinstance(gaze_samples, (list, tuple)):
-        return None
-    times = []
-    for entry in gaze_samples:
-        if not isinstance(entry, dict):
-            continue
-        value = entry.get(key)
-        if isinstance(value, bool) or not isinstance(value, numbers.Real):
-            continue
-        value = float(value)
-        if math.isfinite(value):
-            times.append(value)
-    if not times:
-        return None
-    return round(min(times) * 1000.0), round(max(times) * 1000.0)

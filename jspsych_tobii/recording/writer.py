@@ -108,7 +108,6 @@ class SessionRecorder:
         self.last: Optional[SessionFiles] = None
         self.sessions: List[SessionFiles] = []
         self.closed = False
-        self.flushes = 0
 
     # -- reactor side
 
@@ -383,7 +382,6 @@ class SessionRecorder:
             self._wake.clear()
             stop = writer.drain(self._queue)
             writer.guarded(writer.flush)
-            self.flushes += 1
             writer.release_barriers()
         writer.guarded(writer.close_all)
         self._stopped.set()

@@ -202,7 +202,6 @@ class LslPublisher:
         self.gaze_outlet: Any = None
         self.marker_outlet: Any = None
         self.mapping: Optional[ClockMapping] = None
-        self.pushed = 0
         self.markers = 0
         self.failures = 0
         self._failed_once = False
@@ -351,7 +350,6 @@ class LslPublisher:
             data = np.concatenate([chunk for chunk, _ in pending])
             stamps = np.concatenate([times for _, times in pending])
             outlet.push_chunk(data, stamps.tolist())
-            self.pushed += len(data)
         except Exception:
             self._failed("gaze samples")
 
