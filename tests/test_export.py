@@ -203,6 +203,25 @@ class ExportTests(ExportTestsMixin, unittest.SynchronousTestCase):
         code, _, stderr = self.run_main(self.gaze, "-o", out)
         self.assertEqual(stderr, "")
 
+    def test_progress_redrawn_at_most_ten_times_a_second(self):
+        """The bar is redrawn on its clock's time, at most every 100 ms (and when forced)."""
+        import io
+
+        now = [0]
+        stream = io.StringIO()
+        progress = export.Progress(stream, 100, True, clock_us=lambda: now[0])
+        progress.update(10)
+        drawn = stream.getvalue().count("\r")
+        now[0] += 99_999
+        progress.update(20)
+        self.assertEqual(stream.getvalue().count("\r"), drawn)
+        now[0] += 1
+        progress.update(30)
+        self.assertEqual(stream.getvalue().count("\r"), drawn + 1)
+        self.assertIn("30.0%", stream.getvalue())
+        progress.update(40, force=True)
+        self.assertEqual(stream.getvalue().count("\r"), drawn + 2)
+
     def test_crashed_recording(self):
         """A recording cut off by a crash exports its whole samples, with warnings."""
         header = make_header(session=1, started_unix=0, started_us=T0_US)  # complete: false

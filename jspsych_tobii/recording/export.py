@@ -31,12 +31,12 @@ import csv
 import json
 import os
 import sys
-import time
 from contextlib import contextmanager
 from typing import IO, Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from jspsych_tobii.core.timesync import MicrosecondClock, monotonic_us
 from jspsych_tobii.recording import columns
 from jspsych_tobii.recording.columns import (
     TimeBase,
@@ -236,8 +236,16 @@ def _write_events(
 class Progress:
     """A one-line progress bar on a terminal stream, redrawn at most 10 times a second."""
 
-    def __init__(self, stream: IO[str], total: int, enabled: bool, label: str = "exporting"):
+    def __init__(
+        self,
+        stream: IO[str],
+        total: int,
+        enabled: bool,
+        label: str = "exporting",
+        clock_us: MicrosecondClock = monotonic_us,
+    ):
         self.stream = stream
+        self.clock_us = clock_us
         self.total = max(0, total)
         self.enabled = enabled and total > 0
         self.label = label
@@ -247,7 +255,7 @@ class Progress:
     def update(self, done: int, force: bool = False) -> None:
         if not self.enabled or done == self._shown:
             return
-        now = time.monotonic()
+        now = self.clock_us() / 1e6
         if not force and now - self._last < 0.1:
             return
         self._last = now
