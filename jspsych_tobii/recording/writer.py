@@ -31,6 +31,7 @@ from typing import Any, Callable, Deque, Dict, Iterator, List, Optional
 import numpy as np
 from twisted.application import service
 from twisted.internet import defer
+from twisted.internet.interfaces import IReactorFromThreads
 from zope.interface import implementer
 
 from jspsych_tobii.core.timesync import MicrosecondClock, monotonic_us
@@ -75,7 +76,7 @@ class SessionRecorder:
     def __init__(
         self,
         directory: str,
-        reactor: Any = None,
+        reactor: Optional[IReactorFromThreads] = None,
         clock_us: MicrosecondClock = monotonic_us,
         wall_clock: Callable[[], float] = time.time,
         flush_interval: float = DEFAULT_FLUSH_INTERVAL,

@@ -30,7 +30,7 @@ import collections
 from typing import Any, Callable, Iterator, Optional
 
 from twisted.internet import defer
-from twisted.internet.interfaces import IPushProducer
+from twisted.internet.interfaces import IDelayedCall, IPushProducer, IReactorTime
 from zope.interface import implementer
 
 from jspsych_tobii.core.gaze import dumps
@@ -63,7 +63,7 @@ class SendGate:
     def __init__(
         self,
         channel: Any,
-        reactor: Any,
+        reactor: IReactorTime,
         peer: str = "?",
         gaze_backlog: int = DEFAULT_GAZE_BACKLOG,
     ):
@@ -78,7 +78,7 @@ class SendGate:
         self._pong: Optional[bytes] = None  # the newest ping's, while paused
         self._streams: collections.deque = collections.deque()  # waiting to be sent
         self._stream: Optional[tuple] = None  # (pieces, deferred) being sent
-        self._pump = None
+        self._pump: Optional[IDelayedCall] = None
         self.dropped = 0  # gaze frames dropped, in all
         self._dropped_unreported = 0
         self.sent_gaze = 0

@@ -41,6 +41,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 from twisted.application import service
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from zope.interface import implementer
 
 from jspsych_tobii.core.jsonsafe import json_safe
@@ -182,7 +183,7 @@ class LslPublisher:
     def __init__(
         self,
         pylsl: Any,
-        reactor: Any,
+        reactor: IReactorTime,
         clock: ServerClock,
         tracker_info: Callable[[], Any],
         same_clock: bool,
@@ -193,7 +194,7 @@ class LslPublisher:
         self._reactor = reactor
         self.flush_interval = flush_interval
         self._pending: List[Tuple[np.ndarray, np.ndarray]] = []
-        self._flush_call: Any = None
+        self._flush_call: Optional[IDelayedCall] = None
         self._clock = clock
         self._tracker_info = tracker_info
         self._same_clock = same_clock

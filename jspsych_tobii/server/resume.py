@@ -27,6 +27,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Dict, List, NamedTuple, Optional
 
 from twisted.application import service
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
 
 if TYPE_CHECKING:
     from jspsych_tobii.server.hub import GazeHub
@@ -66,14 +67,16 @@ class Fingerprint(NamedTuple):
 class _Pending:
     def __init__(self, fingerprint: Fingerprint):
         self.fingerprint = fingerprint
-        self.timer: Any = None
+        self.timer: Optional[IDelayedCall] = None
 
 
 class ResumeRegistry(service.Service):
     name = "resumes"  # type: ignore[assignment]  # Twisted declares it None
     log = Logger()
 
-    def __init__(self, reactor: Any, hub: GazeHub, grace_period: float = DEFAULT_GRACE_PERIOD):
+    def __init__(
+        self, reactor: IReactorTime, hub: GazeHub, grace_period: float = DEFAULT_GRACE_PERIOD
+    ):
         self._reactor = reactor
         self._hub = hub
         self.grace_period = grace_period
@@ -116,7 +119,7 @@ class ResumeRegistry(service.Service):
             return False
         pending = waiting.pop()
         del self._pending[fingerprint]
-        if pending.timer.active():
+        if pending.timer is not None and pending.timer.active():
             pending.timer.cancel()
         # Release after the claimant has subscribed, so the stream never stops.
         self._reactor.callLater(0, self._release, pending)
@@ -147,6 +150,6 @@ class ResumeRegistry(service.Service):
     def cancel_all(self) -> None:
         for waiting in self._pending.values():
             for pending in waiting:
-                if pending.timer.active():
+                if pending.timer is not None and pending.timer.active():
                     pending.timer.cancel()
         self._pending.clear()

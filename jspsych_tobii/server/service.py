@@ -19,11 +19,12 @@ given the hub as its L{ITrackerListener}, so neither holds the other.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, Optional
+from typing import Callable, Dict, Optional
 
 from twisted.application import service
 from twisted.application.internet import backoffPolicy
 from twisted.internet import defer
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from zope.interface import implementer
 
 from jspsych_tobii.core.timesync import ServerClock
@@ -109,7 +110,7 @@ class TrackerService(service.Service):
 
     def __init__(
         self,
-        reactor: Any,
+        reactor: IReactorTime,
         make_tracker: Callable[[], ITracker],
         clock: ServerClock,
         slot: TrackerSlot,
@@ -133,7 +134,7 @@ class TrackerService(service.Service):
         self._listener = listener
         self.record_event = record_event
         self._candidate: Optional[ITracker] = None
-        self._retry: Any = None
+        self._retry: Optional[IDelayedCall] = None
         self._connecting: Optional[defer.Deferred] = None
         self.attempts = 0
 

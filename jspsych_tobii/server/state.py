@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Iterable, List, Optional
 
+from twisted.internet.interfaces import IReactorTime
+
 from jspsych_tobii.core.timesync import ServerClock
 from jspsych_tobii.interfaces import IEventSink
 
@@ -33,7 +35,9 @@ class EventLog:
     @param sinks: told of every event too.
     """
 
-    def __init__(self, recorder: Optional[SessionRecorder] = None, sinks: Iterable[Any] = ()):
+    def __init__(
+        self, recorder: Optional[SessionRecorder] = None, sinks: Iterable[IEventSink] = ()
+    ):
         self.recorder = recorder
         self.sinks: List[IEventSink] = list(sinks)
 
@@ -47,7 +51,7 @@ class EventLog:
 
 @dataclass
 class ServerState:
-    reactor: Any
+    reactor: IReactorTime
     clock: ServerClock
     trackers: TrackerService
     hub: GazeHub

@@ -21,6 +21,7 @@ from typing import Any, Callable
 
 from twisted.application import service
 from twisted.internet import defer, threads
+from twisted.internet.interfaces import IReactorFromThreads
 from twisted.python.threadpool import ThreadPool
 
 #: Threads for heavy work; the machine's other core runs the reactor.
@@ -30,7 +31,7 @@ DEFAULT_THREADS = 2
 class WorkerPool(service.Service):
     name = "work"  # type: ignore[assignment]  # Twisted declares it None
 
-    def __init__(self, reactor: Any, threads: int = DEFAULT_THREADS):
+    def __init__(self, reactor: IReactorFromThreads, threads: int = DEFAULT_THREADS):
         self._reactor = reactor
         self._pool = ThreadPool(minthreads=0, maxthreads=threads, name="jspsych-tobii-work")
 

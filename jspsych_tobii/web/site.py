@@ -26,7 +26,7 @@ L{MAX_REQUEST_BODY} bytes is refused with 413 before it is stored.
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 from autobahn.twisted.resource import WebSocketResource
 from twisted.web import pages, resource, server
@@ -42,6 +42,9 @@ from jspsych_tobii.web.status import (
     StatusJSON,
     StatusPage,
 )
+
+if TYPE_CHECKING:  # only for the annotations
+    from jspsych_tobii.server.state import ServerState
 
 #: Seconds an HTTP connection may stay idle (between requests, or while its
 #: request is still arriving) before it is closed.
@@ -202,7 +205,7 @@ class FrontSite(server.Site):
 
 
 def build_site(
-    state: Any,
+    state: ServerState,
     websocket_factory: Any,
     serve_dir: Optional[str] = None,
     where: str = "",

@@ -30,16 +30,22 @@ import math
 import os
 import re
 from importlib import resources
-from typing import Any, Dict, Optional
+from typing import TYPE_CHECKING, Any, Collection, Dict, Optional
 
 import numpy as np
 from twisted.internet import defer
+from twisted.internet.interfaces import IReactorTime
 from twisted.web import resource, server
 from zope.interface import implementer
 
 from jspsych_tobii.interfaces import GAZE_DTYPE, IEventSink
 from jspsych_tobii.logs import Logger
 from jspsych_tobii.recording.format import HEADER_SIZE, utc_iso
+
+if TYPE_CHECKING:  # only for the annotations
+    from jspsych_tobii.server.hub import GazeHub
+    from jspsych_tobii.server.protocol import TobiiServerProtocol
+    from jspsych_tobii.server.state import ServerState
 
 #: The gaze plot shows the newest second of gaze, over which the effective
 #: rate and the data loss are measured too ...
@@ -125,8 +131,8 @@ class StatusBoard:
 
     def __init__(
         self,
-        state: Any,
-        connections: Any,
+        state: ServerState,
+        connections: Collection[TobiiServerProtocol],
         previews: PreviewLeases,
         serve_dir: Optional[str] = None,
     ):
@@ -270,7 +276,7 @@ class StatusBoard:
 
     def _session(self, now_us: int, recent: Optional[np.ndarray]) -> dict:
         hub = self.state.hub
-        info = {
+        info: Dict[str, Any] = {
             "number": hub.session,
             "running": bool(hub.running),
             "trackingPages": hub.subscriber_count,
@@ -459,8 +465,8 @@ class PreviewLeases:
 
     def __init__(
         self,
-        hub: Any,
-        reactor: Any,
+        hub: GazeHub,
+        reactor: IReactorTime,
         lease: float = PREVIEW_LEASE_SECONDS,
         limit: int = MAX_PREVIEWS,
     ):
