@@ -406,7 +406,7 @@ def _remove(paths: Sequence[str]) -> None:
         try:
             os.remove(path)
         except OSError:
-            pass
+            pass  # already gone, or as unwritable as the failure being reported
 
 
 def _parser() -> argparse.ArgumentParser:

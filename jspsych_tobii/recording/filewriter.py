@@ -147,7 +147,7 @@ class FileWriter:
                 try:
                     stream.close()
                 except OSError:
-                    pass
+                    pass  # the failure that stopped the recording is reported above
         self.gaze = self.events = None
 
     def open(self, files: SessionFiles) -> None:

@@ -292,7 +292,7 @@ class SessionRecorder:
                 try:
                     reactor.callFromThread(d.callback, None)
                 except Exception:  # pragma: no cover - the reactor is gone
-                    pass
+                    pass  # and with it the caller waiting on the reactor
 
         self._control("barrier", None, _Barrier())
         return d
@@ -371,7 +371,8 @@ class SessionRecorder:
         try:
             self._reactor.callFromThread(self.log.error, format, **fields)
         except Exception:  # pragma: no cover - the reactor is gone
-            pass
+            # nothing runs on the reactor any more: say it from this thread
+            self.log.error(format, **fields)
 
     # -- the writer thread
 
@@ -390,7 +391,7 @@ class SessionRecorder:
             try:
                 self._reactor.callFromThread(self._closing.callback, None)
             except Exception:  # pragma: no cover - the reactor is gone
-                pass
+                pass  # and with it whoever waited for the close: the files are on disk
 
 
 class RecorderService(service.Service):
