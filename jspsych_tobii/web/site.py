@@ -33,10 +33,9 @@ from twisted.web import pages, resource, server
 
 from jspsych_tobii.core.access import token_matches
 from jspsych_tobii.logs import Logger
+from jspsych_tobii.web.preview import PreviewLeases, PreviewSwitch
 from jspsych_tobii.web.static import ExperimentFolder, NoExperimentFolder
 from jspsych_tobii.web.status import (
-    PreviewLeases,
-    PreviewSwitch,
     StatusAsset,
     StatusBoard,
     StatusJSON,
