@@ -143,11 +143,13 @@ class SessionSamplesTests(unittest.SynchronousTestCase):
 class NoTwistedTests(unittest.TestCase):
     """The pure parts of the recording load without Twisted."""
 
-    def test_export_and_history_import_no_twisted(self):
+    def test_export_history_and_pure_parts_import_no_twisted(self):
         code = (
             "import sys\n"
             "import jspsych_tobii.recording.export, jspsych_tobii.recording.format\n"
-            "import jspsych_tobii.core.history\n"
+            "import jspsych_tobii.core.history, jspsych_tobii.core.validation\n"
+            "import jspsych_tobii.core.calibration_quality, jspsych_tobii.core.jsonsafe\n"
+            "import jspsych_tobii.recording.filewriter, jspsych_tobii.recording.bids\n"
             "print(sorted(m for m in sys.modules if m.split('.')[0] == 'twisted'))\n"
         )
         out = subprocess.run(
