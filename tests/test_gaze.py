@@ -125,6 +125,27 @@ class EncoderTests(unittest.SynchronousTestCase):
         parsed = json.loads(b"[" + text + b"]")
         self.assertEqual(parsed, sample_dicts(batch[:1]) + sample_dicts(batch[1:]))
 
+    def test_vectorised_clean_batches_identical(self):
+        """
+        Batches as a tracker gives them: no negative numbers (no sign slot)
+        and both eyes valid (no flag slot); then one negative value, one
+        lost eye, a sequence number crossing a power of ten.
+        """
+        batch = random_samples(1000, seed=6)
+        for side in ("left", "right"):
+            for axis in ("x", "y"):
+                batch[f"{side}_{axis}"] = np.abs(np.nan_to_num(batch[f"{side}_{axis}"])) % 1
+            batch[f"{side}_pupil"] = np.abs(np.nan_to_num(batch[f"{side}_pupil"], neginf=3.0))
+            batch[f"{side}_gaze_valid"] = batch[f"{side}_pupil_valid"] = True
+        variants = [batch.copy() for _ in range(4)]
+        variants[1]["right_y"][5] = -0.25
+        variants[2]["left_gaze_valid"][9] = False
+        variants[3]["seq"] = np.arange(len(batch)) + 9_500
+        for variant in variants:
+            self.assertIsNotNone(gaze._Vector(variant, b"", b",").encode())
+            self.assertEqual(encode_objects(variant), self.per_record(variant, frames=False))
+            self.assertEqual(encode_frames(variant), self.per_record(variant))
+
     def test_digits_as_printf(self):
         """Every number has exactly the digits of C{"%.6f"} (pupils .4f, times .3f)."""
         batch = random_samples(2000, seed=3)

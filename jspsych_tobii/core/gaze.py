@@ -252,6 +252,7 @@ def dumps(message: dict) -> bytes:
 # -- the vectorised encoder
 
 _FILL = 0  # a byte that marks padding, squeezed out at the end
+_FILL_BYTE = bytes([_FILL])
 _GROUPS32 = np.frombuffer(b"".join(b"%04d" % i for i in range(10000)), np.uint32)
 _TRUE = np.frombuffer(b"true\0", np.uint8)
 _FALSE = np.frombuffer(b"false", np.uint8)
@@ -326,20 +327,22 @@ class _Vector:
         unit = 10**decimals
         count = _count_digits(m // unit)
         whole = int(count.max(initial=1))
-        width = 1 + whole + (1 + decimals if decimals else 0)
+        # a column with no negative number in this batch has no sign slot
+        signed = bool(negative.any())
+        digits_width = whole + (1 + decimals if decimals else 0)
+        width = int(signed) + digits_width
         if ok is not None:
             width = max(width, 4)
 
         def write(out: np.ndarray) -> None:
             digits = _digits(m, whole + decimals)
-            pad = width - 1 - whole - (1 + decimals if decimals else 0)
+            pad = width - digits_width - int(signed)
             if pad:
                 out[:, :pad] = _FILL
-            if negative.any():
+            if signed:
                 out[:, pad] = np.where(negative, _MINUS, _FILL)
-            else:
-                out[:, pad] = _FILL
-            body = out[:, pad + 1 : pad + 1 + whole]
+            at = pad + int(signed)
+            body = out[:, at : at + whole]
             if whole > 1 and count.min() < whole:
                 # leading zeros become padding
                 np.multiply(
@@ -351,8 +354,8 @@ class _Vector:
             else:
                 body[...] = digits[:, :whole]
             if decimals:
-                out[:, pad + 1 + whole] = _POINT
-                out[:, pad + 2 + whole :] = digits[:, whole:]
+                out[:, at + whole] = _POINT
+                out[:, at + whole + 1 :] = digits[:, whole:]
             if ok is not None and not ok.all():
                 lost = ~ok
                 out[lost, : width - 4] = _FILL
@@ -361,6 +364,10 @@ class _Vector:
         self.pieces.append((width, write))
 
     def flag(self, values: np.ndarray) -> None:
+        if values.all():
+            self.literal(b"true")  # the usual case: no slot to fill
+            return
+
         def write(out: np.ndarray) -> None:
             out[...] = np.where(values[:, None], _TRUE[None, :], _FALSE[None, :])
 
@@ -422,18 +429,28 @@ class _Vector:
         return self._assemble(lengths)
 
     def _assemble(self, lengths: bool):
-        widths = [len(p) if isinstance(p, bytes) else p[0] for p in self.pieces]
-        template = b"".join(p if isinstance(p, bytes) else b"\0" * p[0] for p in self.pieces)
+        # adjacent literals (and all-true flags) become one template piece
+        pieces: list = []
+        for piece in self.pieces:
+            if isinstance(piece, bytes) and pieces and isinstance(pieces[-1], bytes):
+                pieces[-1] += piece
+            else:
+                pieces.append(piece)
+        widths = [len(p) if isinstance(p, bytes) else p[0] for p in pieces]
+        template = b"".join(p if isinstance(p, bytes) else b"\0" * p[0] for p in pieces)
         out = np.empty((len(self.batch), len(template)), np.uint8)
         out[...] = np.frombuffer(template, np.uint8)
         at = 0
-        for piece, width in zip(self.pieces, widths):
+        for piece, width in zip(pieces, widths):
             if not isinstance(piece, bytes):
                 piece[1](out[:, at : at + width])
             at += width
+        if not lengths:
+            # few padding bytes are left per row: deleting them from the
+            # text is cheaper than selecting the others with a mask
+            return out.tobytes().replace(_FILL_BYTE, b""), None
         keep = out != _FILL
-        text = out[keep].tobytes()
-        return text, (np.count_nonzero(keep, axis=1) if lengths else None)
+        return out[keep].tobytes(), np.count_nonzero(keep, axis=1)
 
 
 def _split(text: bytes, lengths: np.ndarray) -> List[bytes]:
