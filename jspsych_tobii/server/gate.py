@@ -19,18 +19,19 @@ from a client that does not read costs nothing.
 Large replies are streamed (L{send_stream}): one WebSocket message sent as
 a series of fragments, one fragment per reactor turn and only while the
 transport takes data, so neither encoding nor copying a large answer ever
-holds up the reactor.  Nothing may be interleaved with a fragmented message,
-so gaze frames and other replies for this client wait in the backlog until
-it ends.
+holds up the reactor (a piece made on another thread is waited for).
+Nothing may be interleaved with a fragmented message, so gaze frames and
+other replies for this client wait in the backlog until it ends.
 """
 
 from __future__ import annotations
 
 import collections
-from typing import Any, Callable, Iterator, Optional
+from typing import Any, Callable, Iterator, Optional, Union
 
 from twisted.internet import defer
 from twisted.internet.interfaces import IDelayedCall, IPushProducer, IReactorTime
+from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from jspsych_tobii.core.gaze import dumps
@@ -79,6 +80,7 @@ class SendGate:
         self._streams: collections.deque = collections.deque()  # waiting to be sent
         self._stream: Optional[tuple] = None  # (pieces, deferred) being sent
         self._pump: Optional[IDelayedCall] = None
+        self._waiting: Optional[defer.Deferred] = None  # for the stream's next piece
         self.dropped = 0  # gaze frames dropped, in all
         self._dropped_unreported = 0
         self.sent_gaze = 0
@@ -170,11 +172,14 @@ class SendGate:
             f"{MAX_REPLY_BACKLOG} ({MAX_REPLY_BACKLOG_BYTES} bytes)",
         )
 
-    def send_stream(self, pieces: Iterator[bytes]) -> defer.Deferred:
+    def send_stream(self, pieces: Iterator[Union[bytes, defer.Deferred]]) -> defer.Deferred:
         """
         Send the pieces as one text message, a fragment per reactor turn;
-        the pieces are produced (encoded) lazily, one per turn.  Fires when
-        the message is sent, fails if the connection closed first.
+        the pieces are produced (encoded) lazily, one per turn.  A piece may
+        be a Deferred instead of bytes: the next piece is not ready (it is
+        made on another thread), and is asked for once the Deferred fires.
+        Fires when the message is sent, fails if the connection closed
+        first.
         """
         d: defer.Deferred = defer.Deferred()
         if self.closed:
@@ -197,6 +202,7 @@ class SendGate:
         if self._pump is not None and self._pump.active():
             self._pump.cancel()
         self._pump = None
+        self._waiting = None
         pending = ([self._stream] if self._stream else []) + list(self._streams)
         self._stream = None
         self._streams.clear()
@@ -213,7 +219,7 @@ class SendGate:
         self._schedule()
 
     def _schedule(self) -> None:
-        if self._pump is None and not self.paused and not self.closed:
+        if self._pump is None and self._waiting is None and not self.paused and not self.closed:
             self._pump = self._reactor.callLater(0, self._send_piece)
 
     def _send_piece(self) -> None:
@@ -230,6 +236,10 @@ class SendGate:
             self.close()
             self._channel.abort()
             return
+        if isinstance(piece, defer.Deferred):
+            self._waiting = piece
+            piece.addBoth(self._piece_ready)
+            return
         if piece is not None:
             if piece:
                 self._channel.send_fragment(piece)
@@ -240,6 +250,19 @@ class SendGate:
         d.callback(None)
         self._flush()
         self._next_stream()
+
+    def _piece_ready(self, result: object) -> None:
+        self._waiting = None
+        if isinstance(result, Failure):
+            # the producer promised to end its JSON itself; this is a bug
+            self.log.failure("streaming a reply to {peer}", result, peer=self.peer)
+            if self._stream is not None:
+                self._stream = None
+                self.close()
+                self._channel.abort()
+            return
+        if self._stream is not None:
+            self._schedule()
 
     # -- IPushProducer
 

@@ -314,7 +314,9 @@ class RequestRunner:
             return None
         if isinstance(fields, StreamedReply):
             head = messages.reply(request, **fields.fields)
-            sent = self.gate.send_stream(reply_pieces(head, fields.key, fields.chunks))
+            # read and encoded on a worker thread, while the reactor writes
+            pieces = reply_pieces(head, fields.key, fields.chunks, run=self.run_job)
+            sent = self.gate.send_stream(pieces)
             # the request stays pending until its reply is out
             return sent.addErrback(self._unsent, request)
         if isinstance(fields, SplicedReply):
