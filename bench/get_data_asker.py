@@ -1,7 +1,11 @@
 """
 Run by bench_get_data.py in its own process: connect with a minimal stdlib
-WebSocket client, ask for the whole session, read the reply, print its size
-and the monotonic times (ms) when asked and when the reply was complete.
+WebSocket client, then for each line C{START_MS END_MS} read from stdin ask
+for that range of the session (get_data), read the whole reply, and print
+one JSON line: the monotonic times (ms) when it asked and when the reply's
+last byte arrived, the reply's size and sample count, and this process's
+CPU time (ms) spent meanwhile.  The connection is made once, before the
+first question, so starting Python costs nothing during a measurement.
 
     python bench/get_data_asker.py PORT
 """
@@ -13,61 +17,96 @@ import sys
 import time
 
 
-def main(port):
-    s = socket.create_connection(("127.0.0.1", port))
-    s.sendall(
-        f"GET / HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
-        "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
-        "Sec-WebSocket-Version: 13\r\n\r\n".encode()
-    )
-    response = b""
-    while b"\r\n\r\n" not in response:
-        response += s.recv(4096)
-    rest = response.split(b"\r\n\r\n", 1)[1]
-    payload = b'{"type":"get_data","requestId":"all"}'
-    mask = os.urandom(4)
-    masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
-    asked = time.monotonic_ns() / 1e6
-    s.sendall(bytes([0x81, 0x80 | len(payload)]) + mask + masked)
-    buffer = bytearray(rest)
+class Connection:
+    def __init__(self, port):
+        self.s = socket.create_connection(("127.0.0.1", port))
+        self.s.sendall(
+            f"GET / HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
+            "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+            "Sec-WebSocket-Version: 13\r\n\r\n".encode()
+        )
+        response = b""
+        while b"\r\n\r\n" not in response:
+            response += self.s.recv(4096)
+        self.buffer = bytearray(response.split(b"\r\n\r\n", 1)[1])
 
-    def need(n):
-        while len(buffer) < n:
-            chunk = s.recv(1 << 20)
+    def send(self, payload):
+        mask = os.urandom(4)
+        masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+        assert len(payload) < 126
+        self.s.sendall(bytes([0x81, 0x80 | len(payload)]) + mask + masked)
+
+    def need(self, n):
+        while len(self.buffer) < n:
+            chunk = self.s.recv(1 << 20)
             if not chunk:
                 raise EOFError
-            buffer.extend(chunk)
+            self.buffer.extend(chunk)
 
-    message = bytearray()
-    while True:
-        need(2)
-        fin = buffer[0] & 0x80
-        length = buffer[1] & 0x7F
-        start = 2
-        if length == 126:
-            need(4)
-            length, start = int.from_bytes(buffer[2:4], "big"), 4
-        elif length == 127:
-            need(10)
-            length, start = int.from_bytes(buffer[2:10], "big"), 10
-        need(start + length)
-        message.extend(buffer[start : start + length])  # fragments join into one message
-        del buffer[: start + length]
-        if not fin:
-            continue
-        message = bytes(message)
-        if b'"requestId":"all"' not in message[:200]:
-            message = bytearray()  # a gaze frame or another reply
-            continue
-        else:
-            done = time.monotonic_ns() / 1e6
-            # no json.loads of 10 MB here: it would compete for the CPU with
-            # the server and the watcher being measured
-            tail = message[-200:]
-            i = tail.rindex(b'"count":') + 8
-            count = int(tail[i : tail.index(b",", i)])
-            print(json.dumps({"asked": asked, "done": done, "bytes": len(message), "count": count}))
-            return
+    def message(self):
+        """The next whole message (its fragments joined)."""
+        message = bytearray()
+        while True:
+            self.need(2)
+            fin = self.buffer[0] & 0x80
+            length = self.buffer[1] & 0x7F
+            start = 2
+            if length == 126:
+                self.need(4)
+                length, start = int.from_bytes(self.buffer[2:4], "big"), 4
+            elif length == 127:
+                self.need(10)
+                length, start = int.from_bytes(self.buffer[2:10], "big"), 10
+            self.need(start + length)
+            message += memoryview(self.buffer)[start : start + length]
+            del self.buffer[: start + length]
+            if fin:
+                return message
+
+
+def main(port):
+    connection = Connection(port)
+    for number, line in enumerate(sys.stdin):
+        start_ms, end_ms = (float(x) for x in line.split())
+        request_id = f"ask{number}"
+        payload = json.dumps(
+            {
+                "type": "get_data",
+                "requestId": request_id,
+                "start_time": start_ms,
+                "end_time": end_ms,
+            },
+            separators=(",", ":"),
+        ).encode()
+        cpu = time.process_time()
+        asked = time.monotonic_ns() / 1e6
+        connection.send(payload)
+        marker = b'"requestId":"%s"' % request_id.encode()
+        while True:
+            message = connection.message()
+            if marker in message[:200]:
+                break  # (anything else would be a gaze frame or another reply)
+        done = time.monotonic_ns() / 1e6
+        cpu = time.process_time() - cpu
+        # no json.loads of 20 MB here: it would compete for the CPU with the
+        # server and the watcher being measured
+        tail = bytes(message[-200:])
+        i = tail.rindex(b'"count":') + 8
+        count = int(tail[i : tail.index(b",", i)])
+        success = b'"success":true' in tail
+        print(
+            json.dumps(
+                {
+                    "asked": asked,
+                    "done": done,
+                    "bytes": len(message),
+                    "count": count,
+                    "success": success,
+                    "cpu_ms": cpu * 1000,
+                }
+            ),
+            flush=True,
+        )
 
 
 if __name__ == "__main__":
