@@ -3,12 +3,14 @@ Tests for L{jspsych_tobii.server.work.WorkerPool}: jobs run on its threads,
 results come back on the reactor, and the service starts and stops it.
 """
 
+import os
+import sys
 import threading
 
 from twisted.internet import defer, reactor
 from twisted.trial import unittest
 
-from jspsych_tobii.server.work import WorkerPool
+from jspsych_tobii.server.work import WORKER_NICE, WorkerPool
 
 
 class WorkerPoolTests(unittest.TestCase):
@@ -55,6 +57,30 @@ class WorkerPoolTests(unittest.TestCase):
         release.set()
         yield defer.gatherResults(jobs)
         self.assertEqual(max(peak), 2)
+
+    def priority(self):
+        return os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+
+    @defer.inlineCallbacks
+    def test_workers_run_at_a_lower_priority(self):
+        """On Linux a worker thread's nice value is WORKER_NICE above the reactor's."""
+        ours = self.priority()
+        theirs = yield self.pool.run(self.priority)
+        again = yield self.pool.run(self.priority)  # lowered once, not per job
+        if sys.platform.startswith("linux"):
+            self.assertEqual((theirs, again), (min(19, ours + WORKER_NICE),) * 2)
+        else:  # a thread has no priority of its own: the process's is left alone
+            self.assertEqual((theirs, again, self.priority()), (ours,) * 3)
+        self.assertEqual(self.priority(), ours)
+
+    @defer.inlineCallbacks
+    def test_nice_zero_leaves_the_priority(self):
+        pool = WorkerPool(reactor, nice=0)
+        pool.startService()
+        self.addCleanup(pool.stopService)
+        ours = self.priority()
+        theirs = yield pool.run(self.priority)
+        self.assertEqual(theirs, ours)
 
 
 def _turn():

@@ -13,10 +13,20 @@ A job must only read what it was given: its inputs are copied on the
 reactor before it is queued (a slice of the gaze buffer, the points of a
 validation) and nothing else touches them afterwards.  The result comes
 back to the reactor through the Deferred that L{WorkerPool.run} returns.
+
+On Linux, where each thread has its own scheduling priority, the worker
+threads run at a lower one than the reactor (L{WORKER_NICE}): when the
+cores are busy, the reactor and the tracker's threads, which wake up for
+every sample, take a core from a long job at once instead of waiting for
+their turn, so a job (encoding a 20 MB C{get_data} reply, say) does not
+lengthen the gaps in other clients' gaze streams.
 """
 
 from __future__ import annotations
 
+import os
+import sys
+import threading
 from typing import Any, Callable
 
 from twisted.application import service
@@ -24,16 +34,31 @@ from twisted.internet import defer, threads
 from twisted.internet.interfaces import IReactorFromThreads
 from twisted.python.threadpool import ThreadPool
 
+from jspsych_tobii.logs import Logger
+
 #: Threads for heavy work; the machine's other core runs the reactor.
 DEFAULT_THREADS = 2
+#: How much lower the worker threads' priority is than the reactor's: a
+#: nice increment (Linux only; 0 leaves it as it is).
+WORKER_NICE = 10
+
+#: Whether this platform gives each thread a priority of its own (elsewhere
+#: setpriority would change the whole process's).
+_PER_THREAD_PRIORITY = sys.platform.startswith("linux")
 
 
 class WorkerPool(service.Service):
     name = "work"  # type: ignore[assignment]  # Twisted declares it None
 
-    def __init__(self, reactor: IReactorFromThreads, threads: int = DEFAULT_THREADS):
+    log = Logger()
+
+    def __init__(
+        self, reactor: IReactorFromThreads, threads: int = DEFAULT_THREADS, nice: int = WORKER_NICE
+    ):
         self._reactor = reactor
         self._pool = ThreadPool(minthreads=0, maxthreads=threads, name="jspsych-tobii-work")
+        self._nice = nice if _PER_THREAD_PRIORITY else 0
+        self._lowered = threading.local()  # whether this worker thread's priority is set
 
     def startService(self):
         super().startService()
@@ -45,4 +70,19 @@ class WorkerPool(service.Service):
 
     def run(self, f: Callable[..., Any], *args: Any, **kwargs: Any) -> defer.Deferred:
         """Call C{f(*args, **kwargs)} on a worker thread; the Deferred fires on the reactor."""
-        return threads.deferToThreadPool(self._reactor, self._pool, f, *args, **kwargs)
+        return threads.deferToThreadPool(self._reactor, self._pool, self._call, f, args, kwargs)
+
+    def _call(self, f: Callable[..., Any], args: tuple, kwargs: dict) -> Any:
+        if self._nice and not getattr(self._lowered, "done", False):
+            self._lowered.done = True
+            self._lower_priority()
+        return f(*args, **kwargs)
+
+    def _lower_priority(self) -> None:
+        """This thread's priority, L{WORKER_NICE} below what it inherited."""
+        tid = threading.get_native_id()
+        try:
+            current = os.getpriority(os.PRIO_PROCESS, tid)
+            os.setpriority(os.PRIO_PROCESS, tid, min(19, current + self._nice))
+        except OSError as e:
+            self.log.warn("cannot lower a worker thread's priority: {error}", error=e)
