@@ -4,6 +4,7 @@ Tests for L{jspsych_tobii.server.gate.SendGate}.
 
 import json
 
+from twisted.internet import defer
 from twisted.internet.interfaces import IPushProducer
 from twisted.trial import unittest
 from zope.interface.verify import verifyObject
@@ -276,6 +277,53 @@ class SendGateTests(unittest.SynchronousTestCase):
                 ("end", None),
             ],
         )
+
+    def test_stream_waits_for_a_piece_made_elsewhere(self):
+        """A Deferred piece: nothing is asked for until it fires, however the gate is woken."""
+        r = Recorder()
+        gate = r.gate()
+        ready = defer.Deferred()
+        asked = []
+
+        def pieces():
+            asked.append(1)
+            yield b"a"
+            asked.append(2)
+            yield ready
+            asked.append(3)
+            yield b"b"
+
+        gate.send_stream(pieces())
+        r.clock.advance(0)
+        r.clock.advance(0)
+        self.assertEqual(asked, [1, 2])
+        gate.pauseProducing()
+        gate.resumeProducing()  # wakes the stream: still waiting
+        for _ in range(3):
+            r.clock.advance(0)
+        self.assertEqual(asked, [1, 2])
+        self.assertEqual(r.sent, [("begin", None), ("fragment", b"a")])
+        ready.callback(None)
+        self.assertEqual(asked, [1, 2])  # asked for at the next turn, not inside the callback
+        r.clock.advance(0)
+        r.clock.advance(0)
+        self.assertEqual(asked, [1, 2, 3])
+        self.assertEqual(r.sent[1:], [("fragment", b"a"), ("fragment", b"b"), ("end", None)])
+
+    def test_failed_piece_aborts(self):
+        """A piece that fails instead of coming (a bug) is logged and the connection aborted."""
+        r = Recorder()
+        gate = r.gate()
+        ready = defer.Deferred()
+        d = gate.send_stream(iter([b"a", ready, b"b"]))
+        r.clock.advance(0)
+        r.clock.advance(0)
+        ready.errback(ValueError("broken encoder"))
+        self.assertTrue(r.aborted)
+        self.failureResultOf(d, ConnectionError)
+        self.assertEqual(len(self.flushLoggedErrors(ValueError)), 1)
+        r.clock.advance(0)
+        self.assertEqual(r.sent, [("begin", None), ("fragment", b"a")])
 
     def test_stream_fails_when_closed(self):
         r = Recorder()

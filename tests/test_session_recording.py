@@ -6,12 +6,15 @@ markers are converted between clocks.
 
 import shutil
 import tempfile
+import threading
 
 from twisted.internet import defer
 from twisted.trial import unittest
 
 from jspsych_tobii.config import ServerConfig
+from jspsych_tobii.core.gaze import encode_objects
 from jspsych_tobii.recording.format import read_events, read_gaze, read_header
+from jspsych_tobii.server import bulk
 
 from .support import FakeServer, assert_close, serve
 from .wsclient import connect, wait
@@ -136,6 +139,26 @@ class RecordingServerTests(unittest.TestCase):
         self.assertEqual(item["sampleSource"], "client")
         assert_close(self, item["meanGaze"]["x"], 0.05, 1e-9)
         yield client.request("stop_tracking")
+
+    @defer.inlineCallbacks
+    def test_get_data_encoded_on_a_worker_thread(self):
+        """The reply's samples are read and encoded off the reactor thread."""
+        threads = []
+
+        def encode(batch):
+            threads.append(threading.current_thread())
+            return encode_objects(batch)
+
+        self.patch(bulk, "encode_objects", encode)
+        client = yield connect(self.port)
+        self.addCleanup(client.dropConnection, abort=True)
+        yield client.request("start_tracking")
+        yield wait(1.0)
+        reply = yield client.request("get_data", timeout=30)
+        self.assertGreater(reply["count"], 600)  # older than memory: from the recording
+        self.assertEqual(len(threads), -(-reply["count"] // bulk.SLICE))
+        self.assertNotIn(threading.main_thread(), threads)
+        self.assertTrue(all("jspsych-tobii-work" in t.name for t in threads))
 
 
 def _mean(samples, key):

@@ -75,7 +75,7 @@ def reply_pieces(
     slices = _SliceEncoder(chunks, slice_size)
     job = _Job(slices, run) if run is not None else None  # the first slice, at once
     opening = dumps(head)
-    yield opening[:-1] + (b"," if len(opening) > 2 else b"") + dumps(key) + b":["
+    yield opening[:-1] + (b"," if len(opening) > 2 else b"") + json.dumps(key).encode() + b":["
     while True:
         if job is None:
             done = slices.encode_next()
@@ -84,7 +84,7 @@ def reply_pieces(
                 yield job.wait()
             done = job.slice()
             if not done.last:
-                job = _Job(slices, run)  # the next slice, while this one is written
+                job = job.next()  # the next slice, while this one is written
         if done.failure is not None:
             _log.failure("reading samples for a reply", done.failure)
         if done.text:
@@ -93,16 +93,16 @@ def reply_pieces(
             break
     if done.failure is not None:
         error = json.dumps(f"could not read all samples: {done.failure.value}").encode()
-        yield b'],"count":%d,"success":false,"error":%s}' % (done.count, error)
+        yield b'],"count":%d,"success":false,"error":%s}' % (done.total, error)
         return
-    yield b'],"count":%d,"success":true}' % done.count
+    yield b'],"count":%d,"success":true}' % done.total
 
 
 class _Slice(NamedTuple):
     """One slice's text, and what was known once it was made."""
 
     text: bytes
-    count: int  # records in this and the earlier slices
+    total: int  # records in this and the earlier slices
     last: bool  # no slices after this one
     failure: Optional[Failure]  # (in the last slice) why the records ended early
 
@@ -162,6 +162,8 @@ class _Job:
     """The next slice's text, being made by C{run}."""
 
     def __init__(self, slices: _SliceEncoder, run: Runner):
+        self._slices = slices
+        self._run = run
         self.ready = False
         self._result: Union[_Slice, Failure, None] = None
         self._waiting: Optional[defer.Deferred[None]] = None
@@ -173,6 +175,10 @@ class _Job:
         waiting, self._waiting = self._waiting, None
         if waiting is not None:
             waiting.callback(None)
+
+    def next(self) -> _Job:
+        """The job for the slice after this one, started now."""
+        return _Job(self._slices, self._run)
 
     def wait(self) -> defer.Deferred[None]:
         """Fires (with nothing) when the text is ready."""

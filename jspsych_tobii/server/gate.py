@@ -232,8 +232,7 @@ class SendGate:
         except Exception:
             # the producer promised to end its JSON itself; this is a bug
             self.log.failure("streaming a reply to {peer}", peer=self.peer)
-            self._stream = None
-            self.close()
+            self.close()  # (the stream's Deferred fails: the reply was not sent)
             self._channel.abort()
             return
         if isinstance(piece, defer.Deferred):
@@ -256,8 +255,7 @@ class SendGate:
         if isinstance(result, Failure):
             # the producer promised to end its JSON itself; this is a bug
             self.log.failure("streaming a reply to {peer}", result, peer=self.peer)
-            if self._stream is not None:
-                self._stream = None
+            if not self.closed:
                 self.close()
                 self._channel.abort()
             return
