@@ -146,6 +146,15 @@ class EncoderTests(unittest.SynchronousTestCase):
             self.assertEqual(encode_objects(variant), self.per_record(variant, frames=False))
             self.assertEqual(encode_frames(variant), self.per_record(variant))
 
+    def test_objects_after_a_lead(self):
+        """A batch that continues an array begins with its comma, on either encoder."""
+        for n in (5, 600):
+            batch = random_samples(n, seed=7)
+            plain = encode_objects(batch)
+            self.assertEqual(encode_objects(batch, b","), b"," + plain)
+            self.assertEqual(self.per_record(batch, frames=False), plain)
+            self.assertEqual(encode_objects(batch, b"["), b"[" + plain)
+
     def test_digits_as_printf(self):
         """Every number has exactly the digits of C{"%.6f"} (pupils .4f, times .3f)."""
         batch = random_samples(2000, seed=3)

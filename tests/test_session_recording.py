@@ -145,9 +145,9 @@ class RecordingServerTests(unittest.TestCase):
         """The reply's samples are read and encoded off the reactor thread."""
         threads = []
 
-        def encode(batch):
+        def encode(batch, lead=b""):
             threads.append(threading.current_thread())
-            return encode_objects(batch)
+            return encode_objects(batch, lead)
 
         self.patch(bulk, "encode_objects", encode)
         client = yield connect(self.port)

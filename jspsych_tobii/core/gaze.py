@@ -227,13 +227,17 @@ def stamp(records: bytearray, first_seq: int, server_time_us: int) -> None:
         pack_into(records, i * size + _STAMP_AT, first_seq + i, server_time_us)
 
 
-def encode_objects(batch: np.ndarray) -> bytes:
-    """The samples' C{gaze} objects, joined by commas (no brackets)."""
+def encode_objects(batch: np.ndarray, lead: bytes = b"") -> bytes:
+    """
+    The samples' C{gaze} objects, joined by commas (no brackets), after
+    C{lead} (C{b","} for a batch that continues an array: for a long batch
+    that costs no copy of its text).
+    """
     if len(batch) >= VECTOR_THRESHOLD:
-        text = _Vector(batch, b"", b",").encode()
+        text = _Vector(batch, b",", b"").encode()
         if text is not None:
-            return text[0][:-1]
-    return b",".join(_format(_records(batch), _BOTH_OBJECT, _OBJECT))
+            return text[0] if lead == b"," else lead + text[0][1:]
+    return lead + b",".join(_format(_records(batch), _BOTH_OBJECT, _OBJECT))
 
 
 def sample_dicts(batch: np.ndarray) -> List[dict]:

@@ -140,9 +140,7 @@ class _SliceEncoder:
         batch = self._take()
         text = b""
         if batch is not None:
-            text = encode_objects(batch)
-            if self.count:
-                text = b"," + text
+            text = encode_objects(batch, b"," if self.count else b"")
             self.count += len(batch)
         last = self.finished and not self.held
         return _Slice(text, self.count, last, self.failure if last else None)
