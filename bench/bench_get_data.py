@@ -155,10 +155,11 @@ def live_runs(args):
             "--port",
             str(port),
             "--log-level",
-            "ERROR",
+            "ERROR" if args.server_log is None else "INFO",
             "--record-dir",
             folder,
-        ],
+        ]
+        + ([] if args.server_log is None else ["--log-file", args.server_log]),
         stdout=subprocess.DEVNULL,
     )
     asker = None
@@ -301,6 +302,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=60.0)
     parser.add_argument("--runs", type=int, default=7)
+    parser.add_argument("--server-log", help="write the server's log (INFO) to this file")
     args = parser.parse_args()
     print(f"load average (1, 5, 15 min) at the start: {load()}")
     runs = run_on_reactor(lambda: live_runs(args))
@@ -337,11 +339,13 @@ def main():
         f"  asker CPU for the answer (reading {runs[0]['mb']:.0f} MB)                      "
         f"{median('asker_cpu'):7.0f} ms"
     )
+    worst = max(range(len(turns)), key=turns.__getitem__)
+    what = "the first: the range taken, memory's part copied" if worst == 0 else "a piece"
     turns.sort()
     print(
         f"\nthe same answer's work in this process, no sockets, CPU time ({size / 1e6:.1f} MB):"
         f"\n  reactor: {len(turns)} turns, {sum(turns):.1f} ms in all, median "
-        f"{turns[len(turns) // 2]:.3f} ms, longest {turns[-1]:.3f} ms"
+        f"{turns[len(turns) // 2]:.3f} ms, longest {turns[-1]:.3f} ms (turn {worst + 1}, {what})"
         f"\n  worker thread: {len(slices)} slices, {sum(slices):.0f} ms in all, median "
         f"{sorted(slices)[len(slices) // 2]:.2f} ms, longest {max(slices):.2f} ms"
     )

@@ -30,11 +30,11 @@ class Connection:
             response += self.s.recv(4096)
         self.buffer = bytearray(response.split(b"\r\n\r\n", 1)[1])
 
-    def send(self, payload):
+    def send(self, payload, opcode=0x1):
         mask = os.urandom(4)
         masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
         assert len(payload) < 126
-        self.s.sendall(bytes([0x81, 0x80 | len(payload)]) + mask + masked)
+        self.s.sendall(bytes([0x80 | opcode, 0x80 | len(payload)]) + mask + masked)
 
     def need(self, n):
         while len(self.buffer) < n:
@@ -44,11 +44,16 @@ class Connection:
             self.buffer.extend(chunk)
 
     def message(self):
-        """The next whole message (its fragments joined)."""
+        """
+        The next whole message (its fragments joined).  The server's pings
+        (control frames, which may come between the fragments of a message)
+        are answered and left out.
+        """
         message = bytearray()
         while True:
             self.need(2)
             fin = self.buffer[0] & 0x80
+            opcode = self.buffer[0] & 0x0F
             length = self.buffer[1] & 0x7F
             start = 2
             if length == 126:
@@ -58,6 +63,13 @@ class Connection:
                 self.need(10)
                 length, start = int.from_bytes(self.buffer[2:10], "big"), 10
             self.need(start + length)
+            if opcode >= 0x8:  # a control frame
+                if opcode == 0x8:
+                    raise EOFError("the server closed the connection")
+                if opcode == 0x9:
+                    self.send(bytes(self.buffer[start : start + length]), opcode=0xA)
+                del self.buffer[: start + length]
+                continue
             message += memoryview(self.buffer)[start : start + length]
             del self.buffer[: start + length]
             if fin:
@@ -91,8 +103,12 @@ def main(port):
         # no json.loads of 20 MB here: it would compete for the CPU with the
         # server and the watcher being measured
         tail = bytes(message[-200:])
-        i = tail.rindex(b'"count":') + 8
-        count = int(tail[i : tail.index(b",", i)])
+        if b'"count":' in tail:
+            i = tail.rindex(b'"count":') + 8
+            count = int(tail[i : tail.index(b",", i)])
+        else:  # an error reply
+            count = 0
+            sys.stderr.write(f"asker: no samples in the reply: {bytes(message[:300])!r}\n")
         success = b'"success":true' in tail
         print(
             json.dumps(
