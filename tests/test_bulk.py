@@ -179,6 +179,7 @@ class ThreadedReplyPiecesTests(unittest.SynchronousTestCase):
         next(pieces)
         next(pieces)
         jobs.finish()
+        self.assertEqual(len(self.flushLoggedErrors(TypeError)), 1)  # logged when it failed
         self.assertRaises(TypeError, next, pieces)
 
 

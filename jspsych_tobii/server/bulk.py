@@ -168,6 +168,9 @@ class _Job:
         run(slices.encode_next).addBoth(self._done)
 
     def _done(self, result: Union[_Slice, Failure]) -> None:
+        if isinstance(result, Failure):
+            # logged here too: the reply may have been given up already
+            _log.failure("encoding samples for a reply", result)
         self.ready = True
         self._result = result
         waiting, self._waiting = self._waiting, None
