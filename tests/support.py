@@ -260,6 +260,10 @@ class FakeClient:
     def send_prepared(self, prepared):
         self.gaze.append(json.loads(prepared.payload)["gaze"])
 
+    def send_prepared_batch(self, frames):
+        for prepared in frames:
+            self.send_prepared(prepared)
+
     def send_bytes(self, payload):
         self.messages.append(json.loads(payload))
 

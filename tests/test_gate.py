@@ -64,6 +64,9 @@ class Recorder:
     def send_prepared(self, prepared):
         self.sent.append(("gaze", prepared))
 
+    def send_prepared_batch(self, frames):
+        self.sent.append(("batch", list(frames)))
+
     def send_bytes(self, payload):
         self.sent.append(("bytes", payload))
 

@@ -16,6 +16,7 @@ import numpy as np
 from jspsych_tobii.interfaces import GAZE_DTYPE
 
 _RAW = np.dtype((np.void, GAZE_DTYPE.itemsize))
+_SIZE = GAZE_DTYPE.itemsize
 
 
 class GazeBuffer:
@@ -71,23 +72,27 @@ class GazeBuffer:
         Append records of L{GAZE_DTYPE} given as bytes (a few at a time, on
         the live path: memory copies, no numpy call).
         """
-        size = GAZE_DTYPE.itemsize
+        size = _SIZE
         n = len(records) // size
         cap = self.capacity
-        if n == 0:
+        head = self._head
+        if 0 < n <= cap - head:  # one copy, no wrap: nearly always
+            self._bytes[head * size : (head + n) * size] = records
+        elif n == 0:
             return
-        if n >= cap:
+        elif n >= cap:
             self.extend(np.frombuffer(records, GAZE_DTYPE))
             return
-        self.appended += n
-        head = self._head
-        first = min(n, cap - head)
-        view = memoryview(records)
-        self._bytes[head * size : (head + first) * size] = view[: first * size]
-        if first < n:
+        else:
+            first = cap - head
+            view = memoryview(records)
+            self._bytes[head * size :] = view[: first * size]
             self._bytes[: (n - first) * size] = view[first * size : n * size]
-        self._head = (head + n) % cap
-        self._size = min(cap, self._size + n)
+        self.appended += n
+        head += n
+        self._head = head if head < cap else head - cap
+        size_now = self._size + n
+        self._size = size_now if size_now < cap else cap
 
     def _segments(self):
         """The stored records as (older, newer) views, in time order."""

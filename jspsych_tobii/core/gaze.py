@@ -68,7 +68,8 @@ FRAME_SUFFIX = b"}"
 
 _INF = math.inf
 _RECORD = struct.Struct("<4q9d3?9d3?")
-assert _RECORD.size == GAZE_DTYPE.itemsize, "GAZE_DTYPE changed: update _RECORD"
+_SIZE = _RECORD.size
+assert _SIZE == GAZE_DTYPE.itemsize, "GAZE_DTYPE changed: update _RECORD"
 _STAMP = struct.Struct("<qq")  # seq, server_time_us
 _STAMP_AT = GAZE_DTYPE.fields["seq"][1]
 assert GAZE_DTYPE.fields["server_time_us"][1] == _STAMP_AT + 8, "GAZE_DTYPE changed"
@@ -99,9 +100,14 @@ def _num(value: float, fmt: bytes) -> bytes:
 
 def _format(records: bytes | bytearray, both: bytes, general: bytes) -> List[bytes]:
     """Each record as text, through one of the two templates."""
-    out = []
-    append = out.append
-    for (
+    if len(records) == _SIZE:  # the usual case on the live path: one sample
+        return [_format_one(_RECORD.unpack(records), both, general)]
+    return [_format_one(values, both, general) for values in _RECORD.iter_unpack(records)]
+
+
+def _format_one(values: tuple, both: bytes, general: bytes) -> bytes:
+    """One record's values (as L{_RECORD} unpacks them) as text."""
+    (
         dev,
         sys_,
         seq,
@@ -130,65 +136,59 @@ def _format(records: bytes | bytearray, both: bytes, general: bytes) -> List[byt
         rgv,
         _,
         rpv,
-    ) in _RECORD.iter_unpack(records):
-        lv = lgv and -_INF < lx < _INF and -_INF < ly < _INF
-        rv = rgv and -_INF < rx < _INF and -_INF < ry < _INF
-        if lv and rv:
-            x, y = (lx + rx) * 0.5, (ly + ry) * 0.5
-            fast = lpv and rpv and -_INF < lp < _INF and -_INF < rp < _INF
-            fast = fast and -_INF < x < _INF and -_INF < y < _INF
-        else:
-            fast = False
-        if fast:
-            append(
-                both
-                % (
-                    x,
-                    y,
-                    sys_ / 1000.0,
-                    lp,
-                    rp,
-                    lx,
-                    ly,
-                    rx,
-                    ry,
-                    dev / 1000.0,
-                    seq,
-                    srv / 1000.0,
-                )
-            )
-            continue
-        if lv and rv:
-            if -_INF < x < _INF and -_INF < y < _INF:
-                x, y = b"%.6f" % x, b"%.6f" % y
-            else:
-                x = y = _NULL_TEXT
-        elif lv:
-            x, y = b"%.6f" % lx, b"%.6f" % ly
-        elif rv:
-            x, y = b"%.6f" % rx, b"%.6f" % ry
-        else:
-            x = y = _NULL_TEXT
-        append(
-            general
-            % (
+    ) = values
+    lv = lgv and -_INF < lx < _INF and -_INF < ly < _INF
+    rv = rgv and -_INF < rx < _INF and -_INF < ry < _INF
+    if lv and rv:
+        x, y = (lx + rx) * 0.5, (ly + ry) * 0.5
+        if (
+            lpv
+            and rpv
+            and -_INF < lp < _INF
+            and -_INF < rp < _INF
+            and -_INF < x < _INF
+            and -_INF < y < _INF
+        ):
+            return both % (
                 x,
                 y,
                 sys_ / 1000.0,
-                _TRUE_TEXT if lv else _FALSE_TEXT,
-                _TRUE_TEXT if rv else _FALSE_TEXT,
-                _num(lp, b"%.4f") if lpv else _NULL_TEXT,
-                _num(rp, b"%.4f") if rpv else _NULL_TEXT,
-                b"%.6f" % lx if lv else _NULL_TEXT,
-                b"%.6f" % ly if lv else _NULL_TEXT,
-                b"%.6f" % rx if rv else _NULL_TEXT,
-                b"%.6f" % ry if rv else _NULL_TEXT,
+                lp,
+                rp,
+                lx,
+                ly,
+                rx,
+                ry,
                 dev / 1000.0,
                 seq,
                 srv / 1000.0,
             )
-        )
-    return out
+        if -_INF < x < _INF and -_INF < y < _INF:
+            xt, yt = b"%.6f" % x, b"%.6f" % y
+        else:
+            xt = yt = _NULL_TEXT
+    elif lv:
+        xt, yt = b"%.6f" % lx, b"%.6f" % ly
+    elif rv:
+        xt, yt = b"%.6f" % rx, b"%.6f" % ry
+    else:
+        xt = yt = _NULL_TEXT
+    return general % (
+        xt,
+        yt,
+        sys_ / 1000.0,
+        _TRUE_TEXT if lv else _FALSE_TEXT,
+        _TRUE_TEXT if rv else _FALSE_TEXT,
+        _num(lp, b"%.4f") if lpv else _NULL_TEXT,
+        _num(rp, b"%.4f") if rpv else _NULL_TEXT,
+        b"%.6f" % lx if lv else _NULL_TEXT,
+        b"%.6f" % ly if lv else _NULL_TEXT,
+        b"%.6f" % rx if rv else _NULL_TEXT,
+        b"%.6f" % ry if rv else _NULL_TEXT,
+        dev / 1000.0,
+        seq,
+        srv / 1000.0,
+    )
 
 
 def _records(batch: np.ndarray) -> bytes:
@@ -222,9 +222,11 @@ def stamp(records: bytearray, first_seq: int, server_time_us: int) -> None:
     records, a struct call each costs far less than numpy's field access.
     """
     pack_into = _STAMP.pack_into
-    size = _RECORD.size
-    for i in range(len(records) // size):
-        pack_into(records, i * size + _STAMP_AT, first_seq + i, server_time_us)
+    if len(records) == _SIZE:
+        pack_into(records, _STAMP_AT, first_seq, server_time_us)
+        return
+    for i in range(len(records) // _SIZE):
+        pack_into(records, i * _SIZE + _STAMP_AT, first_seq + i, server_time_us)
 
 
 def encode_objects(batch: np.ndarray) -> bytes:
