@@ -116,6 +116,7 @@ GAZE_SOURCES: Dict[str, Tuple[str, Optional[int]]] = {
     **_eye_sources("right"),
 }
 
+
 class RowStep:
     """
     One part of a row: called with a record, it gives the part's values as
