@@ -29,7 +29,7 @@ from __future__ import annotations
 import json
 import math
 import struct
-from typing import List, Optional
+from typing import List, Optional, Tuple
 
 import numpy as np
 
@@ -71,8 +71,10 @@ _RECORD = struct.Struct("<4q9d3?9d3?")
 _SIZE = _RECORD.size
 assert _SIZE == GAZE_DTYPE.itemsize, "GAZE_DTYPE changed: update _RECORD"
 _STAMP = struct.Struct("<qq")  # seq, server_time_us
-_STAMP_AT = GAZE_DTYPE.fields["seq"][1]
-assert GAZE_DTYPE.fields["server_time_us"][1] == _STAMP_AT + 8, "GAZE_DTYPE changed"
+_FIELDS = GAZE_DTYPE.fields
+assert _FIELDS is not None, "GAZE_DTYPE is a structured dtype"
+_STAMP_AT: int = _FIELDS["seq"][1]
+assert _FIELDS["server_time_us"][1] == _STAMP_AT + 8, "GAZE_DTYPE changed"
 
 _OBJECT = (
     b'{"x":%s,"y":%s,"timestamp":%.3f,"leftValid":%s,"rightValid":%s,'
@@ -206,7 +208,9 @@ def encode_frames(batch: np.ndarray, records: Optional[bytes | bytearray] = None
     if len(batch) >= VECTOR_THRESHOLD:
         text = _Vector(batch, FRAME_PREFIX, FRAME_SUFFIX).encode(lengths=True)
         if text is not None:
-            return _split(*text)
+            joined, lengths = text
+            assert lengths is not None  # asked for
+            return _split(joined, lengths)
     return _format(_records(batch) if records is None else records, _BOTH_FRAME, _FRAME)
 
 
@@ -324,7 +328,9 @@ class _Vector:
     def integer(self, values: np.ndarray) -> None:
         self._number(np.abs(values), 0, values < 0, None)
 
-    def _number(self, m: np.ndarray, decimals: int, negative: np.ndarray, ok) -> None:
+    def _number(
+        self, m: np.ndarray, decimals: int, negative: np.ndarray, ok: Optional[np.ndarray]
+    ) -> None:
         unit = 10**decimals
         count = _count_digits(m // unit)
         whole = int(count.max(initial=1))
@@ -368,7 +374,7 @@ class _Vector:
 
         self.pieces.append((5, write))
 
-    def encode(self, lengths: bool = False):
+    def encode(self, lengths: bool = False) -> Optional[Tuple[bytes, Optional[np.ndarray]]]:
         """
         The rows' text, and each row's length if asked, or None (use the
         other encoder).
@@ -423,7 +429,7 @@ class _Vector:
             self.literal(b"}" + self.suffix)
         return self._assemble(lengths)
 
-    def _assemble(self, lengths: bool):
+    def _assemble(self, lengths: bool) -> Tuple[bytes, Optional[np.ndarray]]:
         widths = [len(p) if isinstance(p, bytes) else p[0] for p in self.pieces]
         template = b"".join(p if isinstance(p, bytes) else b"\0" * p[0] for p in self.pieces)
         out = np.empty((len(self.batch), len(template)), np.uint8)
