@@ -15,6 +15,12 @@ import numpy as np
 
 from jspsych_tobii.interfaces import GAZE_DTYPE
 
+#: A buffer up to this size has its memory written once when it is made:
+#: the operating system maps fresh memory page by page on first write, and
+#: the live path would otherwise take a page fault every 20 samples until
+#: the buffer has wrapped once (8 s at 1200 Hz with the default size).
+PREFAULT_BYTES = 64 * 1024 * 1024
+
 _RAW = np.dtype((np.void, GAZE_DTYPE.itemsize))
 _SIZE = GAZE_DTYPE.itemsize
 
@@ -29,6 +35,8 @@ class GazeBuffer:
             raise ValueError("buffer capacity must be at least 1")
         self.capacity = capacity
         self._data = np.zeros(capacity, dtype=GAZE_DTYPE)
+        if self._data.nbytes <= PREFAULT_BYTES:
+            self._data.view(np.uint8).fill(0)
         # the same memory as opaque records: copying those is one memcpy,
         # where a structured copy goes field by field (~15 µs per batch)
         self._raw = self._data.view(_RAW)

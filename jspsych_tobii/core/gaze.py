@@ -71,6 +71,40 @@ _RECORD = struct.Struct("<4q9d3?9d3?")
 _SIZE = _RECORD.size
 assert _SIZE == GAZE_DTYPE.itemsize, "GAZE_DTYPE changed: update _RECORD"
 _STAMP = struct.Struct("<qq")  # seq, server_time_us
+
+#: The columns the text is made of, in the dtype's order.
+_TEXT_COLUMNS = (
+    "device_time_us",
+    "system_time_us",
+    "seq",
+    "server_time_us",
+    "left_x",
+    "left_y",
+    "left_pupil",
+    "left_gaze_valid",
+    "left_pupil_valid",
+    "right_x",
+    "right_y",
+    "right_pupil",
+    "right_gaze_valid",
+    "right_pupil_valid",
+)
+
+
+def _reader(dtype: np.dtype, columns: Tuple[str, ...]) -> struct.Struct:
+    """A struct that reads C{columns} of a record of C{dtype} and skips the rest."""
+    codes = {"i8": "q", "f8": "d", "b1": "?"}
+    parts = []
+    for name in dtype.names or ():
+        kind = dtype.fields[name][0] if dtype.fields else None
+        assert kind is not None
+        code = codes[kind.str[1:]]
+        parts.append(code if name in columns else f"{kind.itemsize}x")
+    assert [n for n in dtype.names or () if n in columns] == list(columns)
+    return struct.Struct("<" + "".join(parts))
+
+
+_TEXT_RECORD = _reader(GAZE_DTYPE, _TEXT_COLUMNS)
 _FIELDS = GAZE_DTYPE.fields
 assert _FIELDS is not None, "GAZE_DTYPE is a structured dtype"
 _STAMP_AT: int = _FIELDS["seq"][1]
@@ -103,42 +137,13 @@ def _num(value: float, fmt: bytes) -> bytes:
 def _format(records: bytes | bytearray, both: bytes, general: bytes) -> List[bytes]:
     """Each record as text, through one of the two templates."""
     if len(records) == _SIZE:  # the usual case on the live path: one sample
-        return [_format_one(_RECORD.unpack(records), both, general)]
-    return [_format_one(values, both, general) for values in _RECORD.iter_unpack(records)]
+        return [_format_one(_TEXT_RECORD.unpack(records), both, general)]
+    return [_format_one(values, both, general) for values in _TEXT_RECORD.iter_unpack(records)]
 
 
 def _format_one(values: tuple, both: bytes, general: bytes) -> bytes:
-    """One record's values (as L{_RECORD} unpacks them) as text."""
-    (
-        dev,
-        sys_,
-        seq,
-        srv,
-        lx,
-        ly,
-        _,
-        _,
-        _,
-        _,
-        _,
-        _,
-        lp,
-        lgv,
-        _,
-        lpv,
-        rx,
-        ry,
-        _,
-        _,
-        _,
-        _,
-        _,
-        _,
-        rp,
-        rgv,
-        _,
-        rpv,
-    ) = values
+    """One record's values (as L{_TEXT_RECORD} reads them) as text."""
+    dev, sys_, seq, srv, lx, ly, lp, lgv, lpv, rx, ry, rp, rgv, rpv = values
     lv = lgv and -_INF < lx < _INF and -_INF < ly < _INF
     rv = rgv and -_INF < rx < _INF and -_INF < ry < _INF
     if lv and rv:
