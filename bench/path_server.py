@@ -67,11 +67,38 @@ def ws_header(length):
     return bytes((0x81, 127)) + length.to_bytes(8, "big")
 
 
+def floor_stream(reactor, tracking):
+    """
+    The floor's gaze path: the SDK callback it returns hands each sample's
+    two time stamps to the reactor through a L{ThreadHandoff}; there each
+    becomes a pre-encoded frame written to every transport in C{tracking}.
+    """
+    from jspsych_tobii.trackers.handoff import ThreadHandoff
+
+    state = {"seq": 0}
+
+    def deliver(items):
+        server_ms = time.monotonic_ns() / 1e6
+        seq = state["seq"]
+        for system_us, device_us in items:
+            payload = (TEMPLATE % (system_us / 1e3, device_us / 1e3, seq, server_ms)).encode()
+            frame = ws_header(len(payload)) + payload
+            seq += 1
+            for transport in tracking:
+                transport.write(frame)
+        state["seq"] = seq
+
+    handoff = ThreadHandoff(reactor, deliver)
+
+    def on_gaze(d):
+        handoff.put((d["system_time_stamp"], d["device_time_stamp"]))
+
+    return on_gaze
+
+
 def run_floor(port, rate):
     from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
     from twisted.internet import reactor
-
-    from jspsych_tobii.trackers.handoff import ThreadHandoff
 
     tracking = []
 
@@ -104,26 +131,9 @@ def run_floor(port, rate):
             if self.transport in tracking:
                 tracking.remove(self.transport)
 
-    state = {"seq": 0}
-
-    def deliver(items):
-        server_ms = time.monotonic_ns() / 1e6
-        seq = state["seq"]
-        for system_us, device_us in items:
-            payload = (TEMPLATE % (system_us / 1e3, device_us / 1e3, seq, server_ms)).encode()
-            frame = ws_header(len(payload)) + payload
-            seq += 1
-            for transport in tracking:
-                transport.write(frame)
-        state["seq"] = seq
-
-    handoff = ThreadHandoff(reactor, deliver)
+    on_gaze = floor_stream(reactor, tracking)
     sdk = fake_sdk(rate)
     tracker = sdk.find_all_eyetrackers()[0]
-
-    def on_gaze(d):
-        handoff.put((d["system_time_stamp"], d["device_time_stamp"]))
-
     tracker.subscribe_to(sdk.EYETRACKER_GAZE_DATA, on_gaze, as_dictionary=True)
     factory = WebSocketServerFactory()
     factory.protocol = Floor

@@ -244,6 +244,7 @@ class FakeClient:
         self.server = server
         self.messages = []
         self.gaze = []
+        self.batches = []  # frames per send_prepared_batch
         self.aborted = False
         self.closed_with = None
         self.pongs = []
@@ -259,6 +260,11 @@ class FakeClient:
 
     def send_prepared(self, prepared):
         self.gaze.append(json.loads(prepared.payload)["gaze"])
+
+    def send_prepared_batch(self, frames):
+        self.batches.append(len(frames))
+        for prepared in frames:
+            self.send_prepared(prepared)
 
     def send_bytes(self, payload):
         self.messages.append(json.loads(payload))

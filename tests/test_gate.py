@@ -65,6 +65,9 @@ class Recorder:
     def send_prepared(self, prepared):
         self.sent.append(("gaze", prepared))
 
+    def send_prepared_batch(self, frames):
+        self.sent.append(("batch", list(frames)))
+
     def send_bytes(self, payload):
         self.sent.append(("bytes", payload))
 
@@ -141,6 +144,49 @@ class SendGateTests(unittest.SynchronousTestCase):
         gate.send_gaze(5)  # still queued behind the backlog: order kept
         gate.resumeProducing()
         self.assertEqual([p for _, p in r.sent], [0, 1, 2, 3, 4, 5])
+
+    def test_batch_in_one_send_when_running(self):
+        r = Recorder()
+        gate = r.gate(backlog=10)
+        gate.send_gaze_batch([1, 2, 3])
+        self.assertEqual(r.sent, [("batch", [1, 2, 3])])
+        self.assertEqual(gate.sent_gaze, 3)
+
+    def test_batch_kept_frame_by_frame_while_paused(self):
+        """A paused client keeps a batch's frames like single ones: the newest, in order."""
+        r = Recorder()
+        gate = r.gate(backlog=4)
+        gate.pauseProducing()
+        gate.send_gaze_batch([1, 2, 3])
+        gate.send_gaze_batch([4, 5, 6])
+        self.assertEqual((r.sent, gate.backlog, gate.dropped), ([], 4, 2))
+        gate.resumeProducing()
+        gate.send_gaze_batch([7, 8])  # after the backlog, in one send
+        self.assertEqual(
+            r.sent[:4] + r.sent[5:],
+            [("gaze", 3), ("gaze", 4), ("gaze", 5), ("gaze", 6)] + [("batch", [7, 8])],
+        )
+        self.assertEqual(json.loads(r.sent[4][1])["dropped"], 2)
+        self.assertEqual(gate.sent_gaze, 6)
+        self.flushLoggedErrors()
+
+    def test_batch_waits_behind_a_backlog(self):
+        r = Recorder()
+        gate = r.gate(backlog=10)
+        gate.pauseProducing()
+        gate.send_gaze(1)
+        gate.paused = False  # resumed by hand: the backlog is still there
+        gate.send_gaze_batch([2, 3])
+        self.assertEqual(r.sent, [])
+        gate.resumeProducing()
+        self.assertEqual([p for _, p in r.sent], [1, 2, 3])
+
+    def test_no_batch_once_closed(self):
+        r = Recorder()
+        gate = r.gate()
+        gate.close()
+        gate.send_gaze_batch([1, 2])
+        self.assertEqual(r.sent, [])
 
     def test_order_kept_after_resume(self):
         r = Recorder()

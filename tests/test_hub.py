@@ -185,6 +185,19 @@ class FanOutTests(unittest.SynchronousTestCase):
     def test_few_per_batch(self):
         self.check(0.002, observe=False)
 
+    def test_a_batch_in_one_send_per_client(self):
+        """Samples handed over together go to each client in one send; single ones alone."""
+        server = FakeServer(rate=1200)
+        a, b = server.client("10.0.0.1"), server.client("10.0.0.2")
+        a.request("start_tracking")
+        b.request("start_tracking")
+        server.clock.advance(0.0)
+        server.clock.advance(0.005)  # 6 samples at once
+        self.assertEqual((a.batches, b.batches), ([6], [6]))
+        server.clock.advance(1 / 1200)  # one
+        self.assertEqual((a.batches, len(a.gaze)), ([6], 7))
+        self.assertEqual([g["seq"] for g in b.gaze], list(range(7)))
+
     def test_many_per_batch(self):
         self.check(0.5, observe=False)
 

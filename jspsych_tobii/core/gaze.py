@@ -29,7 +29,7 @@ from __future__ import annotations
 import json
 import math
 import struct
-from typing import List, Optional
+from typing import Any, List, Optional, Tuple
 
 import numpy as np
 
@@ -68,10 +68,47 @@ FRAME_SUFFIX = b"}"
 
 _INF = math.inf
 _RECORD = struct.Struct("<4q9d3?9d3?")
-assert _RECORD.size == GAZE_DTYPE.itemsize, "GAZE_DTYPE changed: update _RECORD"
+_SIZE = _RECORD.size
+assert _SIZE == GAZE_DTYPE.itemsize, "GAZE_DTYPE changed: update _RECORD"
 _STAMP = struct.Struct("<qq")  # seq, server_time_us
-_STAMP_AT = GAZE_DTYPE.fields["seq"][1]
-assert GAZE_DTYPE.fields["server_time_us"][1] == _STAMP_AT + 8, "GAZE_DTYPE changed"
+
+#: The columns the text is made of, in the dtype's order.
+_TEXT_COLUMNS = (
+    "device_time_us",
+    "system_time_us",
+    "seq",
+    "server_time_us",
+    "left_x",
+    "left_y",
+    "left_pupil",
+    "left_gaze_valid",
+    "left_pupil_valid",
+    "right_x",
+    "right_y",
+    "right_pupil",
+    "right_gaze_valid",
+    "right_pupil_valid",
+)
+
+
+def _reader(dtype: np.dtype, columns: Tuple[str, ...]) -> struct.Struct:
+    """A struct that reads C{columns} of a record of C{dtype} and skips the rest."""
+    codes = {"i8": "q", "f8": "d", "b1": "?"}
+    parts = []
+    for name in dtype.names or ():
+        kind = dtype.fields[name][0] if dtype.fields else None
+        assert kind is not None
+        code = codes[kind.str[1:]]
+        parts.append(code if name in columns else f"{kind.itemsize}x")
+    assert [n for n in dtype.names or () if n in columns] == list(columns)
+    return struct.Struct("<" + "".join(parts))
+
+
+_TEXT_RECORD = _reader(GAZE_DTYPE, _TEXT_COLUMNS)
+_FIELDS = GAZE_DTYPE.fields
+assert _FIELDS is not None, "GAZE_DTYPE is a structured dtype"
+_STAMP_AT: int = _FIELDS["seq"][1]
+assert _FIELDS["server_time_us"][1] == _STAMP_AT + 8, "GAZE_DTYPE changed"
 
 _OBJECT = (
     b'{"x":%s,"y":%s,"timestamp":%.3f,"leftValid":%s,"rightValid":%s,'
@@ -99,96 +136,66 @@ def _num(value: float, fmt: bytes) -> bytes:
 
 def _format(records: bytes | bytearray, both: bytes, general: bytes) -> List[bytes]:
     """Each record as text, through one of the two templates."""
-    out = []
-    append = out.append
-    for (
-        dev,
-        sys_,
-        seq,
-        srv,
-        lx,
-        ly,
-        _,
-        _,
-        _,
-        _,
-        _,
-        _,
-        lp,
-        lgv,
-        _,
-        lpv,
-        rx,
-        ry,
-        _,
-        _,
-        _,
-        _,
-        _,
-        _,
-        rp,
-        rgv,
-        _,
-        rpv,
-    ) in _RECORD.iter_unpack(records):
-        lv = lgv and -_INF < lx < _INF and -_INF < ly < _INF
-        rv = rgv and -_INF < rx < _INF and -_INF < ry < _INF
-        if lv and rv:
-            x, y = (lx + rx) * 0.5, (ly + ry) * 0.5
-            fast = lpv and rpv and -_INF < lp < _INF and -_INF < rp < _INF
-            fast = fast and -_INF < x < _INF and -_INF < y < _INF
-        else:
-            fast = False
-        if fast:
-            append(
-                both
-                % (
-                    x,
-                    y,
-                    sys_ / 1000.0,
-                    lp,
-                    rp,
-                    lx,
-                    ly,
-                    rx,
-                    ry,
-                    dev / 1000.0,
-                    seq,
-                    srv / 1000.0,
-                )
-            )
-            continue
-        if lv and rv:
-            if -_INF < x < _INF and -_INF < y < _INF:
-                x, y = b"%.6f" % x, b"%.6f" % y
-            else:
-                x = y = _NULL_TEXT
-        elif lv:
-            x, y = b"%.6f" % lx, b"%.6f" % ly
-        elif rv:
-            x, y = b"%.6f" % rx, b"%.6f" % ry
-        else:
-            x = y = _NULL_TEXT
-        append(
-            general
-            % (
+    if len(records) == _SIZE:  # the usual case on the live path: one sample
+        return [_format_one(_TEXT_RECORD.unpack(records), both, general)]
+    return [_format_one(values, both, general) for values in _TEXT_RECORD.iter_unpack(records)]
+
+
+def _format_one(values: tuple, both: bytes, general: bytes) -> bytes:
+    """One record's values (as L{_TEXT_RECORD} reads them) as text."""
+    dev, sys_, seq, srv, lx, ly, lp, lgv, lpv, rx, ry, rp, rgv, rpv = values
+    lv = lgv and -_INF < lx < _INF and -_INF < ly < _INF
+    rv = rgv and -_INF < rx < _INF and -_INF < ry < _INF
+    if lv and rv:
+        x, y = (lx + rx) * 0.5, (ly + ry) * 0.5
+        if (
+            lpv
+            and rpv
+            and -_INF < lp < _INF
+            and -_INF < rp < _INF
+            and -_INF < x < _INF
+            and -_INF < y < _INF
+        ):
+            return both % (
                 x,
                 y,
                 sys_ / 1000.0,
-                _TRUE_TEXT if lv else _FALSE_TEXT,
-                _TRUE_TEXT if rv else _FALSE_TEXT,
-                _num(lp, b"%.4f") if lpv else _NULL_TEXT,
-                _num(rp, b"%.4f") if rpv else _NULL_TEXT,
-                b"%.6f" % lx if lv else _NULL_TEXT,
-                b"%.6f" % ly if lv else _NULL_TEXT,
-                b"%.6f" % rx if rv else _NULL_TEXT,
-                b"%.6f" % ry if rv else _NULL_TEXT,
+                lp,
+                rp,
+                lx,
+                ly,
+                rx,
+                ry,
                 dev / 1000.0,
                 seq,
                 srv / 1000.0,
             )
-        )
-    return out
+        if -_INF < x < _INF and -_INF < y < _INF:
+            xt, yt = b"%.6f" % x, b"%.6f" % y
+        else:
+            xt = yt = _NULL_TEXT
+    elif lv:
+        xt, yt = b"%.6f" % lx, b"%.6f" % ly
+    elif rv:
+        xt, yt = b"%.6f" % rx, b"%.6f" % ry
+    else:
+        xt = yt = _NULL_TEXT
+    return general % (
+        xt,
+        yt,
+        sys_ / 1000.0,
+        _TRUE_TEXT if lv else _FALSE_TEXT,
+        _TRUE_TEXT if rv else _FALSE_TEXT,
+        _num(lp, b"%.4f") if lpv else _NULL_TEXT,
+        _num(rp, b"%.4f") if rpv else _NULL_TEXT,
+        b"%.6f" % lx if lv else _NULL_TEXT,
+        b"%.6f" % ly if lv else _NULL_TEXT,
+        b"%.6f" % rx if rv else _NULL_TEXT,
+        b"%.6f" % ry if rv else _NULL_TEXT,
+        dev / 1000.0,
+        seq,
+        srv / 1000.0,
+    )
 
 
 def _records(batch: np.ndarray) -> bytes:
@@ -206,7 +213,9 @@ def encode_frames(batch: np.ndarray, records: Optional[bytes | bytearray] = None
     if len(batch) >= VECTOR_THRESHOLD:
         text = _Vector(batch, FRAME_PREFIX, FRAME_SUFFIX).encode(lengths=True)
         if text is not None:
-            return _split(*text)
+            joined, lengths = text
+            assert lengths is not None  # asked for
+            return _split(joined, lengths)
     return _format(_records(batch) if records is None else records, _BOTH_FRAME, _FRAME)
 
 
@@ -222,9 +231,11 @@ def stamp(records: bytearray, first_seq: int, server_time_us: int) -> None:
     records, a struct call each costs far less than numpy's field access.
     """
     pack_into = _STAMP.pack_into
-    size = _RECORD.size
-    for i in range(len(records) // size):
-        pack_into(records, i * size + _STAMP_AT, first_seq + i, server_time_us)
+    if len(records) == _SIZE:
+        pack_into(records, _STAMP_AT, first_seq, server_time_us)
+        return
+    for i in range(len(records) // _SIZE):
+        pack_into(records, i * _SIZE + _STAMP_AT, first_seq + i, server_time_us)
 
 
 def encode_objects(batch: np.ndarray, lead: bytes = b"") -> bytes:
@@ -333,7 +344,9 @@ class _Vector:
     def integer(self, values: np.ndarray) -> None:
         self._number(np.abs(values), 0, values < 0, None)
 
-    def _number(self, m: np.ndarray, decimals: int, negative: np.ndarray, ok) -> None:
+    def _number(
+        self, m: np.ndarray, decimals: int, negative: np.ndarray, ok: Optional[np.ndarray]
+    ) -> None:
         unit = 10**decimals
         count = _count_digits(m // unit)
         whole = int(count.max(initial=1))
@@ -383,7 +396,7 @@ class _Vector:
 
         self.pieces.append((5, write))
 
-    def encode(self, lengths: bool = False):
+    def encode(self, lengths: bool = False) -> Optional[Tuple[bytes, Optional[np.ndarray]]]:
         """
         The rows' text, and each row's length if asked, or None (use the
         other encoder).
@@ -438,9 +451,9 @@ class _Vector:
             self.literal(b"}" + self.suffix)
         return self._assemble(lengths)
 
-    def _assemble(self, lengths: bool):
+    def _assemble(self, lengths: bool) -> Tuple[bytes, Optional[np.ndarray]]:
         # adjacent literals (and all-true flags) become one template piece
-        pieces: list = []
+        pieces: List[Any] = []
         for piece in self.pieces:
             if isinstance(piece, bytes) and pieces and isinstance(pieces[-1], bytes):
                 pieces[-1] += piece

@@ -27,7 +27,7 @@ other replies for this client wait in the backlog until it ends.
 from __future__ import annotations
 
 import collections
-from typing import Any, Callable, Iterator, Optional, Union
+from typing import Any, Callable, Iterator, List, Optional, Union
 
 from twisted.internet import defer
 from twisted.internet.interfaces import IDelayedCall, IPushProducer, IReactorTime
@@ -51,7 +51,8 @@ CLOSE_NOT_READING = 1008
 class SendGate:
     """
     @param channel: the connection, with C{send_prepared(prepared)} (a gaze
-        frame framed once for all clients), C{send_bytes(payload)} (one text
+        frame framed once for all clients), C{send_prepared_batch(frames)}
+        (several, in one write), C{send_bytes(payload)} (one text
         message), C{send_now(payload)} (one text message handed to the socket
         at once), C{begin_message()}, C{send_fragment(data)},
         C{end_message()} (a message in fragments), C{send_pong(payload)},
@@ -97,18 +98,36 @@ class SendGate:
             return
         # (self._held, inlined: this runs for every frame and client)
         if self.paused or self._stream is not None or self._gaze:
-            if len(self._gaze) == self._gaze.maxlen:
-                self.dropped += 1
-                self._dropped_unreported += 1
-                if self._dropped_unreported == 1:
-                    self.log.warn(
-                        "client {peer} is not reading fast enough; dropping gaze frames",
-                        peer=self.peer,
-                    )
-            self._gaze.append(prepared)
+            self._keep(prepared)
             return
         self.sent_gaze += 1
         self._channel.send_prepared(prepared)
+
+    def send_gaze_batch(self, frames: List[Any]) -> None:
+        """
+        Several gaze frames at once (a tracker handed over a batch): in one
+        write, as one piece of data for the socket, when nothing holds them.
+        """
+        if self.closed:
+            return
+        if self.paused or self._stream is not None or self._gaze:
+            for prepared in frames:
+                self._keep(prepared)
+            return
+        self.sent_gaze += len(frames)
+        self._channel.send_prepared_batch(frames)
+
+    def _keep(self, prepared: Any) -> None:
+        """Keep a gaze frame for later, dropping the oldest kept when full."""
+        if len(self._gaze) == self._gaze.maxlen:
+            self.dropped += 1
+            self._dropped_unreported += 1
+            if self._dropped_unreported == 1:
+                self.log.warn(
+                    "client {peer} is not reading fast enough; dropping gaze frames",
+                    peer=self.peer,
+                )
+        self._gaze.append(prepared)
 
     def send_message(self, message: dict) -> None:
         self.send_bytes(dumps(message))

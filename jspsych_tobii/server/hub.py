@@ -325,7 +325,14 @@ class GazeHub:
                     observer(stamped)
                 except Exception:
                     self._observer_failed(observer)
-        if not self._subscribers:
+        subscribers = self._subscribers
+        if not subscribers:
+            return
+        prepare = self._prepare
+        if n == 1:  # the usual case: a tracker hands samples over one by one
+            frame = prepare(record_frames(records)[0])
+            for gate in subscribers:
+                gate.send_gaze(frame)
             return
         if n < VECTOR_THRESHOLD:
             texts = record_frames(records)
@@ -333,17 +340,9 @@ class GazeHub:
             texts = encode_frames(
                 np.frombuffer(records, GAZE_DTYPE) if stamped is None else stamped
             )
-        prepare = self._prepare
         frames = [prepare(text) for text in texts]
-        if n == 1:  # the usual case: a tracker hands samples over one by one
-            frame = frames[0]
-            for gate in self._subscribers:
-                gate.send_gaze(frame)
-            return
-        for gate in self._subscribers:
-            send = gate.send_gaze
-            for frame in frames:
-                send(frame)
+        for gate in subscribers:
+            gate.send_gaze_batch(frames)
 
     def _observer_failed(self, observer: Any) -> None:
         failures = self.observer_failures.get(observer, 0) + 1
