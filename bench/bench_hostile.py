@@ -367,6 +367,8 @@ def run(args):
         probe_path = probe.name
         try:
             for _ in range(200):
+                if server.poll() is not None:
+                    raise SystemExit(f"the server exited ({server.returncode}) before serving")
                 try:
                     socket.create_connection(("127.0.0.1", port), timeout=0.1).close()
                     break
