@@ -3,7 +3,8 @@
 The Autobahn shell: WebSocket frames in, L{ClientSession} calls, frames out.
 
 L{TobiiServerProtocol} gives each connection a L{SendGate} (registered as
-the transport's producer, for flow control; pongs go through it too) and a
+the transport's producer, for flow control; pongs go through it too), an
+L{Intake} (how many frames the reactor parses per turn) and a
 L{ClientSession}; on close it releases what the connection held and, if it
 was tracking and dropped without a closing handshake, lets the
 L{ResumeRegistry} keep its stream for that client (known by its handshake's
@@ -40,6 +41,7 @@ from jspsych_tobii.core.access import OriginPolicy, normalize_origin, token_matc
 from jspsych_tobii.logs import Logger
 from jspsych_tobii.server.frames import TextFrame
 from jspsych_tobii.server.gate import SendGate
+from jspsych_tobii.server.intake import Intake
 from jspsych_tobii.server.resume import Fingerprint
 from jspsych_tobii.server.session import ClientSession
 from jspsych_tobii.server.state import ServerState
@@ -112,6 +114,7 @@ class TobiiServerProtocol(WebSocketServerProtocol):
     #: the connection's transport, set before any method below runs
     transport: Any
     gate: Optional[SendGate] = None
+    intake: Optional[Intake] = None
     session: Optional[ClientSession] = None
     host = "?"
     fragments = 0
@@ -207,10 +210,11 @@ class TobiiServerProtocol(WebSocketServerProtocol):
             # behind twisted.web the HTTP channel is still the transport's producer
             self.transport.unregisterProducer()
         self.registerProducer(self.gate, True)
+        self.intake = Intake(self.transport, self.consumeData, app.reactor)
         self.opened_us = app.clock.now_us()
         self.factory.connections.add(self)
         app.hub.gates.add(self.gate)
-        self.session = ClientSession(app, self.gate, self.peer, reader=self.transport)
+        self.session = ClientSession(app, self.gate, self.peer, reader=self.intake)
         self.log.info("client {peer} connected", peer=self.peer)
         app.record_event("client_connected", peer=self.peer)
         if app.resumes.claim(self.fingerprint):
@@ -238,8 +242,17 @@ class TobiiServerProtocol(WebSocketServerProtocol):
     # -- the channel a SendGate sends through (nothing goes out after a close frame)
 
     def send_bytes(self, payload: bytes) -> None:
-        if self.state == self.STATE_OPEN:
+        """
+        One text message (a reply): framed here and written, as gaze frames
+        are (L{send_prepared}); Autobahn's C{sendMessage} would first format
+        three debug log lines for it, ~50 us a reply in a flood of requests.
+        """
+        if self.state != self.STATE_OPEN:
+            return
+        if self.send_queue:
             self.sendMessage(payload)
+        else:
+            self.transport.write(TextFrame(payload).payloadHybi)
 
     def send_now(self, payload: bytes) -> None:
         """
@@ -327,6 +340,12 @@ class TobiiServerProtocol(WebSocketServerProtocol):
         if not self.discarding:
             super().dataReceived(data)
 
+    def processData(self) -> bool:
+        """Autobahn's parsing step (a frame's header, or a piece of its payload), paced."""
+        if self.data and self.intake is not None and not self.intake.may_step():
+            return False  # the rest waits for a later turn (server.intake)
+        return super().processData()
+
     def onMessageBegin(self, isBinary):
         self.fragments = 0
         super().onMessageBegin(isBinary)
@@ -377,6 +396,8 @@ class TobiiServerProtocol(WebSocketServerProtocol):
             self.sendCloseFrame(code=code, reasonUtf8=reason.encode("utf-8")[:123])
         self.discarding = True
         self.data = b""
+        if self.intake is not None:
+            self.intake.stop()  # what the client sends now is read, and dropped
         half_closeable = IHalfCloseableDescriptor.providedBy(self.transport)
         if half_closeable:  # TCP: FIN after the close frame
             self.transport.loseWriteConnection()
@@ -389,6 +410,8 @@ class TobiiServerProtocol(WebSocketServerProtocol):
         if self.closeHandshakeTimeoutCall is not None:
             self.closeHandshakeTimeoutCall.cancel()
             self.closeHandshakeTimeoutCall = None
+        if self.intake is not None:
+            self.intake.stop(resume=False)
         super().connectionLost(reason)
 
     def onAutoPingTimeout(self):
