@@ -62,9 +62,11 @@ class IntakeTests(unittest.SynchronousTestCase):
     def test_a_turn_takes_at_most_its_steps_and_the_rest_follows(self):
         self.receive(MAX_STEPS_PER_TURN * 2 + 5)
         self.assertEqual(self.parser.taken, [MAX_STEPS_PER_TURN])
+        self.assertEqual(self.intake.postponed, 1)
         self.assertEqual(self.transport.events, ["pause"])  # the socket waits too
         self.clock.advance(0)  # the next turns, one after the other
         self.assertEqual(self.parser.taken, [MAX_STEPS_PER_TURN] * 2 + [5])
+        self.assertEqual(self.intake.postponed, 2)
         self.assertEqual(self.parser.buffered, 0)
         self.assertEqual(self.transport.events, ["pause", "resume"])
 
@@ -86,6 +88,7 @@ class IntakeTests(unittest.SynchronousTestCase):
         self.assertEqual(self.parser.taken, [0])  # from the next turn, not inside the session
         self.clock.advance(0)
         self.assertEqual(self.parser.taken, [0, 3])
+        self.assertEqual(self.intake.postponed, 0)  # held, not over budget
         self.assertEqual(self.transport.events, ["pause", "resume"])
 
     def test_a_hold_without_waiting_input_resumes_reading_at_once(self):

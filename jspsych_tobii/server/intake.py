@@ -45,6 +45,8 @@ class Intake:
         self._paused = False  # the transport, by us
         self._turn: Optional[Any] = None
         self.stopped = False
+        #: turns that ended with input left for a later one (the budget was spent)
+        self.postponed = 0
 
     def may_step(self) -> bool:
         """
@@ -54,6 +56,8 @@ class Intake:
         if self.stopped:
             return True
         if self.held or self.steps >= MAX_STEPS_PER_TURN:
+            if not self.held and not self.waiting:
+                self.postponed += 1
             self.waiting = True
             self._schedule()
             self._settle()
