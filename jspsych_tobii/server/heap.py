@@ -30,13 +30,13 @@ class FrozenHeap(service.Service):
 
     _froze = False
 
-    def startService(self):
+    def startService(self) -> None:
         super().startService()
         self._froze = gc.get_freeze_count() == 0
         gc.collect()  # what is garbage now is not kept forever
         gc.freeze()
 
-    def stopService(self):
+    def stopService(self) -> None:
         super().stopService()
         if self._froze:
             gc.unfreeze()
