@@ -11,6 +11,7 @@ from twisted.internet.address import IPv4Address
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.trial import unittest
+from txaio.testutil import replace_loop
 
 from jspsych_tobii.server.intake import MAX_STEPS_PER_TURN, Intake
 
@@ -119,7 +120,11 @@ class ProtocolIntakeTests(unittest.SynchronousTestCase):
     """The server's protocol parses a read of many small frames over several turns."""
 
     def setUp(self):
-        self.server = FakeServer(ping_interval=0)
+        clock = Clock()
+        loop = replace_loop(clock)  # Autobahn's handshake timer: on the clock, not the reactor
+        loop.__enter__()
+        self.addCleanup(loop.__exit__, None, None, None)
+        self.server = FakeServer(clock=clock, ping_interval=0)
         factory = self.server.service.site.websocket_factory
         self.proto = factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 50000))
         self.transport = StringTransport()
