@@ -111,7 +111,7 @@ class IntakeTests(unittest.SynchronousTestCase):
 
     def test_stop_without_resuming_a_closed_connection(self):
         self.receive(MAX_STEPS_PER_TURN + 1)
-        self.intake.stop(resume=False)
+        self.intake.stopProducing()
         self.assertEqual(self.transport.events, ["pause"])
         self.assertEqual(self.clock.getDelayedCalls(), [])
 
@@ -132,7 +132,7 @@ class ProtocolIntakeTests(unittest.SynchronousTestCase):
         self.proto.dataReceived(handshake_request(8080))
         self.assertEqual(self.proto.state, self.proto.STATE_OPEN)
         self.transport.clear()
-        self.proto.session.work_clock = lambda: 0.0  # its own budget is tested elsewhere
+        self.proto.session.requests.work_clock = lambda: 0.0  # its own budget is tested elsewhere
         self.per_turn = []
         turn = self.proto.intake._next_turn
 

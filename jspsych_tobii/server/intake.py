@@ -21,11 +21,15 @@ from __future__ import annotations
 
 from typing import Any, Callable, Optional
 
+from twisted.internet.interfaces import IPushProducer
+from zope.interface import implementer
+
 #: Parsing steps (a frame's header, a piece of a frame's payload) one
 #: connection may take in one reactor turn: ~64 frames, 0.5 to 1.5 ms.
 MAX_STEPS_PER_TURN = 128
 
 
+@implementer(IPushProducer)
 class Intake:
     """
     @param transport: the connection's transport (an C{IPushProducer}),
@@ -82,6 +86,10 @@ class Intake:
         if self.waiting:
             self._schedule()
         self._settle()
+
+    def stopProducing(self) -> None:
+        """The connection is gone."""
+        self.stop(resume=False)
 
     def stop(self, resume: bool = True) -> None:
         """
