@@ -52,10 +52,10 @@ SEND_LIMIT = 4 * 1024 * 1024
 #: Largest incoming message accepted (a validation point at 1200 Hz is ~360 KB).
 MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 #: Most frames one incoming message may come in.  Browsers send a message as
-#: one frame; each fragment costs the reactor ~20 µs of Autobahn's parsing,
-#: so 20,000 one-byte fragments would hold up every stream for ~0.4 s, and
-#: 128 hold it up ~3 ms (bench/bench_fragments.py).  A client that fragments
-#: a 16 MiB message into 128 KiB pieces still fits.
+#: one frame; each fragment costs the reactor 7 to 20 µs of Autobahn's
+#: parsing: 20,000 one-byte fragments took 0.14 s of reactor time (in turns
+#: of at most 2 ms, see L{Intake}), 128 take ~1 ms (bench/bench_fragments.py).
+#: A client that fragments a 16 MiB message into 128 KiB pieces still fits.
 MAX_MESSAGE_FRAGMENTS = 128
 #: Pings a client may send at once, and per second after that (browsers send
 #: none; keepalive libraries one every few seconds).  Past that the client is
