@@ -21,16 +21,21 @@ Attacks (issue 10's measurements, on the server before its limits):
   oversized_markers   40 markers of 1.5 MB, then 200 of 60 KB (was: +280 MB,
                       kept after the sender left)
   request_flood       50,000 get_status, replies not read (closed with 1008)
+  empty_frame_flood   100,000 empty text frames (6 bytes each, ~11,000 a read),
+                      every error reply read (all must come)
   fragment_flood      one message in 200,000 one-byte fragments (helper D's
                       area: the fragment budget)
 
-Goal: the watcher's gaze never stops for more than 50 ms, and the server's
-RSS grows by at most 100 MB during any attack.  What the watcher sees also
-holds the machine's scheduling of busy processes (on a shared machine that
-alone can pass 50 ms: the quiet baseline is printed beside it), so the
-server's own share is measured too, in the server process: a 2 ms timer's
-lateness, and the CPU time its reactor thread uses between two ticks,
-which no load on the machine inflates.
+Goal: the watcher's gaze never stops for more than 50 ms, none of its
+samples is lost, and the server's RSS grows by at most 100 MB during any
+attack.  What the watcher sees also holds the machine's scheduling of busy
+processes (on a shared machine that alone can pass 50 ms: the quiet
+baseline is printed beside it), so the server's own share is measured too,
+in the server process: the CPU time its reactor thread uses between two
+ticks of a 2 ms timer (its work in one turn, which no load on the machine
+inflates; the aim is under 20 ms), the timer's lateness, and the process's
+CPU time during the latest tick (near the lateness: the server's threads
+held the reactor up, holding the GIL; near zero: the machine did not run it).
 """
 
 import argparse
@@ -44,6 +49,8 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 GAP_GOAL_MS = 50.0
+#: The most CPU the reactor thread may use in one turn: well inside the gap goal.
+TURN_AIM_MS = 20.0
 RSS_BUDGET_MB = 100.0
 
 ATTACKS = (
@@ -53,6 +60,7 @@ ATTACKS = (
     "ping_flood",
     "oversized_markers",
     "request_flood",
+    "empty_frame_flood",
     "fragment_flood",
 )
 
@@ -229,6 +237,31 @@ def attack(name, port):
         except (EOFError, OSError) as e:
             seen["closed_with"] = seen.get("closed_with") or f"dropped ({e.__class__.__name__})"
         c.close()
+    elif name == "empty_frame_flood":
+        c = RawClient(port)
+        count, got = 100_000, [0]
+        # each empty frame gets an error reply (not JSON); read them as they come
+        import threading
+
+        def read():
+            try:
+                while got[0] < count:
+                    opcode, payload = c.receive()
+                    if opcode == 8:
+                        return
+                    if payload.startswith(b'{"type":"error"'):
+                        got[0] += 1
+            except (EOFError, OSError):
+                return
+
+        reader = threading.Thread(target=read)
+        reader.start()
+        empty = RawClient.frame(1, b"")
+        for _ in range(count // 10_000):
+            c.sock.sendall(empty * 10_000)
+        reader.join(60)
+        seen["answered"] = got[0]
+        c.close()
     elif name == "fragment_flood":
         c = RawClient(port)
         body = b'{"type":"time_sync","requestId":"f","pad":"' + b"p" * 199_960 + b'"}'
@@ -324,14 +357,22 @@ def run(args):
     class Watcher(WebSocketClientProtocol):
         def onOpen(self):
             self.arrivals = []
+            self.seqs = []
             self.factory.opened.callback(self)
 
         def onMessage(self, payload, isBinary):
             if payload.startswith(b'{"type":"gaze_data"'):
                 self.arrivals.append(time.monotonic_ns() / 1e6)
+                at = payload.find(b'"seq":') + 6
+                self.seqs.append(int(payload[at : payload.index(b",", at)]))
 
     def sleep(seconds):
         return task.deferLater(reactor, seconds, lambda: None)
+
+    def lost(watcher, start, end):
+        """Samples the watcher missed in [start, end]: gaps in the sequence numbers."""
+        seqs = [q for t, q in zip(watcher.arrivals, watcher.seqs) if start <= t <= end]
+        return sum(max(0, b - a - 1) for a, b in zip(seqs, seqs[1:]))
 
     def longest_gap(arrivals, start, end):
         times = [t for t in arrivals if start <= t <= end]
@@ -367,6 +408,8 @@ def run(args):
         probe_path = probe.name
         try:
             for _ in range(200):
+                if server.poll() is not None:
+                    raise SystemExit(f"the server exited ({server.returncode}) before serving")
                 try:
                     socket.create_connection(("127.0.0.1", port), timeout=0.1).close()
                     break
@@ -384,7 +427,12 @@ def run(args):
             yield sleep(args.baseline)
             end = time.monotonic_ns() / 1e6
             late, _, busy = reactor_stalls(probe_path, start, end)
-            base = dict(gap=longest_gap(watcher.arrivals, start, end), late=late, busy=busy)
+            base = dict(
+                gap=longest_gap(watcher.arrivals, start, end),
+                late=late,
+                busy=busy,
+                lost=lost(watcher, start, end),
+            )
             load = os.getloadavg()[0]
             print(
                 f"baseline over {args.baseline:g} s: watcher's longest gap {base['gap']:.1f} ms, "
@@ -418,6 +466,7 @@ def run(args):
                 gap = longest_gap(watcher.arrivals, start, end)
                 late, during, busy = reactor_stalls(probe_path, start, end)
                 row = dict(
+                    lost=lost(watcher, start, end),
                     name=name,
                     late=late,
                     during=during,
@@ -433,7 +482,7 @@ def run(args):
                 print(
                     f"  {name:<19} {row['seconds']:5.1f} s  gap {gap:6.1f} ms  "
                     f"late {late:6.1f} ms (process CPU meanwhile {during:5.1f} ms)  "
-                    f"CPU/turn {busy:5.1f} ms  "
+                    f"CPU/turn {busy:5.1f} ms  lost {row['lost']}  "
                     f"RSS +{peak - before:5.1f} MB peak, +{after - before:5.1f} MB after  {seen}",
                     flush=True,
                 )
@@ -464,44 +513,51 @@ def main():
         sys.exit(1)
     base, rows, alive, load = result
     print(
-        "\nper attack, in ms and as a ratio to the quiet baseline of the same run: the"
-        "\nwatcher's longest gap between gaze frames; how late the server's 2 ms timer"
-        "\nran (its reactor's work, GIL waits, and the process not being scheduled); the"
-        "\nmost CPU its reactor thread used between two ticks (its own work only); and"
-        "\nthe server's RSS growth, at the peak and after the attacker left:"
+        "\nper attack: the watcher's longest gap between gaze frames and the samples it"
+        "\nlost (goal: under 50 ms, none lost; the gap also holds the machine's load, see the"
+        "\nbaseline); the most CPU the server's reactor thread used in one turn (its own"
+        "\nwork, whatever the load; aim: under 20 ms); how late its 2 ms timer ran at worst"
+        "\nand the process's CPU meanwhile (the server's threads holding the reactor up);"
+        "\nthe server's RSS growth at the peak (budget: 100 MB) and after the attacker left."
     )
     print(
-        f"  {'attack':<19} {'gap':>6} {'x':>5} {'late':>7} {'x':>5} {'CPU/turn':>8} {'x':>5} "
-        f"{'peak MB':>8} {'after MB':>9}"
+        f"  {'attack':<19} {'gap ms':>7} {'<50?':>4} {'lost':>5} {'CPU/turn':>8} {'<20?':>4} "
+        f"{'late ms':>8} {'(CPU)':>6} {'RSS peak':>8} {'<100?':>5} {'after':>6}"
     )
     print(
-        f"  {'(baseline)':<19} {base['gap']:6.1f} {'':>5} {base['late']:7.1f} {'':>5} "
-        f"{base['busy']:8.1f}"
+        f"  {'(quiet baseline)':<19} {base['gap']:7.1f} {'':>4} {base['lost']:5d} "
+        f"{base['busy']:8.1f} {'':>4} {base['late']:8.1f}"
     )
-    ok = alive
+
+    def verdict(good):
+        return "PASS" if good else "FAIL"
+
+    server_ok, gaps_ok = alive, True
     for row in rows:
         grew = row["peak"] - row["before"]
-        # the server's own share: its reactor's work per turn; what the
-        # watcher sees also holds the machine's scheduling (the baseline)
-        good = row["busy"] <= GAP_GOAL_MS and grew <= RSS_BUDGET_MB
-        ok = ok and good
+        gap_ok = row["gap"] <= GAP_GOAL_MS and row["lost"] == 0
+        turn_ok = row["busy"] <= TURN_AIM_MS
+        rss_ok = grew <= RSS_BUDGET_MB
+        server_ok = server_ok and turn_ok and rss_ok and row["lost"] == 0
+        gaps_ok = gaps_ok and gap_ok
         print(
-            f"  {row['name']:<19} {row['gap']:6.1f} {row['gap'] / base['gap']:4.1f}x "
-            f"{row['late']:7.1f} {row['late'] / max(base['late'], 0.1):4.1f}x "
-            f"{row['busy']:8.1f} {row['busy'] / max(base['busy'], 0.1):4.1f}x "
-            f"{grew:+8.1f} {row['after'] - row['before']:+9.1f}  {'ok' if good else 'OVER'}"
+            f"  {row['name']:<19} {row['gap']:7.1f} {verdict(gap_ok)} {row['lost']:5d} "
+            f"{row['busy']:8.1f} {verdict(turn_ok)} {row['late']:8.1f} {row['during']:6.1f} "
+            f"{grew:+8.1f} {verdict(rss_ok):>5} {row['after'] - row['before']:+6.1f}"
         )
     worst_gap = max((row["gap"] for row in rows), default=0.0)
+    worst_turn = max((row["busy"] for row in rows), default=0.0)
     print(
-        f"\n[{'PASS' if ok else 'FAIL'}] the server's reactor never worked over "
-        f"{GAP_GOAL_MS:g} ms in a turn and its RSS grew at most {RSS_BUDGET_MB:g} MB per "
-        f"attack; server {'up' if alive else 'DIED'}"
+        f"\n[{verdict(server_ok)}] server: its reactor worked at most {worst_turn:.1f} ms in a "
+        f"turn (aim {TURN_AIM_MS:g} ms), its RSS grew at most {RSS_BUDGET_MB:g} MB per attack, "
+        f"the watcher lost no sample; server {'up' if alive else 'DIED'}"
     )
     print(
-        f"[{'PASS' if worst_gap <= GAP_GOAL_MS else 'FAIL'}] the watcher's gaze never stopped "
-        f"over {GAP_GOAL_MS:g} ms (worst {worst_gap:.1f} ms, quiet baseline "
-        f"{base['gap']:.1f} ms; load average {load:.2f} on 2 shared cores)"
+        f"[{verdict(gaps_ok)}] watcher: its gaze never stopped over {GAP_GOAL_MS:g} ms "
+        f"(worst {worst_gap:.1f} ms; quiet baseline {base['gap']:.1f} ms; load average "
+        f"{load:.2f} on {os.cpu_count()} cores)"
     )
+    ok = server_ok
     sys.exit(0 if ok else 1)
 
 

@@ -26,6 +26,7 @@ from jspsych_tobii.core.timesync import MicrosecondClock, ServerClock, monotonic
 from jspsych_tobii.interfaces import ITracker, ITrackerProvider, TrackerError
 from jspsych_tobii.logs import Logger
 from jspsych_tobii.server.calibration import CalibrationCoordinator, calibration_summarizer
+from jspsych_tobii.server.heap import FrozenHeap
 from jspsych_tobii.server.hub import GazeHub
 from jspsych_tobii.server.listening import ListeningService
 from jspsych_tobii.server.protocol import TobiiServerFactory, prepare_text
@@ -501,6 +502,7 @@ def makeService(
     trackers.setServiceParent(top)
     state.resumes.setServiceParent(top)
     listening.setServiceParent(top)
+    FrozenHeap().setServiceParent(top)  # last: freezes what the others built
     return top
 
 

@@ -862,6 +862,28 @@ class HostileClientTests(LoopbackServerMixin, unittest.TestCase):
         yield self.assert_watcher_unaffected(c, watcher)
 
     @defer.inlineCallbacks
+    def test_flood_of_empty_frames_is_answered_a_few_dozen_per_turn(self):
+        """
+        ~11,000 empty frames fit in one 64 KiB read, ~75 ms of Autobahn's
+        parsing at once; the server parses a few dozen per reactor turn
+        (server.intake), later turns take the rest, and every one is
+        answered, while the watcher keeps its stream.
+        """
+        c = yield self.client()
+        watcher = yield self.client()
+        yield watcher.request("start_tracking")
+        server = self.server_side(c)
+        count = 20_000
+        c.transport.write(frame(1, b"") * count)
+        yield self.until(lambda: len(c.other) == count, seconds=60)
+        self.assertEqual({m["type"] for m in c.other}, {"error"})
+        self.assertGreater(server.intake.postponed, 0)
+        seen = len(watcher.gaze)
+        yield self.until(lambda: len(watcher.gaze) > seen)
+        reply = yield c.request("get_status")
+        self.assertIs(reply["success"], True)
+
+    @defer.inlineCallbacks
     def test_client_that_does_not_read_is_closed_with_1008(self):
         c, watcher, server = yield self.stalled_and_watcher()
         request = json.dumps({"type": "get_status"}).encode()

@@ -10,7 +10,7 @@ import threading
 from twisted.internet import defer, reactor
 from twisted.trial import unittest
 
-from jspsych_tobii.server.work import WORKER_NICE, WorkerPool
+from jspsych_tobii.server.work import SWITCH_INTERVAL_S, WORKER_NICE, WorkerPool
 
 
 class WorkerPoolTests(unittest.TestCase):
@@ -87,3 +87,35 @@ def _turn():
     d = defer.Deferred()
     reactor.callLater(0.01, d.callback, None)
     return d
+
+
+class SwitchIntervalTests(unittest.TestCase):
+    """While the pool runs, a worker keeps the GIL from the reactor for at most ~0.5 ms."""
+
+    def setUp(self):
+        saved = sys.getswitchinterval()
+        self.addCleanup(sys.setswitchinterval, saved)
+        sys.setswitchinterval(0.005)  # CPython's default
+
+    def test_shortened_while_running_and_restored_after(self):
+        pool = WorkerPool(reactor)
+        pool.startService()
+        self.assertAlmostEqual(sys.getswitchinterval(), SWITCH_INTERVAL_S)
+        pool.stopService()
+        self.assertEqual(sys.getswitchinterval(), 0.005)
+
+    def test_a_shorter_interval_is_kept(self):
+        sys.setswitchinterval(0.0001)
+        shorter = sys.getswitchinterval()  # as the interpreter stores it
+        pool = WorkerPool(reactor)
+        pool.startService()
+        self.assertEqual(sys.getswitchinterval(), shorter)
+        pool.stopService()
+        self.assertEqual(sys.getswitchinterval(), shorter)
+
+    def test_a_change_made_meanwhile_is_not_undone(self):
+        pool = WorkerPool(reactor)
+        pool.startService()
+        sys.setswitchinterval(0.002)
+        pool.stopService()
+        self.assertEqual(sys.getswitchinterval(), 0.002)

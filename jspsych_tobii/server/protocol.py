@@ -3,7 +3,8 @@
 The Autobahn shell: WebSocket frames in, L{ClientSession} calls, frames out.
 
 L{TobiiServerProtocol} gives each connection a L{SendGate} (registered as
-the transport's producer, for flow control; pongs go through it too) and a
+the transport's producer, for flow control; pongs go through it too), an
+L{Intake} (how many frames the reactor parses per turn) and a
 L{ClientSession}; on close it releases what the connection held and, if it
 was tracking and dropped without a closing handshake, lets the
 L{ResumeRegistry} keep its stream for that client (known by its handshake's
@@ -40,6 +41,7 @@ from jspsych_tobii.core.access import OriginPolicy, normalize_origin, token_matc
 from jspsych_tobii.logs import Logger
 from jspsych_tobii.server.frames import TextFrame, write_frame
 from jspsych_tobii.server.gate import SendGate
+from jspsych_tobii.server.intake import Intake
 from jspsych_tobii.server.resume import Fingerprint
 from jspsych_tobii.server.session import ClientSession
 from jspsych_tobii.server.state import ServerState
@@ -50,10 +52,10 @@ SEND_LIMIT = 4 * 1024 * 1024
 #: Largest incoming message accepted (a validation point at 1200 Hz is ~360 KB).
 MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 #: Most frames one incoming message may come in.  Browsers send a message as
-#: one frame; each fragment costs the reactor ~20 µs of Autobahn's parsing,
-#: so 20,000 one-byte fragments would hold up every stream for ~0.4 s, and
-#: 128 hold it up ~3 ms (bench/bench_fragments.py).  A client that fragments
-#: a 16 MiB message into 128 KiB pieces still fits.
+#: one frame; each fragment costs the reactor 7 to 20 µs of Autobahn's
+#: parsing: 20,000 one-byte fragments took 0.14 s of reactor time (in turns
+#: of at most 2 ms, see L{Intake}), 128 take ~1 ms (bench/bench_fragments.py).
+#: A client that fragments a 16 MiB message into 128 KiB pieces still fits.
 MAX_MESSAGE_FRAGMENTS = 128
 #: Pings a client may send at once, and per second after that (browsers send
 #: none; keepalive libraries one every few seconds).  Past that the client is
@@ -112,6 +114,7 @@ class TobiiServerProtocol(WebSocketServerProtocol):
     #: the connection's transport, set before any method below runs
     transport: Any
     gate: Optional[SendGate] = None
+    intake: Optional[Intake] = None
     session: Optional[ClientSession] = None
     host = "?"
     fragments = 0
@@ -207,10 +210,11 @@ class TobiiServerProtocol(WebSocketServerProtocol):
             # behind twisted.web the HTTP channel is still the transport's producer
             self.transport.unregisterProducer()
         self.registerProducer(self.gate, True)
+        self.intake = Intake(self.transport, self.consumeData, app.reactor)
         self.opened_us = app.clock.now_us()
         self.factory.connections.add(self)
         app.hub.gates.add(self.gate)
-        self.session = ClientSession(app, self.gate, self.peer, reader=self.transport)
+        self.session = ClientSession(app, self.gate, self.peer, reader=self.intake)
         self.log.info("client {peer} connected", peer=self.peer)
         app.record_event("client_connected", peer=self.peer)
         if app.resumes.claim(self.fingerprint):
@@ -238,8 +242,17 @@ class TobiiServerProtocol(WebSocketServerProtocol):
     # -- the channel a SendGate sends through (nothing goes out after a close frame)
 
     def send_bytes(self, payload: bytes) -> None:
-        if self.state == self.STATE_OPEN:
+        """
+        One text message (a reply): framed here and written, as gaze frames
+        are (L{send_prepared}); Autobahn's C{sendMessage} would first format
+        three debug log lines for it, ~50 us a reply in a flood of requests.
+        """
+        if self.state != self.STATE_OPEN:
+            return
+        if self.send_queue:
             self.sendMessage(payload)
+        else:
+            self.transport.write(TextFrame(payload).payloadHybi)
 
     def send_now(self, payload: bytes) -> None:
         """
@@ -339,6 +352,12 @@ class TobiiServerProtocol(WebSocketServerProtocol):
         if not self.discarding:
             super().dataReceived(data)
 
+    def processData(self) -> bool:
+        """Autobahn's parsing step (a frame's header, or a piece of its payload), paced."""
+        if self.data and self.intake is not None and not self.intake.may_step():
+            return False  # the rest waits for a later turn (server.intake)
+        return super().processData()
+
     def onMessageBegin(self, isBinary):
         self.fragments = 0
         super().onMessageBegin(isBinary)
@@ -389,6 +408,8 @@ class TobiiServerProtocol(WebSocketServerProtocol):
             self.sendCloseFrame(code=code, reasonUtf8=reason.encode("utf-8")[:123])
         self.discarding = True
         self.data = b""
+        if self.intake is not None:
+            self.intake.stop()  # what the client sends now is read, and dropped
         half_closeable = IHalfCloseableDescriptor.providedBy(self.transport)
         if half_closeable:  # TCP: FIN after the close frame
             self.transport.loseWriteConnection()
@@ -401,6 +422,8 @@ class TobiiServerProtocol(WebSocketServerProtocol):
         if self.closeHandshakeTimeoutCall is not None:
             self.closeHandshakeTimeoutCall.cancel()
             self.closeHandshakeTimeoutCall = None
+        if self.intake is not None:
+            self.intake.stop(resume=False)
         super().connectionLost(reason)
 
     def onAutoPingTimeout(self):

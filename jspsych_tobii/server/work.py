@@ -20,6 +20,14 @@ cores are busy, the reactor and the tracker's threads, which wake up for
 every sample, take a core from a long job at once instead of waiting for
 their turn, so a job (encoding a 20 MB C{get_data} reply, say) does not
 lengthen the gaps in other clients' gaze streams.
+
+A job in pure Python also holds the GIL, and would hold up the reactor far
+longer than its share: each time the reactor thread gives the GIL up for
+a system call (epoll, every socket write), it waits for the interpreter's
+switch interval (5 ms by default) to get it back, so one turn that writes
+to a few sockets takes tens of ms while a job runs (bench/bench_hostile.py,
+C{validation_refused}).  While the pool runs, the switch interval is
+L{SWITCH_INTERVAL_S}: the reactor gets the GIL back within about that.
 """
 
 from __future__ import annotations
@@ -27,7 +35,7 @@ from __future__ import annotations
 import os
 import sys
 import threading
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
 from twisted.application import service
 from twisted.internet import defer, threads
@@ -46,6 +54,10 @@ WORKER_NICE = 10
 #: setpriority would change the whole process's).
 _PER_THREAD_PRIORITY = sys.platform.startswith("linux")
 
+#: The interpreter's switch interval while the pool runs, seconds: how long
+#: a worker's Python code may keep the GIL from the reactor thread.
+SWITCH_INTERVAL_S = 0.0005
+
 
 class WorkerPool(service.Service):
     name = "work"  # type: ignore[assignment]  # Twisted declares it None
@@ -59,14 +71,25 @@ class WorkerPool(service.Service):
         self._pool = ThreadPool(minthreads=0, maxthreads=threads, name="jspsych-tobii-work")
         self._nice = nice if _PER_THREAD_PRIORITY else 0
         self._lowered = threading.local()  # whether this worker thread's priority is set
+        self._saved_interval: Optional[float] = None
+        self._ours = 0.0
 
-    def startService(self):
+    def startService(self) -> None:
         super().startService()
+        if sys.getswitchinterval() > SWITCH_INTERVAL_S:
+            self._saved_interval = sys.getswitchinterval()
+            sys.setswitchinterval(SWITCH_INTERVAL_S)
+            self._ours = sys.getswitchinterval()  # as the interpreter stores it
         self._pool.start()
 
-    def stopService(self):
+    def stopService(self) -> None:
         super().stopService()
         self._pool.stop()
+        if self._saved_interval is not None:
+            # the interpreter's own setting again, unless someone changed it since
+            if sys.getswitchinterval() == self._ours:
+                sys.setswitchinterval(self._saved_interval)
+            self._saved_interval = None
 
     def run(self, f: Callable[..., Any], *args: Any, **kwargs: Any) -> defer.Deferred:
         """Call C{f(*args, **kwargs)} on a worker thread; the Deferred fires on the reactor."""
