@@ -39,7 +39,7 @@ from twisted.logger import Logger as _TwistedLogger
 
 from jspsych_tobii.core.access import OriginPolicy, normalize_origin, token_matches
 from jspsych_tobii.logs import Logger
-from jspsych_tobii.server.frames import TextFrame, write_frame
+from jspsych_tobii.server.frames import TextFrame
 from jspsych_tobii.server.gate import SendGate
 from jspsych_tobii.server.intake import Intake
 from jspsych_tobii.server.resume import Fingerprint
@@ -266,8 +266,7 @@ class TobiiServerProtocol(WebSocketServerProtocol):
             self.sendMessage(payload)
             return
         transport = self.transport
-        if write_frame(transport, TextFrame(payload).payloadHybi):
-            return
+        transport.write(TextFrame(payload).payloadHybi)
         flush = getattr(transport, "doWrite", None)  # a socket (not TLS)
         if flush is not None and transport.connected and not transport.disconnecting:
             # what the socket does not take now, the reactor sends when it
@@ -326,13 +325,12 @@ class TobiiServerProtocol(WebSocketServerProtocol):
         sendPreparedMessage does the same write, but first formats a debug
         log line per call, which at 1200 Hz x N clients costs more than the
         write; so, while nothing is queued in Autobahn and compression is off
-        (it always is here), the frame's bytes go straight to the socket
-        (L{write_frame}).
+        (it always is here), the frame's bytes are written here.
         """
         if self.state != self.STATE_OPEN:
             return
         if not self.send_queue:
-            write_frame(self.transport, prepared.payloadHybi)
+            self.transport.write(prepared.payloadHybi)
         else:
             self.sendPreparedMessage(prepared)
 
@@ -341,7 +339,7 @@ class TobiiServerProtocol(WebSocketServerProtocol):
         if self.state != self.STATE_OPEN:
             return
         if not self.send_queue:
-            write_frame(self.transport, b"".join([f.payloadHybi for f in frames]))
+            self.transport.write(b"".join([f.payloadHybi for f in frames]))
         else:
             for prepared in frames:
                 self.sendPreparedMessage(prepared)
