@@ -91,6 +91,13 @@ class GazeBufferTests(unittest.SynchronousTestCase):
                 buffer.query(int(lo), int(hi))["system_time_us"].tolist(), expected.tolist()
             )
 
+    def test_query_limit_takes_the_first_across_wrap(self):
+        buffer = GazeBuffer(6)
+        buffer.extend(batch(np.arange(0, 10)))  # wrapped: 4..9, split in two segments
+        self.assertEqual(buffer.query(5, None, limit=3)["seq"].tolist(), [5, 6, 7])
+        self.assertEqual(buffer.query(None, 8, limit=10)["seq"].tolist(), [4, 5, 6, 7, 8])
+        self.assertEqual(buffer.query(7, None, limit=0)["seq"].tolist(), [])
+
     def test_query_returns_copy(self):
         buffer = GazeBuffer(4)
         buffer.extend(batch([1, 2]))

@@ -457,7 +457,39 @@ class LimitsTests(unittest.SynchronousTestCase):
         self.client.send(
             {"type": "validation_point", "point": {"x": 0.5, "y": 0.5}, "gaze_samples": []}
         )
-        self.assertEqual(self.client.request("validation_compute")["type"], "validation_compute")
+        # the windows are read a point per reactor turn
+        report = self.client.request("validation_compute", advance=0.01)
+        self.assertEqual(report["type"], "validation_compute")
+
+    def test_long_validation_windows_are_read_over_several_turns(self):
+        """validation_compute copies about one full point's samples per reactor turn."""
+        server = FakeServer(rate=1200)
+        client = server.client()
+        client.request("start_tracking", advance=5.0)
+        client.send({"type": "validation_start"})
+        span = [client.gaze[-3000], client.gaze[-1]]  # 2.5 s: 3,000 samples of the server's
+        for _ in range(3):
+            client.send(
+                {"type": "validation_point", "point": {"x": 0.5, "y": 0.5}, "gaze_samples": span}
+            )
+        clock, turns = server.clock, []
+        schedule = clock.callLater
+
+        def next_turn(delay, f, *args, **kwargs):
+            if delay == 0:
+                turns.append(f)
+            return schedule(delay, f, *args, **kwargs)
+
+        self.patch(clock, "callLater", next_turn)
+        client.send({"type": "validation_compute", "requestId": "compute"})
+        self.assertIsNone(client.reply("compute"))  # the third point waits for a turn
+        self.assertEqual(len(turns), 1)
+        clock.advance(0)
+        report = client.reply("compute")
+        self.assertEqual(report["type"], "validation_compute", report)
+        points = report["pointData"]
+        self.assertEqual([p["sampleSource"] for p in points], ["server"] * 3)
+        self.assertEqual([p["numSamples"] > 2000 for p in points], [True] * 3)  # after the skip
 
     def test_too_many_validation_points(self):
         self.client.send({"type": "validation_start"})

@@ -10,6 +10,7 @@ from twisted.trial import unittest
 from jspsych_tobii.core.buffer import GazeBuffer
 from jspsych_tobii.core.history import SessionSamples
 from jspsych_tobii.core.validation import (
+    GATHER_STEP_SAMPLES,
     MAX_SAMPLES_PER_POINT,
     MAX_VALIDATION_POINTS,
     ClientCopies,
@@ -161,6 +162,24 @@ class GatherTests(unittest.SynchronousTestCase):
         self.assertEqual([len(s) for s in job.served], [100, 251])
         for served in job.served:
             self.assertFalse(np.shares_memory(served, buffer._data))
+
+    def test_gathering_reads_in_bounded_steps(self):
+        """Each step (a reactor turn) copies about one full point, and no more of a window."""
+        buffer = GazeBuffer(20_000)
+        buffer.extend(recorded(np.arange(0, 20_000, 1.0), x=0.4))
+        run = ValidationRun(skip_initial_ms=0)
+        for start in (0.0, 3000.0):
+            run.add_point(0.5, 0.5, None, copies([start, start + 2999.0]))  # 3,000 each
+        run.add_point(0.5, 0.5, None, copies([7000.0, 7009.0]))  # 10
+        run.add_point(0.5, 0.5, None, copies([0.0, 19_999.0]))  # 20,000
+        run.add_point(0.5, 0.5, None, copies([100.0, 109.0]))
+        gathering = run.gathering(SessionSamples.in_memory(buffer), None)
+        self.assertRaises(RuntimeError, gathering.result)
+        read_by_step = [len(gathering._served) for _ in gathering.steps()]
+        self.assertEqual(read_by_step, [2, 4])  # 6,000, then 5,011, then the last point
+        served = [len(w) for w in gathering.result().served]
+        self.assertEqual(served, [3000, 3000, 10, GATHER_STEP_SAMPLES, 10])
+        self.assertRaises(ValidationLimitError, gathering.result().compute)  # 20,000 > 5,000
 
 
 class SessionSamplesTests(unittest.SynchronousTestCase):

@@ -122,16 +122,26 @@ class GazeBuffer:
         """A time-ordered copy of everything stored."""
         return np.concatenate(self._segments()) if self._size else self._data[:0].copy()
 
-    def query(self, start_us: Optional[int] = None, end_us: Optional[int] = None) -> np.ndarray:
+    def query(
+        self,
+        start_us: Optional[int] = None,
+        end_us: Optional[int] = None,
+        limit: Optional[int] = None,
+    ) -> np.ndarray:
         """
         Records with C{start_us <= system_time_us <= end_us} (either bound may
-        be None), as a time-ordered copy.
+        be None), as a time-ordered copy: the first C{limit} of them when
+        C{limit} is given.
         """
         parts = []
+        left = limit
         for segment in self._segments():
             times = segment["system_time_us"]
             lo = 0 if start_us is None else int(np.searchsorted(times, start_us, "left"))
             hi = len(times) if end_us is None else int(np.searchsorted(times, end_us, "right"))
+            if left is not None:
+                hi = min(hi, lo + left)
+                left -= max(0, hi - lo)
             if hi > lo:
                 parts.append(segment[lo:hi].view(_RAW))  # copied as bytes: twice as fast
         if not parts:

@@ -33,6 +33,7 @@ def session_range(
     start_us: Optional[int] = None,
     end_us: Optional[int] = None,
     chunk: int = 500,
+    limit: Optional[int] = None,
 ) -> Iterator[np.ndarray]:
     """
     The records of the whole current session with C{start_us <=
@@ -43,12 +44,15 @@ def session_range(
 
     What is in memory is copied now, before the first chunk is taken: the
     caller may take the chunks over many reactor turns while the buffer
-    moves on, and the two parts must meet without a gap.
+    moves on, and the two parts must meet without a gap.  With C{limit},
+    at most the first C{limit} records in memory are copied (a caller that
+    wants no more than C{limit} records in all stops there).
     """
     oldest = buffer.oldest_time_us()
     recent = None
     if oldest is not None and (end_us is None or end_us >= oldest):
-        recent = buffer.query(oldest if start_us is None else max(start_us, oldest), end_us)
+        start = oldest if start_us is None else max(start_us, oldest)
+        recent = buffer.query(start, end_us, limit)
     older: Iterator[np.ndarray] = iter(())
     if recorder is not None and (oldest is None or start_us is None or start_us < oldest):
         if oldest is None:
@@ -93,7 +97,11 @@ class SessionSamples:
         return self.whole_from_us is not None and start_us >= self.whole_from_us
 
     def range(
-        self, start_us: Optional[int], end_us: Optional[int], chunk: int = 500
+        self,
+        start_us: Optional[int],
+        end_us: Optional[int],
+        chunk: int = 500,
+        limit: Optional[int] = None,
     ) -> Iterator[np.ndarray]:
         """L{session_range} over this session (the buffer's part is copied now)."""
-        return session_range(self.recorder, self.buffer, start_us, end_us, chunk)
+        return session_range(self.recorder, self.buffer, start_us, end_us, chunk, limit)

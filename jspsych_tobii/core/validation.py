@@ -29,7 +29,7 @@ points, so it can run on any thread.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, List, Optional, Tuple
+from typing import Any, Iterator, List, Optional, Tuple
 
 import numpy as np
 
@@ -157,16 +157,74 @@ class ValidationRun:
         are owned (the reactor), after the recorder has flushed what the
         windows need.  The result's C{compute} may run anywhere.
         """
+        gathering = self.gathering(samples, display)
+        for _ in gathering.steps():
+            pass
+        return gathering.result()
+
+    def gathering(
+        self, samples: SessionSamples, display: Optional[DisplayArea]
+    ) -> "WindowGathering":
+        """L{gather} one point at a time: a step per point (for a reactor turn each)."""
         self.check()
-        points = tuple(self.points)
-        served = tuple(_read_window(samples, p.window_us) for p in points)
-        return ValidationInput(
-            points, served, display, self.skip_initial_ms, self.window_ms, tuple(self.notes)
-        )
+        return WindowGathering(self, tuple(self.points), samples, display)
 
     def compute(self, buffer: GazeBuffer, display: Optional[DisplayArea]) -> dict:
         """L{gather} from C{buffer} alone and compute at once, on the calling thread."""
         return self.gather(SessionSamples.in_memory(buffer), display).compute()
+
+
+#: Samples a step of L{WindowGathering} copies before it yields (about
+#: 0.9 MB, well under a millisecond): a point's most, L{MAX_SAMPLES_PER_POINT}
+#: and the one more that shows it was too many.
+GATHER_STEP_SAMPLES = MAX_SAMPLES_PER_POINT + 1
+
+
+class WindowGathering:
+    """
+    The copy of the server's samples over a validation's point windows, made
+    in L{steps}: each step reads whole points until it has copied
+    L{GATHER_STEP_SAMPLES}, so a run of many long windows never holds the
+    reactor for long, and a usual one is read in one step.  L{result} once
+    the steps are done.
+    """
+
+    def __init__(
+        self,
+        run: ValidationRun,
+        points: Tuple[ValidationPoint, ...],
+        samples: SessionSamples,
+        display: Optional[DisplayArea],
+    ):
+        self._run = run
+        self._points = points
+        self._samples = samples
+        self._display = display
+        self._served: List[Optional[np.ndarray]] = []
+
+    def steps(self) -> Iterator[None]:
+        """Read the points' windows, yielding after each L{GATHER_STEP_SAMPLES} copied."""
+        copied = 0
+        for point in self._points[len(self._served) :]:
+            window = _read_window(self._samples, point.window_us)
+            self._served.append(window)
+            copied += 0 if window is None else len(window)
+            if copied >= GATHER_STEP_SAMPLES and len(self._served) < len(self._points):
+                copied = 0
+                yield None
+
+    def result(self) -> "ValidationInput":
+        run = self._run
+        if len(self._served) != len(self._points):
+            raise RuntimeError("WindowGathering.result before every point was read")
+        return ValidationInput(
+            self._points,
+            tuple(self._served),
+            self._display,
+            run.skip_initial_ms,
+            run.window_ms,
+            tuple(run.notes),
+        )
 
 
 def _read_window(
@@ -181,7 +239,8 @@ def _read_window(
         return None
     taken: List[np.ndarray] = []
     count = 0
-    for chunk in samples.range(window_us[0], window_us[1], MAX_SAMPLES_PER_POINT + 1):
+    wanted = MAX_SAMPLES_PER_POINT + 1
+    for chunk in samples.range(window_us[0], window_us[1], wanted, limit=wanted):
         taken.append(chunk[: MAX_SAMPLES_PER_POINT + 1 - count])
         count += len(taken[-1])
         if count > MAX_SAMPLES_PER_POINT:

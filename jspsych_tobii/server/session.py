@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Callable, Optional
 
-from twisted.internet import defer
+from twisted.internet import defer, task
 from twisted.internet.interfaces import IPushProducer
 
 from jspsych_tobii.core.gaze import dumps, sample_dicts
@@ -18,7 +18,7 @@ from jspsych_tobii.core.history import SessionSamples, session_range
 from jspsych_tobii.core.markers import MAX_MARKER_BYTES, json_size
 from jspsych_tobii.core.messages import Request, RequestError
 from jspsych_tobii.core.timesync import ClientClockModel
-from jspsych_tobii.core.validation import ValidationRun
+from jspsych_tobii.core.validation import ValidationRun, WindowGathering
 from jspsych_tobii.interfaces import NoTrackerError, TrackerError
 from jspsych_tobii.logs import Logger
 from jspsych_tobii.server.bulk import StreamedReply
@@ -361,14 +361,32 @@ class ClientSession:
         else:
             d = defer.succeed(None)
         # copy the windows here, on the reactor (through the get_data query,
-        # as it stands once flushed); the maths runs on a worker
-        d.addCallback(lambda _: self.run_job(run.gather(self._session_samples(), display).compute))
+        # as it stands once flushed), one point per reactor turn; the maths
+        # runs on a worker
+        d.addCallback(lambda _: self._gather(run.gathering(self._session_samples(), display)))
+        d.addCallback(lambda gathered: self.run_job(gathered.compute))
 
         def recorded(result):
             self.app.record_event("validation_result", peer=self.peer, result=result)
             return result
 
         return d.addCallback(recorded)
+
+    def _gather(self, gathering: WindowGathering) -> defer.Deferred:
+        """
+        Run C{gathering}'s steps, the first now and the rest one per reactor
+        turn (a usual validation takes one); fires with its result.
+        """
+        steps = gathering.steps()
+        if next(steps, StopIteration) is StopIteration:
+            return defer.succeed(gathering.result())
+        reactor = self.app.reactor
+        one_step_per_turn = task.Cooperator(
+            terminationPredicateFactory=lambda: lambda: True,
+            scheduler=lambda work: reactor.callLater(0, work),
+        )
+        d = one_step_per_turn.coiterate(steps)
+        return d.addCallback(lambda _: gathering.result())
 
     # -- markers
 
