@@ -97,7 +97,11 @@ def frame(opcode, payload=b"", fin=True, mask=True, length=None):
     if not mask:
         return head + payload
     key = os.urandom(4)
-    return head + key + bytes(b ^ key[i % 4] for i, b in enumerate(payload))
+    # XOR with the key repeated, as one big integer (megabytes in milliseconds)
+    size = len(payload)
+    keys = (key * (size // 4 + 1))[:size]
+    masked = (int.from_bytes(payload, "big") ^ int.from_bytes(keys, "big")).to_bytes(size, "big")
+    return head + key + masked
 
 
 class RawClient:

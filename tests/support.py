@@ -7,10 +7,11 @@ import os
 import shutil
 import sys
 import tempfile
+import time
 
 from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientProtocol
 from twisted.application import service as _service
-from twisted.internet import defer
+from twisted.internet import defer, task
 from twisted.internet.address import IPv4Address
 from twisted.internet.task import Clock
 from twisted.test import iosim
@@ -49,6 +50,27 @@ def chromium_args(case, *args):
         f"--user-data-dir={profile}",
         *args,
     ]
+
+
+def wait(seconds):
+    """Fires after C{seconds} of real time on the real reactor (where time must be real)."""
+    from twisted.internet import reactor
+
+    return task.deferLater(reactor, seconds, lambda: None)
+
+
+@defer.inlineCallbacks
+def wait_for(predicate, timeout=10.0, what="condition", interval=0.01):
+    """
+    Fires once C{predicate()} is true, checked every C{interval} seconds on
+    the real reactor.  C{timeout} only catches a hang: it is long enough for
+    a loaded machine, and a test that passes never waits for it.
+    """
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
+        yield wait(interval)
 
 
 def run_console(case, main, *args):
@@ -117,10 +139,10 @@ def serve(case, options, make_tracker=None):
 
 
 @defer.inlineCallbacks
-def serve_tracker(case, tracker, wait_for):
+def serve_tracker(case, tracker):
     """
     The whole server with C{tracker} on an ephemeral loopback port, once
-    C{wait_for(predicate, what=...)} has seen the tracker available, and a
+    the tracker is available, and a
     L{tests.wsclient} client connected to it (dropped when the test ends).
     Fires with C{(service, client)}.
     """

@@ -2,7 +2,7 @@
 Tests for L{jspsych_tobii.trackers.child.tracker}: the SDK adapter in a
 child process, with real children.  The child runs this interpreter with
 the fake SDK of L{tests.fake_tobii_research} (real threads, up to 1200 Hz),
-built in the child by L{fake_sdk} from options passed in the environment;
+built in the child by L{tests.fake_sdk_child} from options passed in the environment;
 one class runs a Python 3.10 with the real tobii-research when
 C{JSPSYCH_TOBII_SDK_PYTHON} names one.  The parts are tested on their own,
 without a process, in L{tests.test_child_supervisor} (restarts, backoff,
@@ -18,7 +18,6 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 import unittest as pyunittest
 
@@ -42,57 +41,19 @@ from jspsych_tobii.trackers.child.supervisor import ISupervised
 from jspsych_tobii.trackers.child.tracker import ChildTracker
 
 from . import fake_tobii_research as fake
-from .tracker_contract import TrackerContractMixin, sleep, wait_for
+from .fake_sdk_child import FAKE, FAKE_ENV, ROOT
+from .support import capture_log, serve_tracker, wait, wait_for
+from .tracker_contract import TrackerContractMixin
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(HERE)
-
-#: Options of L{fake_sdk}, as JSON, in the child's environment.
-FAKE_ENV = "JSPSYCH_TOBII_TEST_FAKE_SDK"
 #: A Python 3.10 with tobii-research (2.x or 1.x), Twisted, numpy, zope.interface (CI
 #: sets it, once for each SDK line).
 SDK_PYTHON_ENV = "JSPSYCH_TOBII_SDK_PYTHON"
-FAKE = "tests.test_child:fake_sdk"
-
-
-def fake_sdk():
-    """
-    Called in the child (C{--sdk tests.test_child:fake_sdk}): the fake SDK
-    with devices and scripted events as the environment says.
-    """
-    options = json.loads(os.environ.get(FAKE_ENV) or "{}")
-    version = options.get("version", "2.x")
-    sdk = fake.make_sdk(version)
-    for _ in range(options.get("devices", 1)):
-        frequency = options.get("frequency") or (600.0 if version == "2.x" else 300.0)
-        device = sdk.add_device(frequency=frequency)
-        device.collect_seconds = options.get("collect_seconds", 0.05)
-    sdk.clock_offset_us = options.get("clock_offset_us", 0)
-    for stream, keys in (options.get("missing_fields") or {}).items():
-        sdk.device().missing_fields[stream] = tuple(keys)
-    if options.get("lose_after") is not None:
-        device = sdk.device()
-        threading.Timer(options["lose_after"], device.lose_connection).start()
-        threading.Timer(options["restore_after"], device.restore_connection).start()
-    if options.get("noisy"):
-        # Neither may reach the frame pipe.
-        print("a print() from the SDK")
-        os.write(1, b"bytes written to descriptor 1 by native code\n")
-    if options.get("deaf"):
-        # The child no longer sees its stdin close: only a kill ends it.
-        read, _ = os.pipe()
-        os.dup2(read, 0)
-    return sdk
 
 
 def connection(notes):
     """The notifications about the connection, in order."""
     kinds = (NotificationKind.CONNECTION_LOST, NotificationKind.CONNECTION_RESTORED)
     return [note for note in notes if note.kind in kinds]
-
-
-def waitFor(predicate, timeout: float = 3.0, what: str = "condition"):
-    return wait_for(predicate, timeout, what)
 
 
 def child_is_gone(pid: int) -> bool:
@@ -133,10 +94,6 @@ class ChildTestCase(unittest.TestCase):
     timeout = 20
 
     def capture_log(self, namespace):
-        # imported here: the child interpreter imports this module for its
-        # fake SDK, and has no autobahn (which tests.support needs)
-        from .support import capture_log
-
         return capture_log(self, namespace)
 
     def tracker(self, **options):
@@ -177,7 +134,7 @@ class StreamTests(ChildTestCase):
         self.assertEqual(info.frequency, 1200.0)
         batches = []
         yield tracker.startGaze(batches.append)
-        yield sleep(1.0)
+        yield wait(1.0)
         yield tracker.stopGaze()
         samples = np.concatenate(batches)
         self.assertEqual(samples.dtype, GAZE_DTYPE)
@@ -201,7 +158,7 @@ class StreamTests(ChildTestCase):
         self.assertEqual(current, 300.0)
         self.assertEqual(tracker.info.frequency, 300.0)
         os.kill(tracker.pid, signal.SIGKILL)
-        yield waitFor(lambda: len(connection(notes)) >= 2, what="the restart")
+        yield wait_for(lambda: len(connection(notes)) >= 2, what="the restart")
         self.assertEqual(tracker.info.frequency, 300.0)
 
     @defer.inlineCallbacks
@@ -222,7 +179,7 @@ class StreamTests(ChildTestCase):
         # gaze is stamped on the SDK's clock; startGaze filters by that clock too
         batches = []
         yield other.startGaze(batches.append)
-        yield waitFor(lambda: batches, what="gaze")
+        yield wait_for(lambda: batches, what="gaze")
         lag = monotonic_us() + offset - batches[0]["system_time_us"][0]
         self.assertLess(abs(lag), 100_000)
 
@@ -232,14 +189,14 @@ class StreamTests(ChildTestCase):
         tracker, info, notes = yield self.connected(lose_after=0.2, restore_after=0.4)
         batches = []
         yield tracker.startGaze(batches.append)
-        yield waitFor(lambda: len(connection(notes)) >= 2, what="the notifications")
+        yield wait_for(lambda: len(connection(notes)) >= 2, what="the notifications")
         lost, restored = connection(notes)
         self.assertEqual(lost.kind, NotificationKind.CONNECTION_LOST)
         self.assertEqual(restored.kind, NotificationKind.CONNECTION_RESTORED)
         self.assertIn("lost the connection", lost.message)
         self.assertIn(NotificationKind.STREAM_ERROR, [note.kind for note in notes])
         count = sum(len(b) for b in batches)
-        yield sleep(0.2)
+        yield wait(0.2)
         self.assertGreater(sum(len(b) for b in batches), count + 50)
         self.assertEqual(tracker.restarts, 0)
 
@@ -258,7 +215,7 @@ class StreamTests(ChildTestCase):
         )
         batches = []
         yield tracker.startGaze(batches.append)
-        yield waitFor(
+        yield wait_for(
             lambda: [n for n in notes if n.kind == NotificationKind.STREAM_ERROR],
             what="the stream error",
         )
@@ -269,7 +226,7 @@ class StreamTests(ChildTestCase):
         def relayed():
             return [e for e in events if "left_gaze_origin_validity" in e.get("text", "")]
 
-        yield waitFor(relayed, what="the relayed traceback")
+        yield wait_for(relayed, what="the relayed traceback")
         self.assertEqual(relayed()[0]["log_level"].name, "error")
         self.assertEqual(batches, [])
 
@@ -280,7 +237,7 @@ class StreamTests(ChildTestCase):
         globalLogPublisher.addObserver(events.append)
         self.addCleanup(globalLogPublisher.removeObserver, events.append)
         tracker, info, notes = yield self.connected()
-        yield waitFor(
+        yield wait_for(
             lambda: any("connected to Tobii Pro Spectrum" in e.get("text", "") for e in events),
             what="the relayed line",
         )
@@ -294,7 +251,7 @@ class StreamTests(ChildTestCase):
         tracker, info, notes = yield self.connected(noisy=True)
         batches = []
         yield tracker.startGaze(batches.append)
-        yield sleep(0.2)
+        yield wait(0.2)
         self.assertTrue(batches)
         process = tracker.supervisor.process
         self.assertIsNone(process.brokenWire)
@@ -311,10 +268,10 @@ class RestartTests(ChildTestCase):
         tracker, info, notes = yield self.connected(frequency=1200.0)
         batches = []
         yield tracker.startGaze(batches.append)
-        yield sleep(0.2)
+        yield wait(0.2)
         first = tracker.pid
         os.kill(first, signal.SIGKILL)
-        yield waitFor(lambda: connection(notes), what="CONNECTION_LOST")
+        yield wait_for(lambda: connection(notes), what="CONNECTION_LOST")
         lost = connection(notes)[0]
         self.assertEqual(lost.kind, NotificationKind.CONNECTION_LOST)
         self.assertIn("signal 9 (SIGKILL)", lost.message)
@@ -323,11 +280,11 @@ class RestartTests(ChildTestCase):
         self.assertIsNone(tracker.getUserPosition())
         yield self.assertFailure(tracker.enterCalibration(), TrackerError)
         count = sum(len(b) for b in batches)
-        yield waitFor(lambda: len(connection(notes)) >= 2, what="CONNECTION_RESTORED")
+        yield wait_for(lambda: len(connection(notes)) >= 2, what="CONNECTION_RESTORED")
         self.assertEqual(connection(notes)[1].kind, NotificationKind.CONNECTION_RESTORED)
         self.assertNotEqual(tracker.pid, first)
         self.assertEqual(tracker.restarts, 1)
-        yield sleep(0.3)
+        yield wait(0.3)
         resumed = np.concatenate(batches)[count:]
         self.assertGreater(len(resumed), 250)
         self.assertTrue(np.all(np.diff(resumed["system_time_us"]) > 0))
@@ -349,7 +306,7 @@ class RestartTests(ChildTestCase):
         tracker, info, notes = yield self.connected()
         pid = tracker.pid
         yield tracker.disconnect()
-        yield sleep(0.2)
+        yield wait(0.2)
         self.assertEqual(connection(notes), [])
         self.assertIsNone(tracker.pid)
         self.assertTrue(child_is_gone(pid))
@@ -496,25 +453,21 @@ class ServerTests(ChildTestCase):
         process dies, and gets its gaze stream back, without a new
         start_tracking, once the process is restarted.
         """
-        # imported here: the child interpreter imports this module for its
-        # fake SDK, and has no autobahn (which the server side needs)
-        from .support import serve_tracker
-
         tracker = make_child(frequency=600.0)
-        _, client = yield serve_tracker(self, tracker, waitFor)
+        _, client = yield serve_tracker(self, tracker)
         reply = yield client.request("start_tracking")
         self.assertIs(reply["success"], True)
-        yield waitFor(lambda: len(client.gaze) > 100, what="gaze")
+        yield wait_for(lambda: len(client.gaze) > 100, what="gaze")
         os.kill(tracker.pid, signal.SIGKILL)
 
         def statuses():
             return [m["status"] for m in client.other if m.get("type") == "tracker_status"]
 
-        yield waitFor(lambda: "connection_lost" in statuses(), what="connection_lost")
+        yield wait_for(lambda: "connection_lost" in statuses(), what="connection_lost")
         reply = yield client.request("get_current_gaze")
         count = len(client.gaze)
-        yield waitFor(lambda: "connection_restored" in statuses(), what="connection_restored")
-        yield waitFor(lambda: len(client.gaze) > count + 100, what="gaze after the restart")
+        yield wait_for(lambda: "connection_restored" in statuses(), what="connection_restored")
+        yield wait_for(lambda: len(client.gaze) > count + 100, what="gaze after the restart")
         self.assertEqual(statuses()[-2:], ["connection_lost", "connection_restored"])
         status = yield client.request("get_status")
         self.assertIs(status["tracking"], True)
@@ -570,7 +523,7 @@ class RealSDKChildTests(unittest.TestCase):
         yield tracker.connect()
         batches = []
         yield tracker.startGaze(batches.append)
-        yield sleep(0.5)
+        yield wait(0.5)
         yield tracker.stopGaze()
         samples = np.concatenate(batches)
         self.assertGreater(len(samples), 500)

@@ -18,7 +18,7 @@ from jspsych_tobii.trackers.child import launch as child_launch
 from jspsych_tobii.trackers.child.launch import describe_exit, sdk_unavailable_message
 
 from . import fake_tobii_research as fake
-from .test_child import FAKE, ROOT
+from .fake_sdk_child import FAKE, ROOT
 
 
 class CommandTests(unittest.SynchronousTestCase):

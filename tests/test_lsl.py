@@ -33,9 +33,9 @@ from jspsych_tobii.server.lsl import GAZE_CHANNELS, ClockMapping, gaze_chunk, so
 from jspsych_tobii.tap import Options, makeService
 from jspsych_tobii.trackers.mock import MockTracker
 
-from .support import FakeServer, serve
+from .support import FakeServer, serve, wait
 from .test_recording import synthetic_samples, tracker_description
-from .wsclient import connect, wait
+from .wsclient import connect
 
 
 class NamedMock(MockTracker):

@@ -20,9 +20,9 @@ from jspsych_tobii.trackers.eyemodel import EyeModel
 from jspsych_tobii.trackers.mock import MockTracker
 from jspsych_tobii.trackers.paced import IPacing, ThreadPacing, TimerPacing
 
-from .support import assert_close, mock_tracker, serve
+from .support import assert_close, mock_tracker, serve, wait
 from .tracker_contract import ClockContractMixin, TrackerContractMixin
-from .wsclient import connect, wait
+from .wsclient import connect
 
 
 class MockContractTests(ClockContractMixin, unittest.TestCase):

@@ -36,8 +36,8 @@ from jspsych_tobii.server.protocol import (
 from jspsych_tobii.tap import Options
 
 from .rawws import RawClient, close_code, frame
-from .support import FakeServer, Lab, serve, temp_path
-from .wsclient import connect, wait
+from .support import FakeServer, Lab, serve, temp_path, wait, wait_for
+from .wsclient import connect
 
 
 class LoopbackServerMixin:
@@ -158,17 +158,6 @@ class ProtocolTests(LoopbackServerMixin, unittest.TestCase):
         self.assertIs(status["tracking"], True)
 
     @defer.inlineCallbacks
-    def test_no_resume_after_grace(self):
-        a = yield self.client()
-        yield a.request("start_tracking")
-        yield self.close(a)
-        yield wait(self.grace + 0.2)
-        self.assertFalse(self.state.hub.running)
-        again = yield self.client()
-        yield wait(0.1)
-        self.assertEqual(again.gaze, [])
-
-    @defer.inlineCallbacks
     def test_slow_client_is_bounded_and_harms_no_one(self):
         """A client that stops reading gets a bounded backlog; the others are unaffected."""
         slow = yield self.client()
@@ -183,7 +172,10 @@ class ProtocolTests(LoopbackServerMixin, unittest.TestCase):
             if server_side.getpeername()[1] == slow.transport.getHost().port:
                 server_side.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 32768)
         slow.transport.pauseProducing()  # stop reading from the socket
-        yield wait(3.0)
+        # its backlog fills (2 s at 1200 Hz) and it starts to drop; a little
+        # longer, so that a fast client harmed by it would drop too
+        yield wait_for(lambda: any(g.dropped for g in self.state.hub.gates), what="a drop")
+        yield wait(0.3)
         gates = [g for g in self.state.hub.gates if g.dropped]
         self.assertEqual(len(gates), 1, "exactly the slow client should drop frames")
         slow_gate = gates[0]
@@ -191,16 +183,15 @@ class ProtocolTests(LoopbackServerMixin, unittest.TestCase):
         self.assertGreater(slow_gate.dropped, 0)
         seqs = [g["seq"] for g in fast.gaze]
         self.assertEqual(seqs, list(range(seqs[0], seqs[0] + len(seqs))))
-        self.assertGreater(len(seqs), 3000)
+        # the fast one got more than the slow one's whole backlog meanwhile
+        self.assertGreater(len(seqs), DEFAULT_GAZE_BACKLOG)
         slow.transport.resumeProducing()
-        statuses = []
-        for _ in range(100):
-            yield wait(0.1)
-            statuses = [m for m in slow.other if m.get("type") == "stream_status"]
-            if statuses:
-                break
-        self.assertTrue(statuses, "the slow client was never told what it missed")
-        self.assertEqual(statuses[0]["dropped"], slow_gate.dropped)
+
+        def statuses():
+            return [m for m in slow.other if m.get("type") == "stream_status"]
+
+        yield wait_for(statuses, what="the slow client to be told what it missed")
+        self.assertEqual(statuses()[0]["dropped"], slow_gate.dropped)
         self.flushLoggedErrors()
 
 
@@ -216,7 +207,7 @@ class TimingChainTests(LoopbackServerMixin, unittest.TestCase):
         """
         skew = -987654.321  # clock A: the monotonic clock shifted, like performance.now()
         c = yield self.client(clock_offset_ms=skew)
-        offset_ab = yield c.sync_time(rounds=10, interval=0.1)
+        offset_ab = yield c.sync_time(rounds=10, interval=0.02)
         yield c.request("start_tracking")
         yield wait(0.3)
         reply = yield c.request("get_device_clock_offset")
@@ -269,20 +260,6 @@ def raw(port, act):
             client.close()
 
     return deferToThread(run)
-
-
-def until(condition, timeout=10.0):
-    """Fires once C{condition()} holds (checked every 10 ms); fails after C{timeout} s."""
-
-    @defer.inlineCallbacks
-    def poll():
-        for _ in range(int(timeout / 0.01)):
-            if condition():
-                return
-            yield wait(0.01)
-        raise AssertionError("the condition never held")
-
-    return poll()
 
 
 class HandshakeMixin:
@@ -497,7 +474,7 @@ class CloseCodeTests(HandshakeMixin, unittest.TestCase):
 
         before = len(self.state.hub.gates)
         outcome = yield raw(self.port, act)
-        yield until(lambda: len(self.state.hub.gates) == before)
+        yield wait_for(lambda: len(self.state.hub.gates) == before, what="the connection to go")
         return outcome
 
     @defer.inlineCallbacks
@@ -543,7 +520,7 @@ class CloseCodeTests(HandshakeMixin, unittest.TestCase):
         self.assertIs(reply["success"], True, "another client is unaffected")
         other.sendClose(1000)
         yield other.closed
-        yield until(lambda: not self.state.hub.gates)
+        yield wait_for(lambda: not self.state.hub.gates, what="no connection left")
 
     @defer.inlineCallbacks
     def test_message_within_the_fragment_budget_is_answered(self):
@@ -825,21 +802,13 @@ class HostileClientTests(LoopbackServerMixin, unittest.TestCase):
         self.flushLoggedErrors()
 
     @defer.inlineCallbacks
-    def until(self, condition, seconds=20.0):
-        for _ in range(int(seconds / 0.05)):
-            if condition():
-                return
-            yield wait(0.05)
-        self.fail("timed out waiting")
-
-    @defer.inlineCallbacks
     def test_pings_are_answered(self):
         c = yield self.client()
         pongs = []
         c.onPong = pongs.append
         for i in range(PING_BURST):
             c.sendPing(b"%d" % i)
-        yield self.until(lambda: len(pongs) == PING_BURST)
+        yield wait_for(lambda: len(pongs) == PING_BURST, what="the pongs")
         self.assertEqual(pongs[-1], b"%d" % (PING_BURST - 1))
         reply = yield c.request("time_sync", clientTime=1)
         self.assertIs(reply["success"], True)
@@ -849,12 +818,14 @@ class HostileClientTests(LoopbackServerMixin, unittest.TestCase):
         """
         Autobahn answers every ping with a pong, ~20 us of reactor time each
         and a pong buffered for a client that does not read: 140,000 pings
-        were 18 MB.  Past the ping budget the client is closed instead.
+        were 18 MB.  Past the ping budget the client is closed instead (a
+        flood twenty times the burst shows it; the budget's arithmetic is
+        L{PingBudgetTests}').
         """
         c, watcher, server = yield self.stalled_and_watcher()
-        for i in range(100_000):
+        for i in range(20 * PING_BURST):
             c.sendPing(b"%08d" % i)
-        yield self.until(lambda: server.gate.closed)
+        yield wait_for(lambda: server.gate.closed, what="the close")
         self.assertIn("ping flood", server.closed_for)
         self.assertEqual(server.state, server.STATE_CLOSED)
         # the close frame went out first, but the client had not read, and
@@ -889,7 +860,7 @@ class HostileClientTests(LoopbackServerMixin, unittest.TestCase):
         request = json.dumps({"type": "get_status"}).encode()
         for _ in range(8000):
             c.sendMessage(request)
-        yield self.until(lambda: server.gate.closed)
+        yield wait_for(lambda: server.gate.closed, what="the close")
         self.assertEqual(server.localCloseCode, 1008)
         self.assertEqual(server.gate.backlog, 0)
         # the other client noticed nothing
@@ -921,7 +892,7 @@ class HostileClientTests(LoopbackServerMixin, unittest.TestCase):
         )
         c = yield self.client()
         yield c.request("start_tracking")
-        yield wait(1.0)
+        yield wait_for(lambda: len(c.gaze) >= 500, what="500 samples")
         c.send_only("validation_start")
         samples = [dict(g, pad="p" * 1000) for g in c.gaze[-500:]]
         reply = yield c.request(

@@ -113,6 +113,25 @@ class ResumeTests(unittest.SynchronousTestCase):
         self.assertEqual(self.resumes.held, 0)
         self.assertFalse(self.hub.running)
 
+    def test_no_resume_after_the_grace_period(self):
+        """
+        The dropped stream is kept for the grace period (30 s here) and no
+        longer: the page that comes back after it gets nothing.
+        """
+        page, _ = self.lab.open("ws://localhost:8080/?participant=1")
+        self.track(page)
+        self.lab.crash(page)
+        self.lab.run(29.5, step=0.5)
+        self.assertEqual(self.resumes.held, 1)
+        self.assertTrue(self.hub.running, "the stream stopped before the grace period ended")
+        self.lab.run(0.6, step=0.1)
+        self.assertEqual(self.resumes.held, 0)
+        self.assertFalse(self.hub.running, "the stream outlived the grace period")
+        again, _ = self.lab.open("ws://localhost:8080/?participant=1")
+        self.lab.run(0.5)
+        self.assertEqual(again.gaze, [])
+        self.assertNotIn("tracking_resumed", again.kinds())
+
     def test_server_dropping_the_socket_is_a_drop(self):
         """The server loses the socket (e.g. a keepalive timeout): the stream is kept."""
         page, server = self.lab.open()

@@ -19,6 +19,8 @@ from twisted.trial import unittest
 from jspsych_tobii import sdk_setup
 from jspsych_tobii.sdk_setup import SetupError, check_interpreter, main, requirement
 
+from .fake_sdk_child import FAKE
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 SDK_PYTHON = os.environ.get("JSPSYCH_TOBII_SDK_PYTHON")
@@ -160,7 +162,7 @@ class CheckTests(unittest.SynchronousTestCase):
     """The SDK process's check, run for real in a child interpreter."""
 
     def test_check_with_fake_sdk(self):
-        report = check_interpreter(sys.executable, "tests.test_child:fake_sdk", [ROOT])
+        report = check_interpreter(sys.executable, FAKE, [ROOT])
         self.assertEqual(report["sdk"], "2.1.0.1")
         self.assertIsNone(report["sdkError"])
         self.assertEqual(report["executable"], sys.executable)

@@ -16,8 +16,8 @@ from jspsych_tobii.core.gaze import encode_objects
 from jspsych_tobii.recording.format import read_events, read_gaze, read_header
 from jspsych_tobii.server import bulk
 
-from .support import FakeServer, assert_close, serve
-from .wsclient import connect, wait
+from .support import FakeServer, assert_close, serve, wait
+from .wsclient import connect
 
 
 class RecordingServerTests(unittest.TestCase):

@@ -27,9 +27,11 @@ from .support import (
     mock_tracker,
     serve,
     temp_path,
+    wait,
+    wait_for,
 )
 from .test_cli import make_temp_dir
-from .wsclient import connect, wait
+from .wsclient import connect
 
 
 class PluginTests(unittest.SynchronousTestCase):
@@ -492,7 +494,7 @@ class FlagEffectLoopbackTests(unittest.TestCase):
         with C{devices} trackers in the child (as a Python 3.10 with
         tobii-research would run the real one).
         """
-        from .test_child import FAKE, FAKE_ENV, ROOT
+        from .fake_sdk_child import FAKE, FAKE_ENV, ROOT
 
         folder = make_temp_dir(self)
         path = os.path.join(folder, "python")
@@ -518,10 +520,8 @@ class FlagEffectLoopbackTests(unittest.TestCase):
 
     @defer.inlineCallbacks
     def connected_tracker_info(self, service, port):
-        from .test_child import waitFor
-
         trackers = service.getServiceNamed("tracker")
-        yield waitFor(lambda: trackers.available, timeout=20, what="the tracker")
+        yield wait_for(lambda: trackers.available, timeout=20, what="the tracker")
         client = yield self.client(port)
         reply = yield client.request("get_tracker_info")
         return reply["tracker"]

@@ -35,18 +35,13 @@ from jspsych_tobii.interfaces import (
 from jspsych_tobii.trackers.tobii import TobiiTracker
 
 from . import fake_tobii_research as fake
-from .support import capture_log
-from .tracker_contract import TrackerContractMixin, sleep, wait_for
+from .support import capture_log, serve_tracker, wait, wait_for
+from .tracker_contract import TrackerContractMixin
 
 try:
     import tobii_research as real_sdk
 except Exception:  # not installed (it has wheels for CPython 3.10 only)
     real_sdk = None
-
-
-def waitFor(predicate, timeout: float = 1.5, what: str = "condition"):
-    """Poll C{predicate} on the reactor until it is true."""
-    return wait_for(predicate, timeout, what)
 
 
 class TobiiTestCase(unittest.TestCase):
@@ -164,7 +159,7 @@ class ConnectTests(TobiiTestCase):
         self.assertEqual(current, 300.0)
         self.assertEqual(tracker.info.frequency, 300.0)
         self.assertEqual(device.frequency, 300.0)
-        yield waitFor(lambda: notes, what="the frequency notification")
+        yield wait_for(lambda: notes, what="the frequency notification")
         self.assertEqual(notes[0].kind, NotificationKind.FREQUENCY_CHANGED)
         self.assertEqual(notes[0].data, {"frequency": 300.0})
 
@@ -237,7 +232,7 @@ class GazeTests(TobiiTestCase):
         busy = task.LoopingCall(time.sleep, 0.004)
         busy.start(0.02)
         yield tracker.startGaze(receive)
-        yield sleep(1.0)
+        yield wait(1.0)
         busy.stop()
         yield tracker.stopGaze()
 
@@ -274,7 +269,7 @@ class GazeTests(TobiiTestCase):
         device.left_position = None
         batches = []
         yield tracker.startGaze(batches.append)
-        yield waitFor(lambda: batches, what="gaze")
+        yield wait_for(lambda: batches, what="gaze")
         yield tracker.stopGaze()
         rows = np.concatenate(batches)
         self.assertFalse(np.any(rows["left_gaze_valid"] | rows["left_pupil_valid"]))
@@ -290,7 +285,7 @@ class GazeTests(TobiiTestCase):
         yield tracker.stopGaze()
         self.assertNotIn(sdk.EYETRACKER_GAZE_DATA, device.subscriptions())
         count = len(batches)
-        yield sleep(0.05)
+        yield wait(0.05)
         self.assertEqual(len(batches), count)
 
     @defer.inlineCallbacks
@@ -308,7 +303,7 @@ class GazeTests(TobiiTestCase):
         yield tracker.collectCalibrationData(0.5, 0.5)
         yield tracker.computeCalibration()
         yield tracker.leaveCalibration()
-        yield sleep(0.2)
+        yield wait(0.2)
         self.assertEqual(sdk.calls_from_callback, [])
         self.assertEqual(sdk.callback_errors, 0)
         self.assertEqual(tracker.callbackErrors, 0)
@@ -327,24 +322,24 @@ class NotificationTests(TobiiTestCase):
         )
         batches = []
         yield tracker.startGaze(batches.append)
-        yield waitFor(lambda: batches, what="gaze")
+        yield wait_for(lambda: batches, what="gaze")
         subscribes = len(sdk.calls_named("subscribe_to"))
 
         device.lose_connection()
-        yield waitFor(
+        yield wait_for(
             lambda: NotificationKind.CONNECTION_LOST in [n.kind for n in notes], what="lost"
         )
-        yield sleep(0.05)
+        yield wait(0.05)
         before = len(batches)
-        yield sleep(0.05)
+        yield wait(0.05)
         self.assertEqual(len(batches), before, "no gaze while the tracker is away")
 
         device.restore_connection()
-        yield waitFor(
+        yield wait_for(
             lambda: NotificationKind.CONNECTION_RESTORED in [n.kind for n in notes],
             what="restored",
         )
-        yield waitFor(lambda: len(batches) > before, what="gaze after the restore")
+        yield wait_for(lambda: len(batches) > before, what="gaze after the restore")
         self.assertEqual(threads, {threading.current_thread()})
         lost = [n for n in notes if n.kind == NotificationKind.CONNECTION_LOST][0]
         self.assertTrue(lost.message)
@@ -363,7 +358,7 @@ class NotificationTests(TobiiTestCase):
     def test_gaze_resumes_by_itself(self):
         """A stream the SDK revives is left alone."""
         sdk, tracker, subscribes = yield self.checkLostAndRestored(resume=True)
-        yield sleep(tracker.resumeCheckDelay + 0.1)
+        yield wait(tracker.resumeCheckDelay + 0.1)
         self.assertEqual(len(sdk.calls_named("subscribe_to")), subscribes)
 
     @defer.inlineCallbacks
@@ -371,7 +366,7 @@ class NotificationTests(TobiiTestCase):
         sdk, device, tracker, info, notes = yield self.connected()
         device.overflow()
         device.overflow()
-        yield waitFor(lambda: tracker.overflows == 2, what="two overflows")
+        yield wait_for(lambda: tracker.overflows == 2, what="two overflows")
         kinds = [n.kind for n in notes]
         self.assertEqual(kinds.count(NotificationKind.STREAM_BUFFER_OVERFLOW), 2)
         note = [n for n in notes if n.kind == NotificationKind.STREAM_BUFFER_OVERFLOW][0]
@@ -390,7 +385,7 @@ class NotificationTests(TobiiTestCase):
     def test_display_area_changed(self):
         sdk, device, tracker, info, notes = yield self.connected()
         device.change_display_area((-250, 300, 40), (250, 300, 40), (-250, 10, -5))
-        yield waitFor(lambda: notes, what="the notification")
+        yield wait_for(lambda: notes, what="the notification")
         self.assertEqual(notes[0].kind, NotificationKind.DISPLAY_AREA_CHANGED)
         self.assertEqual(tracker.info.display_area.top_left, (-250.0, 300.0, 40.0))
         self.assertEqual(tracker.info.display_area.bottom_left, (-250.0, 10.0, -5.0))
@@ -402,7 +397,7 @@ class NotificationTests(TobiiTestCase):
         device.stream_error(
             sdk.STREAM_ERROR_SOURCE_STREAM_PUMP, sdk.STREAM_ERROR_INTERNAL_ERROR, "pump broke"
         )
-        yield waitFor(lambda: notes, what="the notification")
+        yield wait_for(lambda: notes, what="the notification")
         self.assertEqual(notes[0].kind, NotificationKind.STREAM_ERROR)
         self.assertIn("pump broke", notes[0].message)
         self.assertEqual(notes[0].data["error"], sdk.STREAM_ERROR_INTERNAL_ERROR)
@@ -412,7 +407,7 @@ class NotificationTests(TobiiTestCase):
         sdk, device, tracker, info, notes = yield self.connected()
         tracker.setNotificationReceiver(None)
         device.overflow()
-        yield waitFor(lambda: tracker.overflows == 1, what="the overflow")
+        yield wait_for(lambda: tracker.overflows == 1, what="the overflow")
         self.assertEqual(notes, [])
 
 
@@ -443,8 +438,8 @@ class StreamFailureTests(TobiiTestCase):
         def errors():
             return [n for n in notes if n.kind == NotificationKind.STREAM_ERROR]
 
-        yield waitFor(errors, what="the stream error")
-        yield sleep(0.2)  # 120 more records fail meanwhile
+        yield wait_for(errors, what="the stream error")
+        yield wait(0.2)  # 120 more records fail meanwhile
         self.assertEqual(batches, [])
         [note] = errors()
         self.assertEqual(note.data["source"], "callback")
@@ -462,7 +457,7 @@ class StreamFailureTests(TobiiTestCase):
         self.assertEqual(sdk.callback_errors, 0)
 
         device.missing_fields.clear()
-        yield waitFor(lambda: batches, what="gaze once the records are whole again")
+        yield wait_for(lambda: batches, what="gaze once the records are whole again")
 
     @defer.inlineCallbacks
     def test_clients_are_told_and_get_status_counts(self):
@@ -470,13 +465,11 @@ class StreamFailureTests(TobiiTestCase):
         Through the whole server: a tracking client gets a tracker_status
         "stream_error" naming the stream, and get_status counts the loss.
         """
-        from .support import serve_tracker
-
         sdk = self.makeSDK(frequency=600)
         device = sdk.device()
         device.missing_fields[sdk.EYETRACKER_GAZE_DATA] = ("right_gaze_point_on_display_area",)
         tracker = self.makeTracker(sdk)
-        _, client = yield serve_tracker(self, tracker, waitFor)
+        _, client = yield serve_tracker(self, tracker)
         status = yield client.request("get_status")
         self.assertEqual(status["streamErrors"], {})
         reply = yield client.request("start_tracking")
@@ -489,7 +482,7 @@ class StreamFailureTests(TobiiTestCase):
                 if m.get("type") == "tracker_status" and m.get("status") == "stream_error"
             ]
 
-        yield waitFor(told, what="the stream_error status")
+        yield wait_for(told, what="the stream_error status")
         [message] = told()
         self.assertEqual(message["data"]["stream"], "gaze")
         self.assertEqual(message["data"]["error"], "KeyError: 'right_gaze_point_on_display_area'")
@@ -545,7 +538,7 @@ class CalibrationTests(TobiiTestCase):
         yield tracker.leaveCalibration()
         self.assertFalse(device.in_calibration)
         yield tracker.leaveCalibration()  # twice is fine
-        yield waitFor(
+        yield wait_for(
             lambda: NotificationKind.CALIBRATION_CHANGED in [n.kind for n in notes],
             what="the calibration notification",
         )
@@ -598,7 +591,7 @@ class UserPositionTests(TobiiTestCase):
             position = tracker.getUserPosition()
             return position is not None and where(position)
 
-        yield waitFor(found, what="a user position")
+        yield wait_for(found, what="a user position")
         return tracker.getUserPosition()
 
     @defer.inlineCallbacks
@@ -654,11 +647,11 @@ class UserPositionTests(TobiiTestCase):
         # gaze can still be started and stopped; the feed stays
         batches = []
         yield tracker.startGaze(batches.append)
-        yield waitFor(lambda: batches, what="gaze")
+        yield wait_for(lambda: batches, what="gaze")
         yield tracker.stopGaze()
         self.assertIn(sdk.EYETRACKER_GAZE_DATA, device.subscriptions())
         count = len(batches)
-        yield sleep(0.05)
+        yield wait(0.05)
         self.assertEqual(len(batches), count)
 
     @defer.inlineCallbacks
@@ -675,8 +668,8 @@ class UserPositionTests(TobiiTestCase):
     def test_no_source(self):
         """2.x and a tracker without the guide: no positions, no error."""
         sdk, device, tracker, info, notes = yield self.connected(user_position_guide=False)
-        yield waitFor(lambda: tracker._positionFallback, what="the fallback")
-        yield sleep(0.05)
+        yield wait_for(lambda: tracker._positionFallback, what="the fallback")
+        yield wait(0.05)
         self.assertIsNone(tracker.getUserPosition())
         self.assertNotIn("user_position_guide", tracker.info.capabilities)
 
@@ -685,7 +678,7 @@ class UserPositionTests(TobiiTestCase):
         sdk, device, tracker, info, notes = yield self.connected()
         yield self.position(tracker)
         device.lose_connection()
-        yield waitFor(lambda: tracker.getUserPosition() is None, what="no position")
+        yield wait_for(lambda: tracker.getUserPosition() is None, what="no position")
 
     @defer.inlineCallbacks
     def head_moving_closer(self, version):
@@ -703,7 +696,7 @@ class UserPositionTests(TobiiTestCase):
         yield tracker.startGaze(samples.extend)
         # where the head starts (the middle of the box), then each step away from it
         start = yield self.position(tracker)
-        yield waitFor(lambda: samples, what="gaze")
+        yield wait_for(lambda: samples, what="gaze")
         distances, live, replayed = [], [], []
         last_z, last_distance = start.left[2], samples[-1]["left_origin_z"]
         for depth in (0.9, 0.6, 0.3, 0.1):  # track box z: from the back toward the front
@@ -715,7 +708,7 @@ class UserPositionTests(TobiiTestCase):
             def moved(distance=last_distance):
                 return samples and samples[-1]["left_origin_z"] != distance
 
-            yield waitFor(moved, what="gaze from the new place")
+            yield wait_for(moved, what="gaze from the new place")
             last_z, last_distance = position.left[2], samples[-1]["left_origin_z"]
             live.append(last_z)
             distances.append(float(last_distance))
@@ -760,7 +753,7 @@ class DisconnectTests(TobiiTestCase):
         batches = []
         yield tracker.startGaze(batches.append)
         yield tracker.enterCalibration()
-        yield sleep(0.1)
+        yield wait(0.1)
         sdk.call_delay = 0.03
         subscribed = device.subscriptions()
         self.assertGreaterEqual(len(subscribed), 8)
@@ -775,7 +768,7 @@ class DisconnectTests(TobiiTestCase):
         self.assertFalse(tracker._worker.started)
         self.assertFalse(any(thread.is_alive() for thread in tracker._worker.threads))
         count = len(batches)
-        yield sleep(0.05)
+        yield wait(0.05)
         self.assertEqual(len(batches), count)
         yield self.assertFailure(tracker.startGaze(batches.append), TrackerError)
 
@@ -801,11 +794,11 @@ class DisconnectTests(TobiiTestCase):
         tracker = self.makeTracker(sdk)
         tracker.stopTimeout = 0.2
         connecting = tracker.connect()
-        yield sleep(0.05)
+        yield wait(0.05)
         yield tracker.disconnect()
         self.assertNoResult(connecting)  # done while discovery still runs
         yield self.assertFailure(connecting, TrackerError)
-        yield waitFor(
+        yield wait_for(
             lambda: not any(thread.is_alive() for thread in tracker._worker.threads),
             what="the worker to end",
         )
@@ -837,7 +830,7 @@ class FakeSDKTests(unittest.TestCase):
             results.append(self.sdk.get_system_time_stamp())
 
         eyetracker.subscribe_to(self.sdk.EYETRACKER_GAZE_DATA, callback, as_dictionary=True)
-        yield waitFor(lambda: self.sdk.calls_from_callback, what="a recorded call")
+        yield wait_for(lambda: self.sdk.calls_from_callback, what="a recorded call")
         eyetracker.unsubscribe_from(self.sdk.EYETRACKER_GAZE_DATA, callback)
         self.assertEqual(results, [])
         self.assertGreater(self.sdk.callback_errors, 0)
@@ -853,7 +846,7 @@ class FakeSDKTests(unittest.TestCase):
             raise RuntimeError("boom")
 
         eyetracker.subscribe_to(self.sdk.EYETRACKER_GAZE_DATA, broken)
-        yield waitFor(lambda: errors, what="a stream error")
+        yield wait_for(lambda: errors, what="a stream error")
         eyetracker.unsubscribe_from(self.sdk.EYETRACKER_GAZE_DATA)
         eyetracker.unsubscribe_from(self.sdk.EYETRACKER_STREAM_ERRORS)
         self.assertEqual(errors[0]["source"], self.sdk.STREAM_ERROR_SOURCE_USER)
@@ -865,7 +858,7 @@ class FakeSDKTests(unittest.TestCase):
         eyetracker = self.sdk.EyeTracker(self.device.address)
         samples = []
         eyetracker.subscribe_to(self.sdk.EYETRACKER_GAZE_DATA, samples.append)
-        yield waitFor(lambda: samples, what="a sample")
+        yield wait_for(lambda: samples, what="a sample")
         eyetracker.unsubscribe_from(self.sdk.EYETRACKER_GAZE_DATA)
         sample = samples[0]
         self.assertEqual(len(sample.left_eye.gaze_point.position_on_display_area), 2)
@@ -918,7 +911,7 @@ class RealSDKTests(unittest.TestCase):
         from jspsych_tobii.config import ServerConfig
 
         from .support import serve
-        from .wsclient import connect, wait
+        from .wsclient import connect
 
         config = ServerConfig(port="tcp:0:interface=127.0.0.1", retry_interval=1.0)
         service, port = serve(self, config)

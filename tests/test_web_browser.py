@@ -22,8 +22,8 @@ from twisted.trial import unittest
 
 from jspsych_tobii.config import ServerConfig
 
-from .support import CHROMIUM, assert_close, chromium_args, serve
-from .wsclient import connect, wait
+from .support import CHROMIUM, assert_close, chromium_args, serve, wait
+from .wsclient import connect
 
 
 def artifact_dir():

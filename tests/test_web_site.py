@@ -22,8 +22,8 @@ from jspsych_tobii.server.protocol import own_origins
 from jspsych_tobii.web.status import _asset
 
 from .httpclient import request
-from .support import serve
-from .wsclient import connect, handshake_status, wait
+from .support import serve, wait
+from .wsclient import connect, handshake_status
 
 
 class SharedPortTests(unittest.TestCase):

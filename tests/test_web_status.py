@@ -20,10 +20,10 @@ from jspsych_tobii.recording.format import HEADER_SIZE, write_recording
 from jspsych_tobii.trackers.replay import ReplayTracker
 
 from .httpclient import request
-from .support import FakeServer, assert_close, mock_tracker, serve
+from .support import FakeServer, assert_close, mock_tracker, serve, wait
 from .test_calibration import POINTS
 from .test_recording import synthetic_samples, tracker_description
-from .wsclient import connect, wait
+from .wsclient import connect
 
 
 def board_of(server):

@@ -12,10 +12,8 @@ run on the reactor alone (the mock, the replay): no real time passes.
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
-from twisted.internet import defer, reactor, task
+from twisted.internet import defer, task
 from zope.interface.verify import verifyObject
 
 from jspsych_tobii.core.timesync import clock_from_seconds
@@ -28,19 +26,7 @@ from jspsych_tobii.interfaces import (
     UserPosition,
 )
 
-
-def sleep(seconds: float) -> defer.Deferred:
-    return task.deferLater(reactor, seconds, lambda: None)
-
-
-@defer.inlineCallbacks
-def wait_for(predicate, timeout: float, what: str = "condition"):
-    """Poll C{predicate} on the real reactor until it is true, for C{timeout} seconds at most."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        yield sleep(0.01)
+from .support import wait
 
 
 class TrackerContractMixin:
@@ -52,7 +38,7 @@ class TrackerContractMixin:
 
     def sleep(self, seconds: float) -> defer.Deferred:
         """Let C{seconds} pass (real time on the real reactor)."""
-        return sleep(seconds)
+        return wait(seconds)
 
     def settle(self, d: defer.Deferred) -> defer.Deferred:
         """C{d}, once it can fire (the real reactor fires it in its time)."""

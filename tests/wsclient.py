@@ -114,7 +114,3 @@ def handshake_status(port, origin, path="/", host="127.0.0.1"):
     from . import rawws
 
     return deferToThread(rawws.handshake_status, port, origin, path, host)
-
-
-def wait(seconds):
-    return task.deferLater(reactor, seconds, lambda: None)
