@@ -8,6 +8,7 @@ SDK process starts one.
 
 import json
 import os
+import signal
 import threading
 
 from . import fake_tobii_research as fake
@@ -35,10 +36,15 @@ def fake_sdk():
     sdk.clock_offset_us = options.get("clock_offset_us", 0)
     for stream, keys in (options.get("missing_fields") or {}).items():
         sdk.device().missing_fields[stream] = tuple(keys)
-    if options.get("lose_after") is not None:
+    if options.get("signals"):
+        # The parent test decides when: SIGUSR1 loses the connection,
+        # SIGUSR2 restores it (each on a thread, as the SDK's own events come).
         device = sdk.device()
-        threading.Timer(options["lose_after"], device.lose_connection).start()
-        threading.Timer(options["restore_after"], device.restore_connection).start()
+        for number, event in (
+            (signal.SIGUSR1, device.lose_connection),
+            (signal.SIGUSR2, device.restore_connection),
+        ):
+            signal.signal(number, lambda *_, event=event: threading.Thread(target=event).start())
     if options.get("noisy"):
         # Neither may reach the frame pipe.
         print("a print() from the SDK")

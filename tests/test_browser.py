@@ -139,7 +139,7 @@ class BrowserTests(LoopbackServerMixin, unittest.TestCase):
         # arrive after they were captured, and soon after
         self.assertGreater(result["latencyMin"], -1.0)
         # a wrong clock or unit is off by seconds; latency figures are bench/'s
-        self.assertLess(result["latencyMedian"], 250.0)
+        self.assertLess(result["latencyMedian"], 1000.0)
         for key in (
             "x",
             "y",

@@ -181,15 +181,20 @@ class StreamTests(ChildTestCase):
         yield other.startGaze(batches.append)
         yield wait_for(lambda: batches, what="gaze")
         lag = monotonic_us() + offset - batches[0]["system_time_us"][0]
-        self.assertLess(abs(lag), 100_000)
+        # a wrong offset is off by its 2500 s; the lag itself is bench/'s
+        self.assertLess(abs(lag), 1_000_000)
 
     @defer.inlineCallbacks
     def test_sdk_notifications_forwarded(self):
         """The tracker's own connection loss and restore (in the child) reach the server."""
-        tracker, info, notes = yield self.connected(lose_after=0.2, restore_after=0.4)
+        tracker, info, notes = yield self.connected(signals=True)
         batches = []
         yield tracker.startGaze(batches.append)
-        yield wait_for(lambda: len(connection(notes)) >= 2, what="the notifications")
+        yield wait_for(lambda: batches, what="gaze")
+        os.kill(tracker.pid, signal.SIGUSR1)
+        yield wait_for(lambda: connection(notes), what="the loss")
+        os.kill(tracker.pid, signal.SIGUSR2)
+        yield wait_for(lambda: len(connection(notes)) >= 2, what="the restore")
         lost, restored = connection(notes)
         self.assertEqual(lost.kind, NotificationKind.CONNECTION_LOST)
         self.assertEqual(restored.kind, NotificationKind.CONNECTION_RESTORED)

@@ -31,9 +31,10 @@ from jspsych_tobii.config import ConfigError, ServerConfig
 from jspsych_tobii.core.timesync import clock_from_seconds, monotonic_us
 from jspsych_tobii.server.lsl import GAZE_CHANNELS, ClockMapping, gaze_chunk, source_ids
 from jspsych_tobii.tap import Options, makeService
+from jspsych_tobii.trackers import mock as mock_module
 from jspsych_tobii.trackers.mock import MockTracker
 
-from .support import FakeServer, serve, wait
+from .support import FakeServer, serve, wait, wait_for
 from .test_recording import synthetic_samples, tracker_description
 from .wsclient import connect
 
@@ -276,6 +277,9 @@ class RealClockTests(unittest.TestCase):
         calibration and validation results arrive with their tracker time.
         """
         log = captured(self)
+        # the stream is what runs in real time; collecting the calibration
+        # point need not take a real tracker's 0.7 s
+        self.patch(mock_module, "CALIBRATION_COLLECT_SECONDS", 0.05)
         config = ServerConfig(
             port="tcp:0:interface=127.0.0.1", mock=True, mock_rate=1200.0, lsl=True
         )
@@ -300,7 +304,7 @@ class RealClockTests(unittest.TestCase):
         yield client.request("calibration_point", point={"x": 0.5, "y": 0.5})
         calibration = yield client.request("calibration_compute")
         yield client.request("calibration_stop")
-        yield wait(1.0)
+        yield wait_for(lambda: len(client.gaze) > 1300, what="1300 samples")
         copies = [{k: g[k] for k in ("x", "y", "timestamp")} for g in client.gaze[-900:]]
         yield client.request("validation_start")
         yield client.request(

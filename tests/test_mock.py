@@ -16,6 +16,7 @@ from jspsych_tobii.core import quality
 from jspsych_tobii.core.timesync import monotonic_us
 from jspsych_tobii.interfaces import GAZE_DTYPE, NotificationKind, TrackerError
 from jspsych_tobii.tap import Options
+from jspsych_tobii.trackers import mock
 from jspsych_tobii.trackers.eyemodel import EyeModel
 from jspsych_tobii.trackers.mock import MockTracker
 from jspsych_tobii.trackers.paced import IPacing, ThreadPacing, TimerPacing
@@ -32,6 +33,12 @@ class MockContractTests(ClockContractMixin, unittest.TestCase):
 
 class MockPerSampleContractTests(TrackerContractMixin, unittest.TestCase):
     """The mock as the server runs it: each sample handed over from a pacing thread."""
+
+    def setUp(self):
+        super().setUp()
+        # the pacing thread is what runs in real time here; collecting a
+        # calibration point need not take a real tracker's 0.7 s
+        self.patch(mock, "CALIBRATION_COLLECT_SECONDS", 0.05)
 
     def makeTracker(self):
         pacing = ThreadPacing(reactor, monotonic_us)

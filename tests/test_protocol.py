@@ -227,7 +227,7 @@ class TimingChainTests(LoopbackServerMixin, unittest.TestCase):
         self.assertGreater(min(latencies), -1.0, "a sample arrived before it was captured")
         # a clock or unit mistake is off by seconds; the latency itself is a
         # bench figure (bench/), so this bound only has to survive a loaded machine
-        self.assertLess(sorted(latencies)[len(latencies) // 2], 250.0)
+        self.assertLess(sorted(latencies)[len(latencies) // 2], 1000.0)
 
 
 class LogCapture:

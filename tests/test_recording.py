@@ -23,6 +23,7 @@ from jspsych_tobii.interfaces import (
     empty_gaze,
 )
 from jspsych_tobii.recording import format as fmt
+from jspsych_tobii.recording import writer as writer_module
 from jspsych_tobii.recording.format import (
     HEADER_SIZE,
     RecordingFormatError,
@@ -315,7 +316,11 @@ class WriterTests(unittest.SynchronousTestCase):
         self.assertEqual(files.flushed_until_us, samples["system_time_us"][-1])
 
     def test_flushed_within_interval(self):
-        """Samples reach the file (the OS) within the flush interval, without any sync call."""
+        """
+        Samples reach the file (the OS) after the flush interval, without any
+        sync call.  How soon is bench/bench_recording.py's; the bound here
+        only tells the interval (0.05 s) from one a hundred times longer.
+        """
         recorder = self.recorder(flush_interval=0.05)
         files = recorder.session_started(1, T0_US)
         recorder.write_batch(synthetic_samples(5))
@@ -324,23 +329,35 @@ class WriterTests(unittest.SynchronousTestCase):
         queued = time.monotonic()
         recorder.write_batch(batch)
         while os.path.getsize(files.gaze_path) < HEADER_SIZE + 15 * GAZE_DTYPE.itemsize:
-            self.assertLess(time.monotonic() - queued, 1.0, "not flushed within 1 s")
+            self.assertLess(time.monotonic() - queued, 5.0, "not flushed within 5 s")
             time.sleep(0.005)
-        self.assertLess(time.monotonic() - queued, 0.5)
         self.assertEqual(len(read_gaze(files.gaze_path)), 15)
         # meanwhile the header still says the session is open
         self.assertFalse(read_header(files.gaze_path)["complete"])
 
-    def test_reactor_side_is_cheap(self):
-        """Handing a batch over is a deque append: far below the 2 ms between batches."""
+    def test_reactor_side_only_queues(self):
+        """
+        Handing a batch over queues it: the samples are written on the writer
+        thread, never on the caller's (the reactor's).  What a batch costs
+        the reactor is measured by bench/bench_recording.py.
+        """
+        threads = []
+        write_gaze = writer_module._Writer.write_gaze
+
+        def spy(writer, batches):
+            threads.append(threading.current_thread())
+            return write_gaze(writer, batches)
+
+        self.patch(writer_module._Writer, "write_gaze", spy)
         recorder = self.recorder()
-        recorder.session_started(1, T0_US)
-        batches = batches_of(synthetic_samples(3000), 3)
-        start = time.perf_counter()
-        for batch in batches:
+        files = recorder.session_started(1, T0_US)
+        samples = synthetic_samples(3000)
+        for batch in batches_of(samples, 3):
             recorder.write_batch(batch)
-        per_batch = (time.perf_counter() - start) / len(batches)
-        self.assertLess(per_batch, 50e-6)
+        recorder.close()
+        self.assertTrue(threads, "no sample was written")
+        self.assertNotIn(threading.current_thread(), threads)
+        self.assertEqual(read_gaze(files.gaze_path).tobytes(), samples.tobytes())
 
     def test_wrong_dtype(self):
         recorder = self.recorder()

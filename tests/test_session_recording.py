@@ -30,7 +30,7 @@ class RecordingServerTests(unittest.TestCase):
             port="tcp:0:interface=127.0.0.1",
             mock=True,
             mock_rate=1200,
-            buffer_size=600,  # half a second in memory: older samples come from disk
+            buffer_size=300,  # a quarter second in memory: older samples come from disk
             record_dir=self.folder,
         )
         self.service, self.port = serve(self, config)
@@ -42,15 +42,15 @@ class RecordingServerTests(unittest.TestCase):
         self.addCleanup(client.dropConnection, abort=True)
         yield client.sync_time(rounds=3, interval=0.01)
         yield client.request("start_tracking")
-        yield wait(2.0)
+        yield wait(1.0)
         marker = yield client.request(
             "marker", label="stimulus_on", timestamp=client.now(), data={"trial": 3}
         )
         self.assertIs(marker["success"], True)
-        # the whole session: 2 s at 1200 Hz, far more than the 600 in memory
+        # the whole session: 1 s at 1200 Hz, far more than the 300 in memory
         everything = yield client.request("get_data", timeout=30)
         seqs = [s["seq"] for s in everything["samples"]]
-        self.assertGreater(len(seqs), 2000)
+        self.assertGreater(len(seqs), 1000)
         self.assertEqual(seqs, list(range(len(seqs))))
         self.assertIs(everything["truncated"], False)
         self.assertLess(
