@@ -118,7 +118,9 @@ class EmbedTests(unittest.TestCase):
             "import asyncio\n"
             "from twisted.internet import asyncioreactor\n"
             "asyncioreactor.install(asyncio.new_event_loop())\n"
-            "from jspsych_tobii import TobiiServer\n"
+            "from jspsych_tobii import TobiiServer, embed\n"
+            # the probe's wait (2 s), short: the call never comes back here
+            "embed.LOOP_PROBE_SECONDS = 0.2\n"
             "try:\n"
             "    asyncio.run(TobiiServer(port=0, mock=True).start())\n"
             "except RuntimeError as e:\n"

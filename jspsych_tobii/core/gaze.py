@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.test_gaze -*-
 """
 From binocular records to what the jsPsych client reads.
 

@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.test_handoff -*-
 """
 Hand-off of stream data from a foreign thread to the reactor.
 
