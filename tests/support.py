@@ -142,9 +142,8 @@ def serve(case, options, make_tracker=None):
 def serve_tracker(case, tracker):
     """
     The whole server with C{tracker} on an ephemeral loopback port, once
-    the tracker is available, and a
-    L{tests.wsclient} client connected to it (dropped when the test ends).
-    Fires with C{(service, client)}.
+    the tracker is available, and a L{tests.wsclient} client connected to
+    it (dropped when the test ends).  Fires with C{(service, client)}.
     """
     from .wsclient import connect
 

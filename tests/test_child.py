@@ -129,16 +129,16 @@ class Contract1xTests(ContractTests):
 class StreamTests(ChildTestCase):
     @defer.inlineCallbacks
     def test_1200hz_none_lost(self):
-        """One second at 1200 Hz through the pipes: every sample, in order, in batches."""
+        """Half a second at 1200 Hz through the pipes: every sample, in order, in batches."""
         tracker, info, notes = yield self.connected(frequency=1200.0)
         self.assertEqual(info.frequency, 1200.0)
         batches = []
         yield tracker.startGaze(batches.append)
-        yield wait(1.0)
+        yield wait(0.5)
         yield tracker.stopGaze()
         samples = np.concatenate(batches)
         self.assertEqual(samples.dtype, GAZE_DTYPE)
-        self.assertGreater(len(samples), 1100)
+        self.assertGreater(len(samples), 500)
         steps = np.diff(samples["system_time_us"])
         period = 1e6 / 1200.0
         # every step is one period (833 or 834 µs): nothing lost, nothing repeated

@@ -2,6 +2,7 @@
 Tests of the command lines, run as a user would: in a subprocess.
 """
 
+import functools
 import os
 import shutil
 import signal
@@ -33,6 +34,12 @@ def run_cli(*argv, timeout=30):
         timeout=timeout,
         env=ENV,
     )
+
+
+@functools.lru_cache(maxsize=None)
+def help_output():
+    """C{jspsych-tobii-server --help}, run once for the tests that read it."""
+    return run_cli("--help")
 
 
 def start_cli(*argv):
@@ -91,7 +98,7 @@ class ConsoleScriptTests(unittest.TestCase):
         self.assertEqual(result.stdout.strip(), f"jspsych-tobii {jspsych_tobii.__version__}")
 
     def test_help_lists_options(self):
-        result = run_cli("--help")
+        result = help_output()
         self.assertEqual(result.returncode, 0)
         for option in (
             "--host",
@@ -107,7 +114,7 @@ class ConsoleScriptTests(unittest.TestCase):
             self.assertIn(option, result.stdout)
 
     def test_help_starts_with_usage(self):
-        result = run_cli("--help")
+        result = help_output()
         self.assertEqual(result.stdout.splitlines()[0], "Usage: jspsych-tobii-server [options]")
 
     def test_help_into_a_closed_pipe(self):

@@ -217,7 +217,7 @@ class GazeTests(TobiiTestCase):
     @defer.inlineCallbacks
     def test_1200hz_none_lost(self):
         """
-        A second at 1200 Hz arrives whole: every sample, in order, with the
+        Half a second at 1200 Hz arrives whole: every sample, in order, with the
         SDK's time stamps; bursts that pile up while the reactor is busy cost
         one hand-off each.
         """
@@ -232,7 +232,7 @@ class GazeTests(TobiiTestCase):
         busy = task.LoopingCall(time.sleep, 0.004)
         busy.start(0.02)
         yield tracker.startGaze(receive)
-        yield wait(1.0)
+        yield wait(0.5)
         busy.stop()
         yield tracker.stopGaze()
 
@@ -240,7 +240,7 @@ class GazeTests(TobiiTestCase):
         for batch in batches:
             self.assertEqual(batch.dtype, GAZE_DTYPE)
         rows = np.concatenate(batches)
-        self.assertGreater(len(rows), 900)
+        self.assertGreater(len(rows), 450)
         stamps = rows["system_time_us"]
         steps = np.diff(stamps)
         self.assertTrue(np.all(steps > 0), "system time stamps must strictly increase")

@@ -82,8 +82,9 @@ class ChromiumMixin:
         return out.decode()
 
     @defer.inlineCallbacks
-    def page_state(self, url=None):
-        dom = yield self.chromium("--dump-dom", url=url)
+    def page_state(self, *args, url=None):
+        """The page's data- attributes and its DOM (C{args}: more of Chromium's)."""
+        dom = yield self.chromium("--dump-dom", *args, url=url)
         body = re.search(r"<body([^>]*)>", dom).group(1)
         state = dict(re.findall(r'data-([a-z-]+)="([^"]*)"', body))
         return state, dom
@@ -126,15 +127,15 @@ class StatusPageInChromiumTests(ChromiumMixin, unittest.TestCase):
 
         yield pages[0].request("mock_look_at", point={"x": 0.8, "y": 0.7})
         yield wait(0.5)
-        second, dom = yield self.page_state()
+        # the same run of Chromium takes the screenshot
+        shot = os.path.join(artifact_dir(), "status.png")
+        second, dom = yield self.page_state(f"--screenshot={shot}", "--window-size=1280,1100")
         assert_close(self, float(second["gaze-x"]), 0.8, 0.03)
         assert_close(self, float(second["gaze-y"]), 0.7, 0.03)
         # two pages at 600 Hz for more than half a second between the two looks
         self.assertGreater(int(second["frames"]), int(first["frames"]) + 2 * 300)
         self.assertGreater(int(second["samples"]), int(first["samples"]) + 300)
 
-        shot = os.path.join(artifact_dir(), "status.png")
-        yield self.chromium(f"--screenshot={shot}", "--window-size=1280,1100")
         with open(shot, "rb") as f:
             image = f.read()
         self.assertTrue(image.startswith(b"\x89PNG"), "no screenshot")
