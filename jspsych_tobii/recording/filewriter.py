@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_filewriter, tests.test_recording -*-
+# -*- test-case-name: tests.test_filewriter,tests.test_recording -*-
 """
 What the recorder's writer thread does: L{SessionFiles}, one recorded
 session's files and counts (shared with the reactor), L{Command}, a queued

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_web_preview, tests.test_web_status -*-
+# -*- test-case-name: tests.test_web_preview,tests.test_web_status -*-
 """
 The status page's gaze preview (C{POST /preview}): its explicit way to see
 gaze when no experiment is tracking.  The hub runs the tracker's stream for
