@@ -22,8 +22,8 @@ from jspsych_tobii.interfaces import (
     TrackerNotification,
     empty_gaze,
 )
+from jspsych_tobii.recording import filewriter
 from jspsych_tobii.recording import format as fmt
-from jspsych_tobii.recording import writer as writer_module
 from jspsych_tobii.recording.format import (
     HEADER_SIZE,
     RecordingFormatError,
@@ -342,13 +342,13 @@ class WriterTests(unittest.SynchronousTestCase):
         the reactor is measured by bench/bench_recording.py.
         """
         threads = []
-        write_gaze = writer_module._Writer.write_gaze
+        write_gaze = filewriter.FileWriter.write_gaze
 
         def spy(writer, batches):
             threads.append(threading.current_thread())
             return write_gaze(writer, batches)
 
-        self.patch(writer_module._Writer, "write_gaze", spy)
+        self.patch(filewriter.FileWriter, "write_gaze", spy)
         recorder = self.recorder()
         files = recorder.session_started(1, T0_US)
         samples = synthetic_samples(3000)
