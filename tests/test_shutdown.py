@@ -57,12 +57,12 @@ class ShutdownTests(unittest.TestCase):
         finally:
             started = time.monotonic()
             process.send_signal(signal.SIGTERM)
-            out, err = process.communicate(timeout=10)
+            out, err = process.communicate(timeout=30)
             elapsed = time.monotonic() - started
         self.assertEqual(process.returncode, 0, err)
-        # prompt, not a hang until communicate's timeout; a loose bound, as the
-        # machine may be loaded (how long shutdown takes is not a unit test's)
-        self.assertLess(elapsed, 5.0)
+        # not a hang: a loose bound, as the machine may be loaded (how long
+        # shutdown takes is not a unit test's; it took 7 s at a load of 12)
+        self.assertLess(elapsed, 20.0)
         seen = json.loads(out.strip().splitlines()[-1])
         self.assertEqual(seen["open_subscriptions"], 0)
         self.assertEqual(seen["unsubscribed"], seen["subscribed"])
