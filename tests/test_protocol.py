@@ -843,11 +843,11 @@ class HostileClientTests(LoopbackServerMixin, unittest.TestCase):
         server = self.server_side(c)
         count = 20_000
         c.transport.write(frame(1, b"") * count)
-        yield self.until(lambda: len(c.other) == count, seconds=60)
+        yield wait_for(lambda: len(c.other) == count, timeout=60, what="every answer")
         self.assertEqual({m["type"] for m in c.other}, {"error"})
         self.assertGreater(server.intake.postponed, 0)
         seen = len(watcher.gaze)
-        yield self.until(lambda: len(watcher.gaze) > seen)
+        yield wait_for(lambda: len(watcher.gaze) > seen, what="the watcher's gaze")
         reply = yield c.request("get_status")
         self.assertIs(reply["success"], True)
 
