@@ -157,6 +157,19 @@ def serve_tracker(case, tracker):
     return service, client
 
 
+class PauseRecorder:
+    """A transport's incoming side (an C{IPushProducer}): records pauses and resumes."""
+
+    def __init__(self):
+        self.events = []
+
+    def pauseProducing(self):
+        self.events.append("pause")
+
+    def resumeProducing(self):
+        self.events.append("resume")
+
+
 class InlineWork(_service.Service):
     """The L{WorkerPool} of a fake server: each job runs at once, on the calling thread."""
 

@@ -16,20 +16,7 @@ from txaio.testutil import replace_loop
 from jspsych_tobii.server.intake import MAX_STEPS_PER_TURN, Intake
 
 from .rawws import frame, handshake_request
-from .support import FakeServer, HeldWork
-
-
-class Transport:
-    """A transport's incoming side: records pauses and resumes."""
-
-    def __init__(self):
-        self.events = []
-
-    def pauseProducing(self):
-        self.events.append("pause")
-
-    def resumeProducing(self):
-        self.events.append("resume")
+from .support import FakeServer, HeldWork, PauseRecorder
 
 
 class Parser:
@@ -51,7 +38,7 @@ class Parser:
 class IntakeTests(unittest.SynchronousTestCase):
     def setUp(self):
         self.clock = Clock()
-        self.transport = Transport()
+        self.transport = PauseRecorder()
         self.parser = Parser()
         self.intake = Intake(self.transport, self.parser.consume, self.clock)
         self.parser.intake = self.intake

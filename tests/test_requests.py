@@ -24,7 +24,7 @@ from jspsych_tobii.server.requests import (
     decode_large,
 )
 
-from .support import FakeServer, HeldWork
+from .support import FakeServer, HeldWork, PauseRecorder
 
 
 class ErrorTextTests(unittest.SynchronousTestCase):
@@ -158,7 +158,7 @@ class WorkAndLimitsTests(unittest.SynchronousTestCase):
         frames after it wait (their socket is paused), and are answered in order.
         """
         work = self.server.state.work = HeldWork()
-        reader = Reader()
+        reader = PauseRecorder()
         self.client.session.requests.reader = reader
         self.client.send({"type": "validation_start"})
         big = {
@@ -243,7 +243,7 @@ class TurnBudgetTests(unittest.SynchronousTestCase):
     def test_requests_past_the_budget_wait_for_the_next_turn(self):
         server = FakeServer()
         client = server.client()
-        reader = Reader()
+        reader = PauseRecorder()
         client.session.requests.reader = reader
         ticks = iter(range(10**6))
         tick = TURN_BUDGET_S / 4.2  # five requests pass the budget
@@ -272,16 +272,3 @@ class TurnBudgetTests(unittest.SynchronousTestCase):
         for i in range(50):
             greedy.send({"type": "time_sync", "clientTime": i})
         self.assertIs(other.request("time_sync", clientTime=1)["success"], True)
-
-
-class Reader:
-    """A transport's incoming side: records pauses and resumes."""
-
-    def __init__(self):
-        self.events = []
-
-    def pauseProducing(self):
-        self.events.append("pause")
-
-    def resumeProducing(self):
-        self.events.append("resume")
