@@ -371,6 +371,52 @@ class SendGateTests(unittest.SynchronousTestCase):
         r.clock.advance(0)
         self.assertEqual(r.sent, [("begin", None), ("fragment", b"a")])
 
+    def test_piece_that_raises_aborts(self):
+        """Making a piece raises (a bug): logged, aborted, this and the queued streams fail."""
+        r = Recorder()
+        gate = r.gate()
+
+        def pieces():
+            yield b"a"
+            raise ValueError("broken encoder")
+
+        d = gate.send_stream(pieces())
+        queued = gate.send_stream(iter([b"b"]))
+        for _ in range(3):
+            r.clock.advance(0)
+        self.assertTrue(r.aborted)
+        self.failureResultOf(d, ConnectionError)
+        self.failureResultOf(queued, ConnectionError)
+        self.assertEqual(len(self.flushLoggedErrors(ValueError)), 1)
+        self.assertEqual(r.sent, [("begin", None), ("fragment", b"a")])
+
+    def test_piece_already_failed_aborts(self):
+        r = Recorder()
+        gate = r.gate()
+        d = gate.send_stream(iter([defer.fail(ValueError("broken encoder")), b"b"]))
+        r.clock.advance(0)
+        self.assertTrue(r.aborted)
+        self.failureResultOf(d, ConnectionError)
+        self.assertEqual(len(self.flushLoggedErrors(ValueError)), 1)
+        r.clock.advance(0)
+        self.assertEqual(r.sent, [("begin", None)])
+
+    def test_piece_failing_after_close_is_logged(self):
+        """The connection closed while a piece was being made, which then failed."""
+        r = Recorder()
+        gate = r.gate()
+        ready = defer.Deferred()
+        d = gate.send_stream(iter([ready, b"b"]))
+        r.clock.advance(0)
+        gate.close()
+        self.failureResultOf(d, ConnectionError)
+        ready.errback(ValueError("broken encoder"))
+        self.assertEqual(len(self.flushLoggedErrors(ValueError)), 1)
+        self.assertIsNone(self.successResultOf(ready))
+        self.assertFalse(r.aborted)  # (closed already)
+        r.clock.advance(0)
+        self.assertEqual(r.sent, [("begin", None)])
+
     def test_stream_fails_when_closed(self):
         r = Recorder()
         gate = r.gate()

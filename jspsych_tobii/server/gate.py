@@ -19,9 +19,17 @@ from a client that does not read costs nothing.
 Large replies are streamed (L{send_stream}): one WebSocket message sent as
 a series of fragments, one fragment per reactor turn and only while the
 transport takes data, so neither encoding nor copying a large answer ever
-holds up the reactor (a piece made on another thread is waited for).
-Nothing may be interleaved with a fragmented message, so gaze frames and
-other replies for this client wait in the backlog until it ends.
+holds up the reactor.  Twisted's L{task.Cooperator} does the pacing: each
+gate has one, scheduling with the injected reactor and doing one unit of
+work per turn; a stream is a L{task.CooperativeTask} that is paused and
+resumed with the gate, stopped when the connection closes, and waits by
+itself for a piece made on another thread (a Deferred).  One part stays
+by hand: a piece that fails after the connection closed (the task already
+stopped) is logged by the gate, since the Cooperator would try to complete
+the stopped task a second time (and fail with AlreadyCalledError).
+Streams go out one after another.  Nothing may be interleaved with a
+fragmented message, so gaze frames and other replies for this client wait
+in the backlog until it ends.
 """
 
 from __future__ import annotations
@@ -29,8 +37,8 @@ from __future__ import annotations
 import collections
 from typing import Any, Callable, Iterator, List, Optional, Union
 
-from twisted.internet import defer
-from twisted.internet.interfaces import IDelayedCall, IPushProducer, IReactorTime
+from twisted.internet import defer, task
+from twisted.internet.interfaces import IPushProducer, IReactorTime
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
@@ -57,7 +65,8 @@ class SendGate:
         at once), C{begin_message()}, C{send_fragment(data)},
         C{end_message()} (a message in fragments), C{send_pong(payload)},
         C{send_close(code, reason)} (a close frame) and C{abort()}.
-    @param reactor: provides C{callLater}, to stream a fragment per turn.
+    @param reactor: provides C{callLater}, with which the gate's cooperator
+        streams a fragment per turn.
     """
 
     log = Logger()
@@ -70,7 +79,6 @@ class SendGate:
         gaze_backlog: int = DEFAULT_GAZE_BACKLOG,
     ):
         self._channel = channel
-        self._reactor = reactor
         self.peer = peer
         self.paused = False  # by the transport: its buffer is full
         self.closed = False
@@ -78,10 +86,14 @@ class SendGate:
         self._replies: collections.deque = collections.deque()
         self._reply_bytes = 0
         self._pong: Optional[bytes] = None  # the newest ping's, while paused
-        self._streams: collections.deque = collections.deque()  # waiting to be sent
-        self._stream: Optional[tuple] = None  # (pieces, deferred) being sent
-        self._pump: Optional[IDelayedCall] = None
-        self._waiting: Optional[defer.Deferred] = None  # for the stream's next piece
+        self._streams: collections.deque = collections.deque()  # (pieces, deferred) waiting
+        self._stream: Optional[defer.Deferred] = None  # fires when the current message is out
+        self._sending: Optional[task.CooperativeTask] = None  # sending that message's pieces
+        # one unit of work (one fragment) per reactor turn
+        self._turns = task.Cooperator(
+            terminationPredicateFactory=lambda: lambda: True,
+            scheduler=lambda work: reactor.callLater(0, work),
+        )
         self.dropped = 0  # gaze frames dropped, in all
         self._dropped_unreported = 0
         self.sent_gaze = 0
@@ -218,14 +230,13 @@ class SendGate:
         self._replies.clear()
         self._reply_bytes = 0
         self._pong = None
-        if self._pump is not None and self._pump.active():
-            self._pump.cancel()
-        self._pump = None
-        self._waiting = None
-        pending = ([self._stream] if self._stream else []) + list(self._streams)
+        sending, self._sending = self._sending, None
+        if sending is not None:
+            sending.stop()  # (see _stream_ended)
+        pending = ([self._stream] if self._stream else []) + [d for _, d in self._streams]
         self._stream = None
         self._streams.clear()
-        for _, d in pending:
+        for d in pending:
             d.errback(ConnectionError("the connection closed"))
 
     # -- streaming
@@ -233,64 +244,69 @@ class SendGate:
     def _next_stream(self) -> None:
         if self._stream is not None or not self._streams or self.paused or self.closed:
             return
-        self._stream = self._streams.popleft()
+        pieces, self._stream = self._streams.popleft()
         self._channel.begin_message()
-        self._schedule()
+        self._sending = self._turns.cooperate(self._fragments(pieces))
+        self._sending.whenDone().addBoth(self._stream_ended)
 
-    def _schedule(self) -> None:
-        if self._pump is None and self._waiting is None and not self.paused and not self.closed:
-            self._pump = self._reactor.callLater(0, self._send_piece)
+    def _fragments(
+        self, pieces: Iterator[Union[bytes, defer.Deferred]]
+    ) -> Iterator[Optional[defer.Deferred]]:
+        """One piece per unit of work: sent, or a Deferred for the task to wait for."""
+        for piece in pieces:
+            if isinstance(piece, defer.Deferred):
+                yield piece.addErrback(self._piece_failed)
+            else:
+                if piece:
+                    self._channel.send_fragment(piece)
+                yield None
 
-    def _send_piece(self) -> None:
-        self._pump = None
-        if self._stream is None or self.closed or self.paused:
+    def _stream_ended(self, result: object) -> None:
+        self._sending = None
+        if isinstance(result, Failure):
+            # stopped by close(), which fails the stream's Deferred; or a piece
+            # raised or failed
+            if not result.check(task.TaskStopped):
+                self._broken(result)
             return
-        pieces, d = self._stream
-        try:
-            piece = next(pieces, None)
-        except Exception:
-            # the producer promised to end its JSON itself; this is a bug
-            self.log.failure("streaming a reply to {peer}", peer=self.peer)
-            self.close()  # (the stream's Deferred fails: the reply was not sent)
-            self._channel.abort()
-            return
-        if isinstance(piece, defer.Deferred):
-            self._waiting = piece
-            piece.addBoth(self._piece_ready)
-            return
-        if piece is not None:
-            if piece:
-                self._channel.send_fragment(piece)
-            self._schedule()
-            return
+        d, self._stream = self._stream, None
         self._channel.end_message()
-        self._stream = None
+        assert d is not None
         d.callback(None)
         self._flush()
         self._next_stream()
 
-    def _piece_ready(self, result: object) -> None:
-        self._waiting = None
-        if isinstance(result, Failure):
-            # the producer promised to end its JSON itself; this is a bug
-            self.log.failure("streaming a reply to {peer}", result, peer=self.peer)
-            if not self.closed:
-                self.close()
-                self._channel.abort()
-            return
-        if self._stream is not None:
-            self._schedule()
+    def _piece_failed(self, failure: Failure) -> Optional[Failure]:
+        """
+        A piece failed instead of coming: the task fails with it (see
+        L{_stream_ended}), unless close() stopped the task while it waited;
+        a stopped task must not be completed again, so it is logged here.
+        """
+        if not self.closed:
+            return failure
+        self._broken(failure)
+        return None
+
+    def _broken(self, failure: Failure) -> None:
+        # the producer promised to end its JSON itself; this is a bug
+        self.log.failure("streaming a reply to {peer}", failure, peer=self.peer)
+        if not self.closed:
+            self.close()  # (the stream's Deferred fails: the reply was not sent)
+            self._channel.abort()
 
     # -- IPushProducer
 
     def pauseProducing(self) -> None:
+        if not self.paused and self._sending is not None:
+            self._sending.pause()
         self.paused = True
 
     def resumeProducing(self) -> None:
-        self.paused = False
+        was_paused, self.paused = self.paused, False
         self._send_pong()
         if self._stream is not None:
-            self._schedule()
+            if was_paused and self._sending is not None:
+                self._sending.resume()
         else:
             self._flush()
             self._next_stream()
