@@ -62,6 +62,7 @@ def figures(result):
 
 
 def run(args):
+    from bench_stream import wait_listening
     from twisted.internet import defer, reactor
     from twisted.web import resource, server, static
 
@@ -91,11 +92,6 @@ def run(args):
     site = reactor.listenTCP(0, server.Site(root), interface="127.0.0.1")
     web = site.getHost().port
 
-    def sleep(seconds):
-        d = defer.Deferred()
-        reactor.callLater(seconds, d.callback, None)
-        return d
-
     @defer.inlineCallbacks
     def one(mode):
         port = free_port()
@@ -107,12 +103,7 @@ def run(args):
         profile = tempfile.mkdtemp(prefix="bench-browser-")
         browser = None
         try:
-            for _ in range(200):
-                try:
-                    socket.create_connection(("127.0.0.1", port), timeout=0.1).close()
-                    break
-                except OSError:
-                    yield sleep(0.05)
+            yield wait_listening(port, srv)
             report.waiting = defer.Deferred()
             url = (
                 f"http://127.0.0.1:{web}/latency.html?server=ws://127.0.0.1:{port}"

@@ -50,8 +50,8 @@ import tempfile
 import time
 
 from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientProtocol
-from bench_stream import run_on_reactor
-from twisted.internet import defer, protocol, reactor, task
+from bench_stream import report_checks, run_on_reactor, sleep, wait_listening
+from twisted.internet import defer, protocol, reactor
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 #: Baseline before each request, and the pause between runs (ms).
@@ -134,10 +134,6 @@ def longest_gap(arrivals, start, end):
     return max((b - a for a, b in zip(times, times[1:])), default=float("nan"))
 
 
-def sleep(seconds):
-    return task.deferLater(reactor, seconds, lambda: None)
-
-
 @defer.inlineCallbacks
 def live_runs(args):
     folder = tempfile.mkdtemp(prefix="bench-get-data-")
@@ -165,12 +161,7 @@ def live_runs(args):
     asker = None
     runs = []
     try:
-        for _ in range(100):
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.1).close()
-                break
-            except OSError:
-                yield sleep(0.05)
+        yield wait_listening(port, server)
         factory = WebSocketClientFactory(f"ws://127.0.0.1:{port}")
         factory.protocol = Watcher
         factory.opened = defer.Deferred()
@@ -371,9 +362,7 @@ def main():
         ),
     ]
     print()
-    for label, ok, value in checks:
-        print(f"[{'PASS' if ok else 'FAIL'}] {label}: {value}")
-    sys.exit(0 if all(ok for _, ok, _ in checks) else 1)
+    sys.exit(0 if report_checks(checks, indent="") else 1)
 
 
 if __name__ == "__main__":

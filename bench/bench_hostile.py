@@ -351,8 +351,8 @@ def rss_mb(pid):
 
 def run(args):
     from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientProtocol
-    from bench_stream import run_on_reactor
-    from twisted.internet import defer, reactor, task
+    from bench_stream import run_on_reactor, sleep, wait_listening
+    from twisted.internet import defer, reactor
 
     class Watcher(WebSocketClientProtocol):
         def onOpen(self):
@@ -365,9 +365,6 @@ def run(args):
                 self.arrivals.append(time.monotonic_ns() / 1e6)
                 at = payload.find(b'"seq":') + 6
                 self.seqs.append(int(payload[at : payload.index(b",", at)]))
-
-    def sleep(seconds):
-        return task.deferLater(reactor, seconds, lambda: None)
 
     def lost(watcher, start, end):
         """Samples the watcher missed in [start, end]: gaps in the sequence numbers."""
@@ -407,14 +404,7 @@ def run(args):
         rows = []
         probe_path = probe.name
         try:
-            for _ in range(200):
-                if server.poll() is not None:
-                    raise SystemExit(f"the server exited ({server.returncode}) before serving")
-                try:
-                    socket.create_connection(("127.0.0.1", port), timeout=0.1).close()
-                    break
-                except OSError:
-                    yield sleep(0.05)
+            yield wait_listening(port, server)
             factory = WebSocketClientFactory(f"ws://127.0.0.1:{port}")
             factory.protocol = Watcher
             factory.opened = defer.Deferred()

@@ -145,9 +145,7 @@ def run(args):
         ("no LSL sample lost", received > 0 and lsl_lost == 0 and ordered, f"{lsl_lost} lost"),
     ]
     print("\ntargets")
-    for label, ok, value in checks:
-        print(f"  [{'PASS' if ok else 'FAIL'}] {label}: {value}")
-    return all(ok for _, ok, _ in checks)
+    return bench_stream.report_checks(checks)
 
 
 def main():

@@ -123,12 +123,7 @@ class StatusPoller:
 def measure(name, command, port, clients, seconds, status_poll=0.0):
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
-        for _ in range(200):
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.1).close()
-                break
-            except OSError:
-                yield task.deferLater(reactor, 0.05, lambda: None)
+        yield wait_listening(port, process)
         factory = WebSocketClientFactory(f"ws://127.0.0.1:{port}")
         factory.protocol = Client
         factory.setProtocolOptions(utf8validateIncoming=False)
@@ -313,8 +308,35 @@ def run(args):
                 f"{b['p99']:.2f} ms",
             )
         )
+    return report_checks(checks)
+
+
+def sleep(seconds):
+    """A Deferred that fires after C{seconds} on the reactor."""
+    return task.deferLater(reactor, seconds, lambda: None)
+
+
+@defer.inlineCallbacks
+def wait_listening(port, process=None, tries=200):
+    """
+    Wait until something accepts connections on 127.0.0.1:C{port}; stop the
+    bench if C{process} (the server) exits first.
+    """
+    for _ in range(tries):
+        if process is not None and process.poll() is not None:
+            raise SystemExit(f"the server exited ({process.returncode}) before serving")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.1).close()
+            return
+        except OSError:
+            yield sleep(0.05)
+    raise SystemExit(f"nothing listened on port {port}")
+
+
+def report_checks(checks, indent="  "):
+    """Print each (label, ok, value) as PASS or FAIL; whether all passed."""
     for label, ok, value in checks:
-        print(f"  [{'PASS' if ok else 'FAIL'}] {label}: {value}")
+        print(f"{indent}[{'PASS' if ok else 'FAIL'}] {label}: {value}")
     return all(ok for _, ok, _ in checks)
 
 
