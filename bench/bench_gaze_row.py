@@ -48,7 +48,7 @@ def main(argv=None):
     parser.add_argument("--records", type=int, default=200_000)
     args = parser.parse_args(argv)
     sys.path.insert(0, ROOT)
-    from jspsych_tobii.trackers.tobii_sdk import gaze_row, gaze_rows_to_batch
+    from jspsych_tobii.trackers.tobii_sdk import gaze_row, gaze_rows_to_records
     from tests import fake_tobii_research as fake
 
     sdk = fake.make_sdk("2.x")
@@ -59,14 +59,14 @@ def main(argv=None):
     hand = min(timeit.repeat(lambda: by_hand(record), number=n, repeat=3)) / n * 1e6
     planned = min(timeit.repeat(lambda: gaze_row(record), number=n, repeat=3)) / n * 1e6
     rows = [gaze_row(record)] * 100
-    batch = min(timeit.repeat(lambda: gaze_rows_to_batch(rows), number=n // 100, repeat=3))
+    batch = min(timeit.repeat(lambda: gaze_rows_to_records(rows), number=n // 100, repeat=3))
     batch = batch / (n // 100) / 100 * 1e6
     print(f"{n} records of the fake SDK at 1200 Hz")
     print("| | µs per record | ratio |")
     print("|---|---|---|")
     print(f"| row by hand (baseline) | {hand:.2f} | 1.00x |")
     print(f"| row planned from GAZE_DTYPE | {planned:.2f} | {planned / hand:.2f}x |")
-    print(f"| rows to one array (reactor, batches of 100) | {batch:.2f} | |")
+    print(f"| rows to records (reactor, batches of 100) | {batch:.2f} | |")
     sdk.shutdown()
     print(
         f"at 1200 Hz the planned row costs {planned * 1200 / 1e4:.3f}% of the SDK thread's "

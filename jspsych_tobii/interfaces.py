@@ -26,7 +26,7 @@ offset is zero: the SDK's system clock is CLOCK_MONOTONIC in microseconds.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Optional, Tuple
+from typing import Any, Callable, Optional, Tuple, Union
 
 import numpy as np
 from zope.interface import Attribute, Interface
@@ -82,6 +82,22 @@ GAZE_DTYPE = np.dtype(
     + [(f"left_{name}", kind) for name, kind in EYE_FIELDS]
     + [(f"right_{name}", kind) for name, kind in EYE_FIELDS]
 )
+
+
+#: What a tracker hands the hub (L{ITracker.startGaze}): a batch of
+#: L{GAZE_DTYPE} records, as an array, or as the records' bytes in a
+#: C{bytearray} the tracker keeps no reference to (the hub stamps it in
+#: place).  The bytes cost no numpy call: the form for a tracker whose SDK
+#: calls back once per sample.
+GazeBatch = Union[np.ndarray, bytearray]
+GazeReceiver = Callable[[GazeBatch], Any]
+
+
+def gaze_array(batch: GazeBatch) -> np.ndarray:
+    """A L{GazeBatch} as an array of L{GAZE_DTYPE} (bytes: a view of them)."""
+    if isinstance(batch, bytearray):
+        return np.frombuffer(batch, GAZE_DTYPE)
+    return batch
 
 
 def empty_gaze(n: int) -> np.ndarray:
@@ -292,8 +308,8 @@ class ITracker(Interface):
     def startGaze(receiver):
         """
         Subscribe to the gaze stream.  C{receiver} is called on the reactor
-        with batches (numpy arrays of L{GAZE_DTYPE}) in time order; a burst
-        of samples costs one call.
+        with batches (L{GazeBatch}: a numpy array of L{GAZE_DTYPE}, or its
+        records' bytes) in time order; a burst of samples costs one call.
 
         @return: a Deferred firing once the subscription is in place.
         """

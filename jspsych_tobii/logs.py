@@ -12,7 +12,7 @@ standard library's C{logging}, under the C{jspsych_tobii} logger.
 from __future__ import annotations
 
 import sys
-from typing import IO, Callable, Dict, List, Optional
+from typing import IO, Any, Callable, Dict, List, Optional
 
 from twisted.logger import (
     FilteringLogObserver,
@@ -50,6 +50,14 @@ def Logger(namespace: Optional[str] = None) -> _TwistedLogger:
     if namespace is None:
         namespace = sys._getframe(1).f_globals.get("__name__", "jspsych_tobii")
     return _TwistedLogger(namespace, observer=_observer)
+
+
+def enabled(level: Any, namespace: str) -> bool:  # level: a LogLevel constant
+    """
+    Whether an event of C{level} in C{namespace} would be shown: a caller
+    whose event is costly to build (its arguments redacted, say) asks first.
+    """
+    return bool(level >= _predicate.logLevelForNamespace(namespace))
 
 
 def set_level(name: str) -> None:

@@ -19,6 +19,7 @@ from txaio.testutil import replace_loop
 
 from jspsych_tobii.config import ServerConfig
 from jspsych_tobii.core.timesync import clock_from_seconds
+from jspsych_tobii.interfaces import GAZE_DTYPE, gaze_array
 from jspsych_tobii.server.gate import SendGate
 from jspsych_tobii.server.resume import Fingerprint
 from jspsych_tobii.server.session import ClientSession
@@ -89,6 +90,23 @@ def assert_close(case, actual, expected, tolerance, message=""):
     """Fail C{case} unless |actual - expected| <= tolerance."""
     if actual is None or abs(actual - expected) > tolerance:
         case.fail(f"{actual!r} is not within {tolerance} of {expected!r}. {message}")
+
+
+def batches_into(into):
+    """
+    A gaze receiver for a tracker's startGaze that keeps each batch, as an
+    array, in C{into}; it fails on a batch that is not a L{GazeBatch} (an
+    array of GAZE_DTYPE, or whole records' bytes in a bytearray).
+    """
+
+    def receive(batch):
+        if isinstance(batch, bytearray):
+            assert len(batch) % GAZE_DTYPE.itemsize == 0, f"{len(batch)} bytes: not whole records"
+        else:
+            assert batch.dtype == GAZE_DTYPE, batch.dtype
+        into.append(gaze_array(batch))
+
+    return receive
 
 
 def mock_tracker(clock=None, **options):

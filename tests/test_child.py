@@ -42,7 +42,7 @@ from jspsych_tobii.trackers.child.tracker import ChildTracker
 
 from . import fake_tobii_research as fake
 from .fake_sdk_child import FAKE, FAKE_ENV, ROOT
-from .support import capture_log, serve_tracker, wait, wait_for
+from .support import batches_into, capture_log, serve_tracker, wait, wait_for
 from .tracker_contract import TrackerContractMixin
 
 #: A Python 3.10 with tobii-research (2.x or 1.x), Twisted, numpy, zope.interface (CI
@@ -133,7 +133,7 @@ class StreamTests(ChildTestCase):
         tracker, info, notes = yield self.connected(frequency=1200.0)
         self.assertEqual(info.frequency, 1200.0)
         batches = []
-        yield tracker.startGaze(batches.append)
+        yield tracker.startGaze(batches_into(batches))
         yield wait(0.5)
         yield tracker.stopGaze()
         samples = np.concatenate(batches)
@@ -178,7 +178,7 @@ class StreamTests(ChildTestCase):
         self.assertEqual(other.info.system_clock_offset_us, offset)
         # gaze is stamped on the SDK's clock; startGaze filters by that clock too
         batches = []
-        yield other.startGaze(batches.append)
+        yield other.startGaze(batches_into(batches))
         yield wait_for(lambda: batches, what="gaze")
         lag = monotonic_us() + offset - batches[0]["system_time_us"][0]
         # a wrong offset is off by its 2500 s; the lag itself is bench/'s
@@ -189,7 +189,7 @@ class StreamTests(ChildTestCase):
         """The tracker's own connection loss and restore (in the child) reach the server."""
         tracker, info, notes = yield self.connected(signals=True)
         batches = []
-        yield tracker.startGaze(batches.append)
+        yield tracker.startGaze(batches_into(batches))
         yield wait_for(lambda: batches, what="gaze")
         os.kill(tracker.pid, signal.SIGUSR1)
         yield wait_for(lambda: connection(notes), what="the loss")
@@ -219,7 +219,7 @@ class StreamTests(ChildTestCase):
             missing_fields={fake.EYETRACKER_GAZE_DATA: ["left_gaze_origin_validity"]}
         )
         batches = []
-        yield tracker.startGaze(batches.append)
+        yield tracker.startGaze(batches_into(batches))
         yield wait_for(
             lambda: [n for n in notes if n.kind == NotificationKind.STREAM_ERROR],
             what="the stream error",
@@ -255,7 +255,7 @@ class StreamTests(ChildTestCase):
         """print() and writes to descriptor 1 in the child go to stderr, not between frames."""
         tracker, info, notes = yield self.connected(noisy=True)
         batches = []
-        yield tracker.startGaze(batches.append)
+        yield tracker.startGaze(batches_into(batches))
         yield wait(0.2)
         self.assertTrue(batches)
         process = tracker.supervisor.process
@@ -272,7 +272,7 @@ class RestartTests(ChildTestCase):
         """
         tracker, info, notes = yield self.connected(frequency=1200.0)
         batches = []
-        yield tracker.startGaze(batches.append)
+        yield tracker.startGaze(batches_into(batches))
         yield wait(0.2)
         first = tracker.pid
         os.kill(first, signal.SIGKILL)
@@ -527,7 +527,7 @@ class RealSDKChildTests(unittest.TestCase):
         self.addCleanup(tracker.disconnect)
         yield tracker.connect()
         batches = []
-        yield tracker.startGaze(batches.append)
+        yield tracker.startGaze(batches_into(batches))
         yield wait(0.5)
         yield tracker.stopGaze()
         samples = np.concatenate(batches)

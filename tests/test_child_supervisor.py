@@ -266,3 +266,42 @@ class SupervisorTests(unittest.SynchronousTestCase):
 
     def test_stop_without_a_child(self):
         self.assertIsNone(self.successResultOf(self.supervisor.stop()))
+
+
+class GazeFromTheChildTests(unittest.SynchronousTestCase):
+    """
+    What L{ChildTracker} hands the hub from a gaze frame: the frame's bytes
+    as they came (no numpy call), less what was captured before startGaze.
+    """
+
+    def setUp(self):
+        from jspsych_tobii.trackers.child.tracker import ChildTracker
+
+        self.tracker = ChildTracker(ProcessReactor(), lambda: 0, sys.executable)
+        self.received = []
+        self.tracker._gazeReceiver = self.received.append  # as startGaze leaves it
+        self.tracker._gazeSince = 2 * 833
+
+    def payload(self, first, n):
+        from .test_child_wire import gaze
+
+        return bytearray(gaze(n, first).tobytes())
+
+    def test_bytes_handed_over(self):
+        payload = self.payload(2, 3)
+        self.tracker.gazeReceived(payload)
+        self.assertEqual(len(self.received), 1)
+        self.assertIs(self.received[0], payload)
+
+    def test_older_samples_left_out(self):
+        self.tracker.gazeReceived(self.payload(0, 2))  # all before startGaze
+        self.tracker.gazeReceived(self.payload(1, 3))
+        [batch] = self.received
+        self.assertEqual(batch["system_time_us"].tolist(), [2 * 833, 3 * 833])
+
+    def test_not_whole_records_break_the_wire(self):
+        broken = []
+        self.patch(self.tracker.supervisor, "breakWire", broken.append)
+        self.tracker.gazeReceived(self.payload(2, 2)[:-3])
+        self.assertEqual(self.received, [])
+        self.assertEqual(len(broken), 1)

@@ -72,6 +72,20 @@ class FrameTests(unittest.SynchronousTestCase):
         decoded = wire.decode_gaze(gaze(2).tobytes())
         decoded["seq"] = 3
 
+    def test_gaze_as_bytes(self):
+        """A batch handed over as its records' bytes travels as the array would."""
+        batch = gaze(3, 7)
+        records = bytearray(batch.tobytes())
+        self.assertEqual(wire.encode_gaze(records), wire.encode_gaze(batch))
+        [(kind, payload)] = wire.FrameDecoder().feed(wire.encode_gaze(records))
+        self.assertIs(wire.gaze_records(payload), payload)
+        self.assertEqual(bytes(wire.gaze_records(bytes(payload))), bytes(records))
+        self.assertEqual(wire.first_system_time_us(payload), int(batch["system_time_us"][0]))
+        with self.assertRaises(wire.WireError):
+            wire.encode_gaze(records[:-1])
+        with self.assertRaises(wire.WireError):
+            wire.gaze_records(records[:-1])
+
     def test_gaze_wrong_dtype(self):
         with self.assertRaises(wire.WireError):
             wire.encode_gaze(np.zeros(3, dtype="f8"))

@@ -6,6 +6,8 @@ import collections
 
 from autobahn.websocket.protocol import PreparedMessage
 from twisted.internet import defer
+from twisted.internet.error import ConnectionLost
+from twisted.internet.task import deferLater
 from twisted.trial import unittest
 
 from jspsych_tobii.server.frames import TextFrame, text_header
@@ -96,16 +98,32 @@ class SendPreparedTests(unittest.SynchronousTestCase):
         return SendNowTests.protocol(self, transport)
 
     def test_one_frame(self):
+        """A gaze frame is handed to the socket at once, not on the next poll."""
         transport = Transport()
         self.protocol(transport).send_prepared(TextFrame(b"{}"))
-        self.assertEqual(transport.events, [("write", b"\x81\x02{}")])
+        self.assertEqual(transport.events, [("write", b"\x81\x02{}"), ("flush",)])
 
     def test_a_batch_in_one_write(self):
         """Frames a tracker handed over together leave as one piece of data."""
         transport = Transport()
         frames = [TextFrame(b"[%d]" % i) for i in range(3)]
         self.protocol(transport).send_prepared_batch(frames)
-        self.assertEqual(transport.events, [("write", b"\x81\x03[0]\x81\x03[1]\x81\x03[2]")])
+        self.assertEqual(
+            transport.events,
+            [("write", b"\x81\x03[0]\x81\x03[1]\x81\x03[2]"), ("flush",)],
+        )
+
+    def test_gaze_not_flushed_while_closing(self):
+        transport = Transport()
+        transport.disconnecting = True
+        self.protocol(transport).send_prepared(TextFrame(b"{}"))
+        self.assertEqual(transport.events, [("write", b"\x81\x02{}")])
+
+    def test_gaze_over_tls(self):
+        """A wrapping transport (TLS) has no socket to hand to: the reactor sends."""
+        transport = Transport(flushable=False)
+        self.protocol(transport).send_prepared_batch([TextFrame(b"{}")])
+        self.assertEqual(transport.events, [("write", b"\x81\x02{}")])
 
     def test_nothing_once_closing(self):
         transport = Transport()
@@ -114,3 +132,44 @@ class SendPreparedTests(unittest.SynchronousTestCase):
         protocol.send_prepared(TextFrame(b"{}"))
         protocol.send_prepared_batch([TextFrame(b"{}")])
         self.assertEqual(transport.events, [])
+
+
+class FlushOnABrokenSocketTests(unittest.TestCase):
+    """
+    Handing frames to a socket whose peer has gone raises nothing where the
+    frames are sent; the loss reaches the connection through the reactor.
+    """
+
+    @defer.inlineCallbacks
+    def test_peer_reset(self):
+        import socket
+
+        from twisted.internet import protocol, reactor
+
+        accepted = defer.Deferred()
+        lost = defer.Deferred()
+
+        class Server(protocol.Protocol):
+            def connectionMade(self):
+                accepted.callback(self)
+
+            def connectionLost(self, reason):
+                lost.callback([reason])
+
+        port = reactor.listenTCP(0, protocol.Factory.forProtocol(Server), interface="127.0.0.1")
+        self.addCleanup(port.stopListening)
+        peer = socket.create_connection(("127.0.0.1", port.getHost().port))
+        server = yield accepted
+        server.transport.pauseProducing()  # only a write can find the loss
+        # the peer resets the connection (a crashed browser tab)
+        peer.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00" * 2)
+        peer.close()
+        sender = SendNowTests.protocol(self, server.transport)
+        for _ in range(200):  # at least one send meets the reset
+            sender.send_prepared(TextFrame(b"x" * 1000))
+            sender.send_now(b"{}")
+            if not server.transport.connected or server.transport.disconnecting:
+                break
+            yield deferLater(reactor, 0.001, lambda: None)
+        [reason] = yield lost
+        self.assertIsInstance(reason.value, ConnectionLost)

@@ -4,9 +4,10 @@ clock with the mock tracker, in memory; and its preview, the tracker's
 stream run for the status page without a tracking session.
 """
 
+import numpy as np
 from twisted.trial import unittest
 
-from jspsych_tobii.interfaces import NotificationKind, TrackerError
+from jspsych_tobii.interfaces import NotificationKind, TrackerError, empty_gaze
 
 from .support import FakeServer, capture_log
 
@@ -206,3 +207,62 @@ class FanOutTests(unittest.SynchronousTestCase):
 
     def test_few_per_batch_with_an_observer(self):
         self.check(0.002, observe=True)
+
+
+class RecordBytesTests(unittest.SynchronousTestCase):
+    """
+    A tracker may hand over its records' bytes instead of an array
+    (L{jspsych_tobii.interfaces.GazeBatch}): the clients, the buffer and the
+    observers see the same samples either way.
+    """
+
+    def setUp(self):
+        self.server = FakeServer(rate=120)
+        self.hub = self.server.state.hub
+        self.seen = []
+        self.hub.observers.append(lambda batch: self.seen.append(batch.copy()))
+        self.client = self.server.client()
+        self.client.request("start_tracking")
+        self.server.clock.advance(0.0)
+        self.server.trackers.tracker.stopGaze()  # only the batches below arrive
+
+    def batch(self, n, first_us=1_000_000):
+        batch = empty_gaze(n)
+        batch["system_time_us"] = first_us + np.arange(n) * 833
+        batch["device_time_us"] = batch["system_time_us"] + 5
+        for side, x in (("left", 0.25), ("right", 0.75)):
+            batch[f"{side}_gaze_valid"] = True
+            batch[f"{side}_x"] = x
+            batch[f"{side}_y"] = 0.5
+        return batch
+
+    def test_bytes_and_array_alike(self):
+        as_array, as_bytes = self.batch(3), self.batch(3, first_us=2_000_000)
+        self.hub._on_gaze(as_array)
+        self.hub._on_gaze(bytearray(as_bytes.tobytes()))
+        self.hub._on_gaze(bytearray(self.batch(1, first_us=3_000_000).tobytes()))
+        gaze = self.client.gaze
+        self.assertEqual([g["seq"] for g in gaze], list(range(7)))
+        self.assertEqual([g["timestamp"] for g in gaze[3:6]], [2000.0, 2000.833, 2001.666])
+        self.assertEqual(
+            [
+                {k: v for k, v in g.items() if k not in ("seq", "timestamp", "deviceTimestamp")}
+                for g in gaze[:3]
+            ],
+            [
+                {k: v for k, v in g.items() if k not in ("seq", "timestamp", "deviceTimestamp")}
+                for g in gaze[3:6]
+            ],
+        )
+        self.assertEqual(gaze[3]["x"], 0.5)
+        self.assertEqual([len(b) for b in self.seen], [3, 3, 1])
+        self.assertEqual(self.seen[1]["seq"].tolist(), [3, 4, 5])
+        self.assertEqual(self.hub.buffer.snapshot()["seq"].tolist(), list(range(7)))
+
+    def test_not_whole_records(self):
+        records = bytearray(self.batch(2).tobytes())
+        self.assertRaises(ValueError, self.hub._on_gaze, records[:-1])
+        self.assertEqual(self.client.gaze, [])
+
+    def test_another_dtype(self):
+        self.assertRaises(TypeError, self.hub._on_gaze, np.zeros(2, dtype="f8"))

@@ -75,3 +75,21 @@ class StdlibBridgeTests(unittest.SynchronousTestCase):
         second()
         logs.Logger("jspsych_tobii.x").info("three")
         self.assertEqual([m for _, _, m in self.seen()], ["one", "two"])
+
+
+class EnabledTests(unittest.SynchronousTestCase):
+    """L{logs.enabled} answers as the level filter decides."""
+
+    def test_follows_the_level(self):
+        from twisted.logger import LogLevel
+
+        self.addCleanup(logs.set_level, "INFO")
+        where = "jspsych_tobii.server.protocol.TobiiServerProtocol"
+        logs.set_level("ERROR")
+        self.assertEqual(
+            [logs.enabled(level, where) for level in (LogLevel.debug, LogLevel.warn)],
+            [False, False],
+        )
+        self.assertTrue(logs.enabled(LogLevel.error, where))
+        logs.set_level("DEBUG")
+        self.assertTrue(logs.enabled(LogLevel.debug, where))

@@ -31,11 +31,12 @@ from jspsych_tobii.interfaces import (
     NoTrackerError,
     TrackerError,
     TrackerInfo,
+    gaze_array,
 )
 from jspsych_tobii.trackers.tobii import TobiiTracker
 
 from . import fake_tobii_research as fake
-from .support import capture_log, serve_tracker, wait, wait_for
+from .support import batches_into, capture_log, serve_tracker, wait, wait_for
 from .tracker_contract import TrackerContractMixin
 
 try:
@@ -226,7 +227,7 @@ class GazeTests(TobiiTestCase):
 
         def receive(batch):
             threads.add(threading.current_thread())
-            batches.append(batch)
+            batches.append(gaze_array(batch))
 
         # keep the reactor busy now and then, as a real server is
         busy = task.LoopingCall(time.sleep, 0.004)
@@ -268,7 +269,7 @@ class GazeTests(TobiiTestCase):
         sdk, device, tracker, info, notes = yield self.connected(frequency=600)
         device.left_position = None
         batches = []
-        yield tracker.startGaze(batches.append)
+        yield tracker.startGaze(batches_into(batches))
         yield wait_for(lambda: batches, what="gaze")
         yield tracker.stopGaze()
         rows = np.concatenate(batches)
@@ -280,7 +281,7 @@ class GazeTests(TobiiTestCase):
     def test_stop_unsubscribes(self):
         sdk, device, tracker, info, notes = yield self.connected(frequency=600)
         batches = []
-        yield tracker.startGaze(batches.append)
+        yield tracker.startGaze(batches_into(batches))
         self.assertEqual(device.subscriptions()[sdk.EYETRACKER_GAZE_DATA], 1)
         yield tracker.stopGaze()
         self.assertNotIn(sdk.EYETRACKER_GAZE_DATA, device.subscriptions())
@@ -321,7 +322,7 @@ class NotificationTests(TobiiTestCase):
             lambda note: (threads.add(threading.current_thread()), notes.append(note))
         )
         batches = []
-        yield tracker.startGaze(batches.append)
+        yield tracker.startGaze(batches_into(batches))
         yield wait_for(lambda: batches, what="gaze")
         subscribes = len(sdk.calls_named("subscribe_to"))
 
@@ -433,7 +434,7 @@ class StreamFailureTests(TobiiTestCase):
         lines = capture_log(self, self.namespace)
         device.missing_fields[sdk.EYETRACKER_GAZE_DATA] = ("left_pupil_diameter",)
         batches = []
-        yield tracker.startGaze(batches.append)
+        yield tracker.startGaze(batches_into(batches))
 
         def errors():
             return [n for n in notes if n.kind == NotificationKind.STREAM_ERROR]
@@ -646,7 +647,7 @@ class UserPositionTests(TobiiTestCase):
         self.assertIn(sdk.EYETRACKER_GAZE_DATA, subscriptions)
         # gaze can still be started and stopped; the feed stays
         batches = []
-        yield tracker.startGaze(batches.append)
+        yield tracker.startGaze(batches_into(batches))
         yield wait_for(lambda: batches, what="gaze")
         yield tracker.stopGaze()
         self.assertIn(sdk.EYETRACKER_GAZE_DATA, device.subscriptions())
@@ -693,7 +694,7 @@ class UserPositionTests(TobiiTestCase):
 
         sdk, device, tracker, info, notes = yield self.connected(version, frequency=120)
         samples = []
-        yield tracker.startGaze(samples.extend)
+        yield tracker.startGaze(lambda batch: samples.extend(gaze_array(batch)))
         # where the head starts (the middle of the box), then each step away from it
         start = yield self.position(tracker)
         yield wait_for(lambda: samples, what="gaze")
@@ -751,7 +752,7 @@ class DisconnectTests(TobiiTestCase):
         """
         sdk, device, tracker, info, notes = yield self.connected(frequency=1200)
         batches = []
-        yield tracker.startGaze(batches.append)
+        yield tracker.startGaze(batches_into(batches))
         yield tracker.enterCalibration()
         yield wait(0.1)
         sdk.call_delay = 0.03
@@ -770,7 +771,7 @@ class DisconnectTests(TobiiTestCase):
         count = len(batches)
         yield wait(0.05)
         self.assertEqual(len(batches), count)
-        yield self.assertFailure(tracker.startGaze(batches.append), TrackerError)
+        yield self.assertFailure(tracker.startGaze(batches_into(batches)), TrackerError)
 
     @defer.inlineCallbacks
     def test_twice(self):

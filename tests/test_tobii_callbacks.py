@@ -7,6 +7,7 @@ hand-off at once; time passes only on the clock.
 
 from __future__ import annotations
 
+import numpy as np
 from twisted.internet import task
 from twisted.python.failure import Failure
 from twisted.trial import unittest
@@ -18,7 +19,7 @@ from jspsych_tobii.trackers.tobii_callbacks import (
     FailureReport,
     StreamCallbacks,
 )
-from jspsych_tobii.trackers.tobii_sdk import gaze_rows_to_batch
+from jspsych_tobii.trackers.tobii_sdk import gaze_rows_to_records
 
 from . import fake_tobii_research as fake
 from .support import capture_log
@@ -53,8 +54,7 @@ class CallbackTests(unittest.SynchronousTestCase):
         self.callbacks.gazeWanted = True
         self.callbacks.gaze(self.record(1))
         self.callbacks.gaze(self.record(2))
-        batch = gaze_rows_to_batch(self.gaze)
-        self.assertEqual(batch.dtype, GAZE_DTYPE)
+        batch = np.frombuffer(gaze_rows_to_records(self.gaze), GAZE_DTYPE)
         self.assertEqual(len(batch), 2)
         self.assertEqual(self.callbacks.gazeHandoff.items, 2)
         self.assertEqual(self.positions, [])

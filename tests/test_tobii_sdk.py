@@ -20,7 +20,7 @@ from jspsych_tobii.trackers.tobii_sdk import (
     display_area_from,
     find_trackers,
     gaze_row,
-    gaze_rows_to_batch,
+    gaze_rows_to_records,
     match_frequency,
     measure_clock_offset,
     offset_from_brackets,
@@ -48,11 +48,18 @@ def numbered_record() -> dict:
     }
 
 
+def as_batch(rows):
+    """The rows' records, as the hub reads them."""
+    records = gaze_rows_to_records(rows)
+    assert type(records) is bytearray  # the form the hub takes without numpy
+    return np.frombuffer(records, GAZE_DTYPE)
+
+
 class GazeRowTests(unittest.SynchronousTestCase):
     def test_every_column_from_its_source(self):
         """Each column of GAZE_DTYPE holds the value its source names, whatever the order."""
         record = numbered_record()
-        [sample] = gaze_rows_to_batch([gaze_row(record)])
+        [sample] = as_batch([gaze_row(record)])
         for name in GAZE_DTYPE.names:
             source = GAZE_SOURCES.get(name)
             if source is None:
@@ -67,7 +74,7 @@ class GazeRowTests(unittest.SynchronousTestCase):
         device = sdk.add_device()
         self.addCleanup(sdk.shutdown)
         record = device._gaze(3, 1_000_000, 1e6 / 600)
-        [sample] = gaze_rows_to_batch([gaze_row(record)])
+        [sample] = as_batch([gaze_row(record)])
         self.assertEqual(sample["system_time_us"], record["system_time_stamp"])
         self.assertEqual(sample["device_time_us"], record["device_time_stamp"])
         self.assertEqual(sample["left_x"], record["left_gaze_point_on_display_area"][0])
@@ -77,7 +84,7 @@ class GazeRowTests(unittest.SynchronousTestCase):
         self.assertEqual(sample["right_pupil"], 3.1)
         self.assertIs(bool(sample["left_gaze_valid"]), True)
         device.left_position = None
-        [lost] = gaze_rows_to_batch([gaze_row(device._gaze(4, 1_000_000, 1e6 / 600))])
+        [lost] = as_batch([gaze_row(device._gaze(4, 1_000_000, 1e6 / 600))])
         self.assertIs(bool(lost["left_gaze_valid"]), False)
         self.assertTrue(math.isnan(lost["left_x"]))
 
@@ -93,7 +100,7 @@ class GazeRowTests(unittest.SynchronousTestCase):
         for step in row_plan(swapped, GAZE_SOURCES):
             row += step(record)
         [sample] = np.array([row], dtype=swapped)
-        [expected] = gaze_rows_to_batch([gaze_row(record)])
+        [expected] = as_batch([gaze_row(record)])
         for name in names:
             self.assertEqual(sample[name], expected[name], name)
 
@@ -112,7 +119,7 @@ class GazeRowTests(unittest.SynchronousTestCase):
     def test_a_tuple_of_the_wrong_length(self):
         record = numbered_record()
         record["left_gaze_point_on_display_area"] = (0.5, 0.5, 0.0)
-        self.assertRaises(ValueError, gaze_rows_to_batch, [gaze_row(record)])
+        self.assertRaises(ValueError, gaze_rows_to_records, [gaze_row(record)])
 
 
 class PositionTests(unittest.SynchronousTestCase):

@@ -26,7 +26,7 @@ from jspsych_tobii.interfaces import (
     UserPosition,
 )
 
-from .support import wait
+from .support import batches_into, wait
 
 
 class TrackerContractMixin:
@@ -76,7 +76,7 @@ class TrackerContractMixin:
     def test_gaze_batches_in_time_order(self):
         tracker, info = yield self.connected()
         batches = []
-        yield self.settle(tracker.startGaze(batches.append))
+        yield self.settle(tracker.startGaze(batches_into(batches)))
         yield self.sleep(self.stream_seconds)
         yield self.settle(tracker.stopGaze())
         self.assertTrue(batches, "no gaze batch arrived")
@@ -99,7 +99,7 @@ class TrackerContractMixin:
     def test_no_batch_after_stop(self):
         tracker, info = yield self.connected()
         batches = []
-        yield self.settle(tracker.startGaze(batches.append))
+        yield self.settle(tracker.startGaze(batches_into(batches)))
         yield self.sleep(0.1)
         yield self.settle(tracker.stopGaze())
         count = len(batches)
@@ -110,10 +110,10 @@ class TrackerContractMixin:
     def test_restart_gaze(self):
         tracker, info = yield self.connected()
         first, second = [], []
-        yield self.settle(tracker.startGaze(first.append))
+        yield self.settle(tracker.startGaze(batches_into(first)))
         yield self.sleep(0.1)
         yield self.settle(tracker.stopGaze())
-        yield self.settle(tracker.startGaze(second.append))
+        yield self.settle(tracker.startGaze(batches_into(second)))
         yield self.sleep(0.1)
         yield self.settle(tracker.stopGaze())
         self.assertTrue(first)
@@ -163,7 +163,7 @@ class TrackerContractMixin:
             yield self.assertFailure(self.settle(tracker.enterCalibration()), TrackerError)
             return
         batches = []
-        yield self.settle(tracker.startGaze(batches.append))
+        yield self.settle(tracker.startGaze(batches_into(batches)))
         yield self.settle(tracker.enterCalibration())
         before = len(batches)
         yield self.settle(tracker.collectCalibrationData(0.5, 0.5))

@@ -71,6 +71,8 @@ _INF = math.inf
 _RECORD = struct.Struct("<4q9d3?9d3?")
 _SIZE = _RECORD.size
 assert _SIZE == GAZE_DTYPE.itemsize, "GAZE_DTYPE changed: update _RECORD"
+#: The bytes of one record of GAZE_DTYPE.
+RECORD_SIZE = _SIZE
 _STAMP = struct.Struct("<qq")  # seq, server_time_us
 
 #: The columns the text is made of, in the dtype's order.

@@ -35,6 +35,7 @@ from zope.interface import implementer
 
 from jspsych_tobii.core.buffer import GazeBuffer
 from jspsych_tobii.core.gaze import (
+    RECORD_SIZE,
     VECTOR_THRESHOLD,
     dumps,
     encode_frames,
@@ -45,6 +46,7 @@ from jspsych_tobii.core.markers import MarkerLog
 from jspsych_tobii.core.timesync import ServerClock
 from jspsych_tobii.interfaces import (
     GAZE_DTYPE,
+    GazeBatch,
     IGazeObserver,
     ISessionListener,
     ITracker,
@@ -300,21 +302,28 @@ class GazeHub:
 
     # -- the hot path
 
-    def _on_gaze(self, batch: np.ndarray) -> None:
+    def _on_gaze(self, batch: GazeBatch) -> None:
         if self._tracker is None and not self._lock.locked:
             return  # a late batch after stopGaze
-        if batch.dtype != GAZE_DTYPE:
+        if isinstance(batch, bytearray):
+            # the records' own bytes, handed over (ITracker.startGaze): no numpy
+            records = batch
+            if len(records) % RECORD_SIZE:
+                raise ValueError(f"{len(records)} bytes are not whole GAZE_DTYPE records")
+        elif batch.dtype != GAZE_DTYPE:
             raise TypeError(f"expected gaze records of GAZE_DTYPE, got {batch.dtype}")
+        else:
+            # the batch's own copy: for the few records a tracker hands over
+            # at a time, bytes and struct cost far less than numpy calls
+            records = bytearray(batch.tobytes())
         if not self._in_session:
-            batch["server_time_us"] = self.clock.now_us()
-            self.preview_buffer.extend(batch)
+            preview = np.frombuffer(records, GAZE_DTYPE)
+            preview["server_time_us"] = self.clock.now_us()
+            self.preview_buffer.extend(preview)
             return
-        n = len(batch)
+        n = len(records) // RECORD_SIZE
         seq = self._seq
         self._seq = seq + n
-        # the batch's own copy, stamped: for the few records a tracker hands
-        # over at a time, bytes and struct cost far less than numpy calls
-        records = bytearray(batch.tobytes())
         stamp(records, seq, self.clock.now_us())
         self.buffer.extend_records(records)
         stamped = None  # as an array, only when something needs one

@@ -29,6 +29,7 @@ from jspsych_tobii.interfaces import (
     CalibrationEyeSample,
     CalibrationPointResult,
     CalibrationResult,
+    GazeReceiver,
     ITracker,
     NotificationKind,
     TrackerError,
@@ -80,7 +81,7 @@ class MockTracker(PacedStream):
         self._clock_us = clock_us
         self.model = EyeModel(seed=seed, offset_deg=offset_deg, noise_deg=noise_deg, blinks=blinks)
         self.info: Optional[TrackerInfo] = None
-        self._receiver: Optional[Callable[[np.ndarray], Any]] = None
+        self._receiver: Optional[GazeReceiver] = None
         self._notify: Optional[Callable[[TrackerNotification], Any]] = None
         self._pacing: IPacing = pacing if pacing is not None else TimerPacing(reactor)
         self._next_k = 0
@@ -140,7 +141,7 @@ class MockTracker(PacedStream):
         self._calibrating = False
         return defer.succeed(None)
 
-    def startGaze(self, receiver: Callable[[np.ndarray], Any]) -> defer.Deferred:
+    def startGaze(self, receiver: GazeReceiver) -> defer.Deferred:
         try:
             self._check("startGaze")
         except Exception as e:

@@ -16,12 +16,11 @@ from __future__ import annotations
 import threading
 from typing import Any, Callable, List, Optional
 
-import numpy as np
 from twisted.internet import defer
 from twisted.internet.interfaces import IDelayedCall, IReactorFromThreads, IReactorTime
 from zope.interface import Attribute, Interface, implementer
 
-from jspsych_tobii.interfaces import TrackerError, TrackerNotification
+from jspsych_tobii.interfaces import GazeReceiver, TrackerError, TrackerNotification
 from jspsych_tobii.trackers.handoff import ThreadHandoff
 
 #: Largest interval between deliveries of gaze batches, seconds.
@@ -37,7 +36,7 @@ class PacedStream:
 
     _reactor: IReactorTime
     _timer: Optional[IDelayedCall] = None
-    _receiver: Optional[Callable[[np.ndarray], Any]] = None
+    _receiver: Optional[GazeReceiver] = None
     _notify: Optional[Callable[[TrackerNotification], Any]] = None
 
     def _delivery_interval(self) -> float:

@@ -34,6 +34,7 @@ from jspsych_tobii.core.timesync import MicrosecondClock
 from jspsych_tobii.interfaces import (
     GAZE_DTYPE,
     DisplayArea,
+    GazeReceiver,
     ITracker,
     Point3,
     TrackerError,
@@ -162,7 +163,7 @@ class ReplayTracker(PacedStream):
             self.period_us = 1e6 / 120.0
         self.frequency = self._recorded_frequency()
         self.info: Optional[TrackerInfo] = None
-        self._receiver: Optional[Callable[[np.ndarray], Any]] = None
+        self._receiver: Optional[GazeReceiver] = None
         self._notify: Optional[Callable[[TrackerNotification], Any]] = None
         self._timer = None
         self._next = 0  # index of the next sample to deliver
@@ -230,7 +231,7 @@ class ReplayTracker(PacedStream):
         self._receiver = None
         return defer.succeed(None)
 
-    def startGaze(self, receiver: Callable[[np.ndarray], Any]) -> defer.Deferred:
+    def startGaze(self, receiver: GazeReceiver) -> defer.Deferred:
         self._receiver = receiver
         if self._timer is None:
             if self._next >= len(self._samples):

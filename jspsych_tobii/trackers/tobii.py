@@ -36,7 +36,6 @@ import threading
 from dataclasses import replace
 from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 
-import numpy as np
 from twisted.internet import defer
 from twisted.internet.interfaces import IDelayedCall
 from twisted.python.failure import Failure
@@ -45,6 +44,7 @@ from zope.interface import implementer
 from jspsych_tobii.core.timesync import MicrosecondClock
 from jspsych_tobii.interfaces import (
     DisplayArea,
+    GazeReceiver,
     ITracker,
     NotificationKind,
     TrackerError,
@@ -67,7 +67,7 @@ from jspsych_tobii.trackers.tobii_sdk import (
     display_area_from,
     find_trackers,
     format_hz,
-    gaze_rows_to_batch,
+    gaze_rows_to_records,
     load_sdk,
     match_frequency,
     sdk_errors,
@@ -149,7 +149,7 @@ class TobiiTracker:
         self._connecting: Optional[Waiters] = None
         self._closed: Optional[Waiters] = None
 
-        self._gazeReceiver: Optional[Callable[[np.ndarray], Any]] = None
+        self._gazeReceiver: Optional[GazeReceiver] = None
         self._gazeSince = 0
         self._notificationReceiver: Optional[Callable[[TrackerNotification], Any]] = None
         self._position: Optional[UserPosition] = None
@@ -199,7 +199,7 @@ class TobiiTracker:
         self._worker.stop(self.stopTimeout).addCallback(closed.fire)
         return closed.wait()
 
-    def startGaze(self, receiver: Callable[[np.ndarray], Any]) -> defer.Deferred:
+    def startGaze(self, receiver: GazeReceiver) -> defer.Deferred:
         if not self._usable():
             return defer.fail(TrackerError("the eye tracker is not connected"))
         self._gazeReceiver = receiver
@@ -354,14 +354,14 @@ class TobiiTracker:
             if not rows:
                 return
         try:
-            batch = gaze_rows_to_batch(rows)
+            records = gaze_rows_to_records(rows)
         except Exception:
             # a record of an unexpected shape: the SDK changed what it sends
             if self._callbacks.failures.add(GAZE_STREAM, len(rows)):
                 self._failures.start(GAZE_STREAM, Failure())
             return
         try:
-            receiver(batch)
+            receiver(records)
         except Exception:
             _log.failure("the gaze receiver failed")
 

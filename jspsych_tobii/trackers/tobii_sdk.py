@@ -230,7 +230,7 @@ ROW_SYSTEM_TIME = (GAZE_DTYPE.names or ()).index("system_time_us")
 #: L{GAZE_DTYPE}, as C{np.array(rows, dtype=GAZE_DTYPE)} takes it.  Called in
 #: the SDK's callback: it only copies.  Raises when the record lacks a key
 #: or holds something else than a sequence where one is expected (one of the
-#: wrong length makes a row of the wrong length: L{gaze_rows_to_batch} raises).
+#: wrong length makes a row of the wrong length: L{gaze_rows_to_records} raises).
 gaze_row = compile_row(_GAZE_ROW, "gaze_row")
 
 
@@ -240,23 +240,22 @@ if _GAZE_RECORD.size != GAZE_DTYPE.itemsize:  # pragma: no cover - a guard for e
     raise ImportError("GAZE_DTYPE changed: update _GAZE_RECORD in trackers/tobii_sdk.py")
 
 
-def gaze_rows_to_batch(rows: List[tuple]) -> np.ndarray:
+def gaze_rows_to_records(rows: List[tuple]) -> bytearray:
     """
-    The rows of L{gaze_row} as one batch of L{GAZE_DTYPE}: packed with
-    C{struct} (a few µs for a row, where C{np.array(rows, dtype)} takes
-    ~10), or by numpy for values C{struct} refuses.
+    The rows of L{gaze_row} as the bytes of L{GAZE_DTYPE} records, the form
+    a tracker may hand the hub (L{ITracker.startGaze}): packed with
+    C{struct}, no numpy call for the one row the SDK usually delivers, or
+    by numpy for values C{struct} refuses.
 
     @raise ValueError: a row of the wrong shape (the SDK changed a record).
     """
     pack = _GAZE_RECORD.pack
     try:
         if len(rows) == 1:  # the usual case: the SDK calls back once per sample
-            data = bytearray(pack(*rows[0]))
-        else:
-            data = bytearray(b"".join([pack(*row) for row in rows]))
+            return bytearray(pack(*rows[0]))
+        return bytearray(b"".join([pack(*row) for row in rows]))
     except struct.error:
-        return np.array(rows, dtype=GAZE_DTYPE)
-    return np.frombuffer(data, GAZE_DTYPE)
+        return bytearray(np.array(rows, dtype=GAZE_DTYPE).tobytes())
 
 
 #: A user position as a callback copies it: the SDK's system time stamp (or

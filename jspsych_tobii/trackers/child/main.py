@@ -34,7 +34,6 @@ import sys
 import threading
 from typing import IO, TYPE_CHECKING, Any, Callable, Dict, List, Optional, Tuple, cast
 
-import numpy as np
 from twisted.internet import defer
 from twisted.internet.interfaces import IReactorCore, IReactorTime
 from twisted.internet.task import LoopingCall
@@ -44,6 +43,7 @@ from zope.interface import implementer
 
 from jspsych_tobii import __version__
 from jspsych_tobii.interfaces import (
+    GazeBatch,
     ITracker,
     TrackerError,
     TrackerInfo,
@@ -314,7 +314,7 @@ class SDKProcess:
     def _send(self, message: dict) -> None:
         self._write(encode_message(message))
 
-    def _gaze(self, batch: np.ndarray) -> None:
+    def _gaze(self, batch: GazeBatch) -> None:
         self._write(encode_gaze(batch))
 
     def _notification(self, note: TrackerNotification) -> None:

@@ -44,6 +44,9 @@ from zope.interface import implementer
 
 from jspsych_tobii.core.timesync import MicrosecondClock
 from jspsych_tobii.interfaces import (
+    GAZE_DTYPE,
+    GazeBatch,
+    GazeReceiver,
     ITracker,
     NotificationKind,
     TrackerError,
@@ -61,7 +64,8 @@ from jspsych_tobii.trackers.child.supervisor import (
 from jspsych_tobii.trackers.child.wire import (
     WireError,
     calibration_from_wire,
-    decode_gaze,
+    first_system_time_us,
+    gaze_records,
     info_from_wire,
     notification_from_wire,
     position_from_wire,
@@ -143,7 +147,7 @@ class ChildTracker:
         self._connecting: Optional[Waiters] = None
         self._closed = False
 
-        self._gazeReceiver: Optional[Callable[[np.ndarray], Any]] = None
+        self._gazeReceiver: Optional[GazeReceiver] = None
         self._gazeWanted = False
         self._gazeSince = 0
         self._notificationReceiver: Optional[Callable[[TrackerNotification], Any]] = None
@@ -186,7 +190,7 @@ class ChildTracker:
         self._notificationReceiver = None
         return self.supervisor.stop()
 
-    def startGaze(self, receiver: Callable[[np.ndarray], Any]) -> defer.Deferred:
+    def startGaze(self, receiver: GazeReceiver) -> defer.Deferred:
         if not self._available:
             return defer.fail(TrackerError("the eye tracker is not connected"))
         self._gazeReceiver = receiver
@@ -374,15 +378,17 @@ class ChildTracker:
         if receiver is None:
             return
         try:
-            batch = decode_gaze(payload)
+            records = gaze_records(payload)
         except WireError as e:
             self.supervisor.breakWire(str(e))
             return
-        if not len(batch):
+        if not records:
             return
+        batch: GazeBatch = records  # handed over as bytes: no numpy call
         since = self._gazeSince
-        if batch["system_time_us"][0] < since:  # captured before this startGaze
-            batch = batch[batch["system_time_us"] >= since]
+        if first_system_time_us(records) < since:  # captured before this startGaze
+            array = np.frombuffer(records, GAZE_DTYPE)
+            batch = array[array["system_time_us"] >= since]
             if not len(batch):
                 return
         try:

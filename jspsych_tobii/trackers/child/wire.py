@@ -30,6 +30,7 @@ from jspsych_tobii.interfaces import (
     CalibrationPointResult,
     CalibrationResult,
     DisplayArea,
+    GazeBatch,
     NoTrackerError,
     Point3,
     TrackerError,
@@ -50,6 +51,8 @@ __all__ = [
     "encode_gaze",
     "decode_message",
     "decode_gaze",
+    "gaze_records",
+    "first_system_time_us",
     "dtype_descr",
     "same_dtype",
     "info_to_wire",
@@ -78,6 +81,9 @@ MAX_PAYLOAD = 32 * 1024 * 1024
 _HEADER = struct.Struct(">IB")
 HEADER_SIZE = _HEADER.size
 
+_SYSTEM_TIME = struct.Struct("<q")
+_SYSTEM_TIME_AT: int = GAZE_DTYPE.fields["system_time_us"][1]  # type: ignore[index]
+
 
 class WireError(ValueError):
     """The byte stream is not a sequence of valid frames."""
@@ -97,8 +103,12 @@ def encode_message(message: dict) -> bytes:
     return encode_frame(MESSAGE, json.dumps(message, separators=(",", ":")).encode("utf-8"))
 
 
-def encode_gaze(batch: np.ndarray) -> bytes:
-    """A L{GAZE} frame holding the records of C{batch} (of L{GAZE_DTYPE})."""
+def encode_gaze(batch: GazeBatch) -> bytes:
+    """A L{GAZE} frame holding the records of C{batch} (L{GAZE_DTYPE})."""
+    if isinstance(batch, bytearray):
+        if len(batch) % GAZE_DTYPE.itemsize:
+            raise WireError(f"{len(batch)} bytes are not whole gaze records")
+        return encode_frame(GAZE, bytes(batch))
     if batch.dtype != GAZE_DTYPE:
         raise WireError(f"a gaze batch must be of GAZE_DTYPE, not {batch.dtype}")
     return encode_frame(GAZE, np.ascontiguousarray(batch).tobytes())
@@ -169,21 +179,35 @@ def decode_message(payload: Union[bytes, bytearray]) -> dict:
     return message
 
 
-def decode_gaze(payload: Union[bytes, bytearray]) -> np.ndarray:
+def gaze_records(payload: Union[bytes, bytearray]) -> bytearray:
     """
-    The batch in a L{GAZE} payload: a writable array of L{GAZE_DTYPE} (it
-    shares memory with C{payload} when that is a bytearray).
+    The records of a L{GAZE} frame's payload, as the bytes a tracker hands
+    the hub (C{payload} itself when it is a bytearray).
 
     @raise WireError: the payload is not a whole number of records.
     """
     size = GAZE_DTYPE.itemsize
     if len(payload) % size:
         raise WireError(
-            f"a gaze frame of {len(payload)} bytes is not a whole number of " f"{size}-byte records"
+            f"a gaze frame of {len(payload)} bytes is not a whole number of {size}-byte records"
         )
-    if not isinstance(payload, bytearray):
-        payload = bytearray(payload)
-    return np.frombuffer(payload, dtype=GAZE_DTYPE)
+    return payload if isinstance(payload, bytearray) else bytearray(payload)
+
+
+def first_system_time_us(records: bytearray) -> int:
+    """The C{system_time_us} of the first of (at least one) records."""
+    value: int = _SYSTEM_TIME.unpack_from(records, _SYSTEM_TIME_AT)[0]
+    return value
+
+
+def decode_gaze(payload: Union[bytes, bytearray]) -> np.ndarray:
+    """
+    The records of a L{GAZE} frame's payload as a writable array (which
+    shares memory with C{payload} when that is a bytearray).
+
+    @raise WireError: the payload is not a whole number of records.
+    """
+    return np.frombuffer(gaze_records(payload), dtype=GAZE_DTYPE)
 
 
 def dtype_descr(dtype: np.dtype = GAZE_DTYPE) -> list:
