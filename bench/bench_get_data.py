@@ -7,7 +7,7 @@ a temporary folder) streams to a watching client (this process) for
 72,000 samples and ~20 MB of JSON for 60 s, most of them read back from the
 recording, the newest from memory.
 
-    python bench/bench_get_data.py [--seconds 60] [--runs 7]
+    python bench/bench_get_data.py [--seconds 60] [--runs 9]
 
 What is measured, per run, and the median over the runs:
 
@@ -292,7 +292,7 @@ def in_process(seconds):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=60.0)
-    parser.add_argument("--runs", type=int, default=7)
+    parser.add_argument("--runs", type=int, default=9)
     parser.add_argument("--server-log", help="write the server's log (INFO) to this file")
     args = parser.parse_args()
     print(f"load average (1, 5, 15 min) at the start: {load()}")
