@@ -14,12 +14,13 @@ reactor before it is queued (a slice of the gaze buffer, the points of a
 validation) and nothing else touches them afterwards.  The result comes
 back to the reactor through the Deferred that L{WorkerPool.run} returns.
 
-On Linux, where each thread has its own scheduling priority, the worker
-threads run at a lower one than the reactor (L{WORKER_NICE}): when the
-cores are busy, the reactor and the tracker's threads, which wake up for
-every sample, take a core from a long job at once instead of waiting for
-their turn, so a job (encoding a 20 MB C{get_data} reply, say) does not
-lengthen the gaps in other clients' gaze streams.
+The worker threads keep the reactor's scheduling priority.  A lower one
+(a nice value of 10, tried) made things worse: a worker holding the GIL was
+preempted by the other busy processes and kept the reactor and the
+tracker's threads from the GIL until it got a core back.  While a 20 MB
+C{get_data} reply was encoded, another client's longest gap between gaze
+frames grew by a median of +4.0 ms with it and +2.4 ms without
+(bench/bench_get_data.py, 7 runs each).
 
 A job in pure Python also holds the GIL, and would hold up the reactor far
 longer than its share: each time the reactor thread gives the GIL up for
@@ -27,14 +28,15 @@ a system call (epoll, every socket write), it waits for the interpreter's
 switch interval (5 ms by default) to get it back, so one turn that writes
 to a few sockets takes tens of ms while a job runs (bench/bench_hostile.py,
 C{validation_refused}).  While the pool runs, the switch interval is
-L{SWITCH_INTERVAL_S}: the reactor gets the GIL back within about that.
+L{SWITCH_INTERVAL_S}: the reactor, and a tracker's thread handing over a
+sample, get the GIL back within about that.  0.1 ms rather than 0.5 ms took
+the median added gap above from +2.5 to +1.9 ms (7 runs each) without
+slowing the answer (a median of 125 ms against 136 ms).
 """
 
 from __future__ import annotations
 
-import os
 import sys
-import threading
 from typing import Any, Callable, Optional
 
 from twisted.application import service
@@ -46,17 +48,10 @@ from jspsych_tobii.logs import Logger
 
 #: Threads for heavy work; the machine's other core runs the reactor.
 DEFAULT_THREADS = 2
-#: How much lower the worker threads' priority is than the reactor's: a
-#: nice increment (Linux only; 0 leaves it as it is).
-WORKER_NICE = 10
-
-#: Whether this platform gives each thread a priority of its own (elsewhere
-#: setpriority would change the whole process's).
-_PER_THREAD_PRIORITY = sys.platform.startswith("linux")
 
 #: The interpreter's switch interval while the pool runs, seconds: how long
 #: a worker's Python code may keep the GIL from the reactor thread.
-SWITCH_INTERVAL_S = 0.0005
+SWITCH_INTERVAL_S = 0.0001
 
 
 class WorkerPool(service.Service):
@@ -64,13 +59,9 @@ class WorkerPool(service.Service):
 
     log = Logger()
 
-    def __init__(
-        self, reactor: IReactorFromThreads, threads: int = DEFAULT_THREADS, nice: int = WORKER_NICE
-    ):
+    def __init__(self, reactor: IReactorFromThreads, threads: int = DEFAULT_THREADS):
         self._reactor = reactor
         self._pool = ThreadPool(minthreads=0, maxthreads=threads, name="jspsych-tobii-work")
-        self._nice = nice if _PER_THREAD_PRIORITY else 0
-        self._lowered = threading.local()  # whether this worker thread's priority is set
         self._saved_interval: Optional[float] = None
         self._ours = 0.0
 
@@ -93,19 +84,4 @@ class WorkerPool(service.Service):
 
     def run(self, f: Callable[..., Any], *args: Any, **kwargs: Any) -> defer.Deferred:
         """Call C{f(*args, **kwargs)} on a worker thread; the Deferred fires on the reactor."""
-        return threads.deferToThreadPool(self._reactor, self._pool, self._call, f, args, kwargs)
-
-    def _call(self, f: Callable[..., Any], args: tuple, kwargs: dict) -> Any:
-        if self._nice and not getattr(self._lowered, "done", False):
-            self._lowered.done = True
-            self._lower_priority()
-        return f(*args, **kwargs)
-
-    def _lower_priority(self) -> None:
-        """This thread's priority, L{WORKER_NICE} below what it inherited."""
-        tid = threading.get_native_id()
-        try:
-            current = os.getpriority(os.PRIO_PROCESS, tid)
-            os.setpriority(os.PRIO_PROCESS, tid, min(19, current + self._nice))
-        except OSError as e:
-            self.log.warn("cannot lower a worker thread's priority: {error}", error=e)
+        return threads.deferToThreadPool(self._reactor, self._pool, f, *args, **kwargs)
