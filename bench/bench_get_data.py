@@ -50,7 +50,14 @@ import tempfile
 import time
 
 from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientProtocol
-from bench_stream import report_checks, run_on_reactor, sleep, wait_listening
+from bench_stream import (
+    cpu_ticks,
+    report_checks,
+    run_on_reactor,
+    sleep,
+    stolen_since,
+    wait_listening,
+)
 from twisted.internet import defer, protocol, reactor
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -296,7 +303,9 @@ def main():
     parser.add_argument("--server-log", help="write the server's log (INFO) to this file")
     args = parser.parse_args()
     print(f"load average (1, 5, 15 min) at the start: {load()}")
+    ticks = cpu_ticks()
     runs = run_on_reactor(lambda: live_runs(args))
+    stolen = stolen_since(ticks)
     if not runs:
         sys.exit(1)
     turns, slices, size = in_process(args.seconds)
@@ -307,7 +316,8 @@ def main():
     n = len(runs)
     print(
         f"\nget_data of the last {args.seconds:g} s ({runs[0]['count']} samples, "
-        f"{runs[0]['mb']:.1f} MB), median of {n} runs; load average at the end: {load()}"
+        f"{runs[0]['mb']:.1f} MB), median of {n} runs; load average at the end: {load()}; "
+        f"CPU time stolen by the virtual machine's host: {stolen:.1f}%"
     )
     print(
         f"  answer time (asker: request sent to last byte received)      {median('took'):7.0f} ms"

@@ -60,6 +60,8 @@ import sys
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+from bench_stream import cpu_ticks, stolen_since  # noqa: E402
 
 NAMES = {
     "floor": "floor (bare fan-out)",
@@ -406,6 +408,7 @@ def main():
     if "floor" not in modes:
         modes.insert(0, "floor")
     print(f"load average at the start {loadavg()}")
+    ticks = cpu_ticks()
     runs = {}
     for i in range(args.runs):
         for n in counts:
@@ -423,6 +426,10 @@ def main():
     table = {key: summarize(value) for key, value in runs.items()}
     pair_runs(table, runs)
     report(table, modes, counts, args)
+    print(
+        "\nCPU time stolen by the virtual machine's host during the bench: "
+        f"{stolen_since(ticks):.1f}%"
+    )
     if args.json:
         with open(args.json, "w") as f:
             json.dump({f"{m}:{n}": v for (m, n), v in runs.items()}, f)

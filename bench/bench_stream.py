@@ -333,6 +333,23 @@ def wait_listening(port, process=None, tries=200):
     raise SystemExit(f"nothing listened on port {port}")
 
 
+def cpu_ticks():
+    """The machine's (stolen, total) CPU time so far, in ticks (/proc/stat)."""
+    with open("/proc/stat") as f:
+        values = [int(v) for v in f.readline().split()[1:9]]
+    return values[7], sum(values)
+
+
+def stolen_since(start):
+    """
+    The share of the machine's CPU time since C{start} (L{cpu_ticks}) that
+    the host running this virtual machine gave to others (steal): the
+    noise no benchmark here can remove.
+    """
+    stolen, total = cpu_ticks()
+    return 100.0 * (stolen - start[0]) / max(1, total - start[1])
+
+
 def report_checks(checks, indent="  "):
     """Print each (label, ok, value) as PASS or FAIL; whether all passed."""
     for label, ok, value in checks:
