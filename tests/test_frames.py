@@ -173,3 +173,42 @@ class FlushOnABrokenSocketTests(unittest.TestCase):
             yield deferLater(reactor, 0.001, lambda: None)
         [reason] = yield lost
         self.assertIsInstance(reason.value, ConnectionLost)
+
+
+class MessageEndTests(unittest.SynchronousTestCase):
+    """A whole message reaches the session joined, or in its pieces when large."""
+
+    def handled(self, pieces):
+        from jspsych_tobii.server.requests import LargeMessage
+
+        proto = TobiiServerProtocol()
+        seen = []
+
+        class Session:
+            def handle(self, payload, is_binary):
+                seen.append((payload, is_binary))
+
+        proto.session = Session()
+        proto.failedByMe = False
+        proto.message_is_binary = False
+        proto.message_data = list(pieces)
+        proto.message_data_total_length = sum(len(p) for p in pieces)
+        proto.onMessageEnd()
+        self.assertIsNone(proto.message_data)
+        [(payload, is_binary)] = seen
+        self.assertIs(is_binary, False)
+        return payload, LargeMessage
+
+    def test_small_joined(self):
+        payload, _ = self.handled([b'{"type":', b'"get_status"}'])
+        self.assertEqual(payload, b'{"type":"get_status"}')
+
+    def test_large_in_pieces(self):
+        from jspsych_tobii.server.requests import DECODE_INLINE_BYTES
+
+        pieces = [b"x" * 65536] * (DECODE_INLINE_BYTES // 65536 + 1)
+        payload, LargeMessage = self.handled(pieces)
+        self.assertIsInstance(payload, LargeMessage)
+        self.assertEqual(payload.pieces, pieces)
+        self.assertEqual(payload.size, sum(map(len, pieces)))
+        self.assertEqual(payload.join(), b"".join(pieces))

@@ -21,6 +21,7 @@ from jspsych_tobii.server.requests import (
     DECODE_INLINE_BYTES,
     MAX_PENDING_REPLIES,
     TURN_BUDGET_S,
+    LargeMessage,
     decode_large,
 )
 
@@ -181,6 +182,36 @@ class WorkAndLimitsTests(unittest.SynchronousTestCase):
         ids = [m.get("requestId") for m in self.client.messages]
         self.assertEqual(ids[-3:], ["big", "after", "compute"])
         self.assertEqual(self.client.reply("compute")["numPoints"], 1)
+
+    def test_large_message_joined_where_decoded(self):
+        """
+        A large message handed over in the pieces it arrived in is joined on
+        the worker, not on the reactor, and answered as the whole would be.
+        """
+        work = self.server.state.work = HeldWork()
+        self.client.send({"type": "validation_start"})
+        samples = [
+            {"x": 0.5, "y": 0.5, "timestamp": 1.0 + i, "pad": "p" * 100} for i in range(3000)
+        ]
+        payload = json.dumps(
+            {
+                "type": "validation_point",
+                "requestId": "m",
+                "point": {"x": 0.5, "y": 0.5},
+                "gaze_samples": samples,
+            }
+        ).encode()
+        self.assertGreater(len(payload), DECODE_INLINE_BYTES)
+        pieces = [payload[i : i + 65536] for i in range(0, len(payload), 65536)]
+        self.client.session.handle(LargeMessage(pieces, len(payload)))
+        [(_, job, args, _)] = work.queue
+        self.assertIs(job, decode_large)
+        self.assertIsInstance(args[0], LargeMessage)  # still in pieces
+        self.assertIsNone(self.client.reply("m"))
+        work.run_next()
+        reply = self.client.reply("m")
+        self.assertIs(reply["success"], True, reply)
+        self.assertEqual(reply["pointIndex"], 0)
 
     def test_large_point_reduced_where_decoded(self):
         """

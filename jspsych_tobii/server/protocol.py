@@ -43,6 +43,7 @@ from jspsych_tobii.logs import Logger
 from jspsych_tobii.server.frames import TextFrame
 from jspsych_tobii.server.gate import SendGate
 from jspsych_tobii.server.intake import Intake
+from jspsych_tobii.server.requests import DECODE_INLINE_BYTES, LargeMessage
 from jspsych_tobii.server.resume import Fingerprint
 from jspsych_tobii.server.session import ClientSession
 from jspsych_tobii.server.state import ServerState
@@ -391,6 +392,22 @@ class TobiiServerProtocol(WebSocketServerProtocol):
                 f"message in too many fragments: at most {MAX_MESSAGE_FRAGMENTS}",
                 f"a message in more than {MAX_MESSAGE_FRAGMENTS} fragments",
             )
+
+    def onMessageEnd(self):
+        """
+        A whole message: Autobahn's own joins its pieces here, on the
+        reactor; a large one is joined by the worker that decodes it
+        (L{LargeMessage}).  (Autobahn also fires a C{message} event, which
+        nothing here listens to.)
+        """
+        pieces, self.message_data = self.message_data, None
+        if self.failedByMe or self.session is None:
+            return
+        size = self.message_data_total_length
+        if size > DECODE_INLINE_BYTES and len(pieces) > 1:
+            self.session.handle(LargeMessage(pieces, size), self.message_is_binary)
+        else:
+            self.session.handle(b"".join(pieces), self.message_is_binary)
 
     def onMessage(self, payload, isBinary):
         if self.session is not None:

@@ -24,7 +24,13 @@ from jspsych_tobii.logs import Logger
 from jspsych_tobii.server.bulk import StreamedReply
 from jspsych_tobii.server.calibration import CalibrationError
 from jspsych_tobii.server.gate import SendGate
-from jspsych_tobii.server.requests import ClockedReply, Handler, RequestRunner, SplicedReply
+from jspsych_tobii.server.requests import (
+    ClockedReply,
+    Handler,
+    Payload,
+    RequestRunner,
+    SplicedReply,
+)
 
 if TYPE_CHECKING:  # only for the annotations
     from jspsych_tobii.server.state import ServerState
@@ -65,7 +71,7 @@ class ClientSession:
     def tracking(self) -> bool:
         return self.app.hub.is_subscribed(self.gate)
 
-    def handle(self, payload: bytes, is_binary: bool = False) -> Optional[defer.Deferred]:
+    def handle(self, payload: Payload, is_binary: bool = False) -> Optional[defer.Deferred]:
         """Answer one frame (see L{RequestRunner.handle})."""
         return self.requests.handle(payload, is_binary)
 
