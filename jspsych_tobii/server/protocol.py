@@ -395,10 +395,10 @@ class TobiiServerProtocol(WebSocketServerProtocol):
 
     def onMessageEnd(self):
         """
-        A whole message: Autobahn's own joins its pieces here, on the
-        reactor; a large one is joined by the worker that decodes it
-        (L{LargeMessage}).  (Autobahn also fires a C{message} event, which
-        nothing here listens to.)
+        A whole message, to the session (in place of Autobahn's, which joins
+        its pieces here, on the reactor, and calls C{onMessage}): a large one
+        is joined by the worker that decodes it (L{LargeMessage}).  (Autobahn
+        also fires a C{message} event, which nothing here listens to.)
         """
         pieces, self.message_data = self.message_data, None
         if self.failedByMe or self.session is None:
@@ -408,10 +408,6 @@ class TobiiServerProtocol(WebSocketServerProtocol):
             self.session.handle(LargeMessage(pieces, size), self.message_is_binary)
         else:
             self.session.handle(b"".join(pieces), self.message_is_binary)
-
-    def onMessage(self, payload, isBinary):
-        if self.session is not None:
-            self.session.handle(payload, isBinary)
 
     # -- breaking the rules
 
