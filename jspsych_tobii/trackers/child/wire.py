@@ -106,9 +106,7 @@ def encode_message(message: dict) -> bytes:
 def encode_gaze(batch: GazeBatch) -> bytes:
     """A L{GAZE} frame holding the records of C{batch} (L{GAZE_DTYPE})."""
     if isinstance(batch, bytearray):
-        if len(batch) % GAZE_DTYPE.itemsize:
-            raise WireError(f"{len(batch)} bytes are not whole gaze records")
-        return encode_frame(GAZE, bytes(batch))
+        return encode_frame(GAZE, bytes(gaze_records(batch)))
     if batch.dtype != GAZE_DTYPE:
         raise WireError(f"a gaze batch must be of GAZE_DTYPE, not {batch.dtype}")
     return encode_frame(GAZE, np.ascontiguousarray(batch).tobytes())
