@@ -47,6 +47,8 @@ import sys
 import tempfile
 import time
 
+from rawsocket import open_websocket
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 GAP_GOAL_MS = 50.0
 #: The most CPU the reactor thread may use in one turn: well inside the gap goal.
@@ -72,18 +74,7 @@ class RawClient:
     """Frames are masked with a zero key, so large payloads need no XOR."""
 
     def __init__(self, port, rcvbuf=None):
-        self.sock = socket.create_connection(("127.0.0.1", port))
-        if rcvbuf:
-            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
-        self.sock.sendall(
-            f"GET / HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
-            "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
-            "Sec-WebSocket-Version: 13\r\nUser-Agent: hostile\r\n\r\n".encode()
-        )
-        response = b""
-        while b"\r\n\r\n" not in response:
-            response += self.sock.recv(4096)
-        self.buffer = bytearray(response.split(b"\r\n\r\n", 1)[1])
+        self.sock, self.buffer = open_websocket(port, user_agent="hostile", rcvbuf=rcvbuf)
 
     @staticmethod
     def frame(opcode, payload, fin=True):

@@ -12,23 +12,15 @@ first question, so starting Python costs nothing during a measurement.
 
 import json
 import os
-import socket
 import sys
 import time
+
+from rawsocket import open_websocket
 
 
 class Connection:
     def __init__(self, port):
-        self.s = socket.create_connection(("127.0.0.1", port))
-        self.s.sendall(
-            f"GET / HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
-            "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
-            "Sec-WebSocket-Version: 13\r\n\r\n".encode()
-        )
-        response = b""
-        while b"\r\n\r\n" not in response:
-            response += self.s.recv(4096)
-        self.buffer = bytearray(response.split(b"\r\n\r\n", 1)[1])
+        self.s, self.buffer = open_websocket(port)
 
     def send(self, payload, opcode=0x1):
         mask = os.urandom(4)

@@ -31,6 +31,8 @@ import socket
 import sys
 import time
 
+from rawsocket import open_websocket
+
 
 def now_ms():
     return time.monotonic_ns() / 1e6
@@ -50,22 +52,8 @@ def masked_frame(payload):
 class Client:
     def __init__(self, port, index):
         self.index = index
-        self.sock = socket.create_connection(("127.0.0.1", port))
+        self.sock, self.buffer = open_websocket(port)
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self.sock.sendall(
-            f"GET / HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
-            "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
-            "Sec-WebSocket-Version: 13\r\n\r\n".encode()
-        )
-        response = b""
-        while b"\r\n\r\n" not in response:
-            chunk = self.sock.recv(4096)
-            if not chunk:
-                raise EOFError("the server closed during the handshake")
-            response += chunk
-        if b" 101 " not in response.split(b"\r\n", 1)[0]:
-            raise RuntimeError(f"handshake refused: {response[:200]!r}")
-        self.buffer = bytearray(response.split(b"\r\n\r\n", 1)[1])
         self.sock.setblocking(False)
         self.measuring = False
         self.seqs = []
