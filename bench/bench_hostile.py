@@ -47,7 +47,7 @@ import sys
 import tempfile
 import time
 
-from rawsocket import open_websocket
+from rawsocket import frame_header, open_websocket
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 GAP_GOAL_MS = 50.0
@@ -102,16 +102,7 @@ class RawClient:
         """The next message: (opcode, payload), fragments joined."""
         parts, first = [], None
         while True:
-            self._need(2)
-            b0, b1 = self.buffer[0], self.buffer[1]
-            n, at = b1 & 0x7F, 2
-            if n == 126:
-                self._need(4)
-                n, at = int.from_bytes(self.buffer[2:4], "big"), 4
-            elif n == 127:
-                self._need(10)
-                n, at = int.from_bytes(self.buffer[2:10], "big"), 10
-            self._need(at + n)
+            b0, at, n = frame_header(self.buffer, self._need)
             payload = bytes(self.buffer[at : at + n])
             del self.buffer[: at + n]
             opcode = b0 & 0x0F

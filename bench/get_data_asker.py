@@ -15,7 +15,7 @@ import os
 import sys
 import time
 
-from rawsocket import open_websocket
+from rawsocket import frame_header, open_websocket
 
 
 class Connection:
@@ -43,18 +43,8 @@ class Connection:
         """
         message = bytearray()
         while True:
-            self.need(2)
-            fin = self.buffer[0] & 0x80
-            opcode = self.buffer[0] & 0x0F
-            length = self.buffer[1] & 0x7F
-            start = 2
-            if length == 126:
-                self.need(4)
-                length, start = int.from_bytes(self.buffer[2:4], "big"), 4
-            elif length == 127:
-                self.need(10)
-                length, start = int.from_bytes(self.buffer[2:10], "big"), 10
-            self.need(start + length)
+            first, start, length = frame_header(self.buffer, self.need)
+            fin, opcode = first & 0x80, first & 0x0F
             if opcode >= 0x8:  # a control frame
                 if opcode == 0x8:
                     raise EOFError("the server closed the connection")

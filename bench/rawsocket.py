@@ -35,3 +35,24 @@ def open_websocket(port, user_agent=None, rcvbuf=None):
     if b" 101 " not in head.split(b"\r\n", 1)[0]:
         raise RuntimeError(f"handshake refused: {response[:200]!r}")
     return sock, bytearray(rest)
+
+
+def frame_header(buffer, need):
+    """
+    The header of the frame at the start of C{buffer}, once C{need(n)} has
+    made the buffer at least C{n} bytes long (reading the socket), its
+    payload included.
+
+    @return: the frame's first byte (FIN and opcode), where its payload
+        starts in C{buffer}, and the payload's length.
+    """
+    need(2)
+    length, start = buffer[1] & 0x7F, 2
+    if length == 126:
+        need(4)
+        length, start = int.from_bytes(buffer[2:4], "big"), 4
+    elif length == 127:
+        need(10)
+        length, start = int.from_bytes(buffer[2:10], "big"), 10
+    need(start + length)
+    return buffer[0], start, length
