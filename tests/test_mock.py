@@ -19,7 +19,7 @@ from jspsych_tobii.tap import Options
 from jspsych_tobii.trackers import mock
 from jspsych_tobii.trackers.eyemodel import EyeModel
 from jspsych_tobii.trackers.mock import MockTracker
-from jspsych_tobii.trackers.paced import IPacing, ThreadPacing, TimerPacing
+from jspsych_tobii.trackers.paced import IPacing, ISampleSource, ThreadPacing, TimerPacing
 
 from .support import assert_close, mock_tracker, serve, wait
 from .tracker_contract import ClockContractMixin, TrackerContractMixin
@@ -177,19 +177,43 @@ class MockTrackerTests(unittest.SynchronousTestCase):
 
 
 class ManualPacing:
-    """A pacing a test drives: C{tick()} is one hand-over."""
+    """A pacing a test drives: C{tick()} is one take and hand-over."""
 
     running = False
-    deliver = None
 
-    def start(self, deliver, start_us, period_us):
-        self.running, self.deliver, self.period_us = True, deliver, period_us
+    def start(self, source, deliver, start_us, period_us):
+        self.running, self.period_us = True, period_us
+        self.source, self.deliver = source, deliver
 
     def stop(self):
         self.running = False
 
     def tick(self):
-        self.deliver()
+        batch = self.source.take()
+        if batch is not None:
+            self.deliver(batch)
+
+
+class CountingSource:
+    """An L{ISampleSource} whose samples are numbered records; it logs its calls."""
+
+    def __init__(self, counts=()):
+        self.counts = iter(counts)
+        self.calls = []
+        self.taken = 0
+
+    def take(self):
+        n = next(self.counts, 0)
+        self.calls.append(("take", n))
+        if not n:
+            return None
+        batch = np.zeros(n, GAZE_DTYPE)
+        batch["system_time_us"] = np.arange(self.taken, self.taken + n)
+        self.taken += n
+        return batch
+
+    def prepare(self):
+        self.calls.append(("prepare",))
 
 
 class PacingTests(unittest.SynchronousTestCase):
@@ -214,9 +238,12 @@ class PacingTests(unittest.SynchronousTestCase):
         self.assertFalse(pacing.running)
 
     def test_pacing_thread_ticks_at_due_times(self):
-        """The thread waits for each due time and skips, in one tick, what it is late for."""
+        """
+        The thread waits for each due time, takes what is due then (the late
+        ones in one take), hands over their bytes, and prepares between samples.
+        """
         times = iter([0, 400, 1000, 5300, 5800, 6000])
-        stop = threading.Event()  # set by the hand-off after sample 6
+        stop = threading.Event()  # set at the fourth hand-over
         waits, puts = [], []
 
         class Stop:
@@ -230,19 +257,28 @@ class PacingTests(unittest.SynchronousTestCase):
             return next(times)
 
         class Handoff:
-            def put(self, k):
-                puts.append(k)
-                if k == 6:
+            def put(self, records):
+                puts.append(np.frombuffer(records, GAZE_DTYPE)["system_time_us"].tolist())
+                if len(puts) == 3:
                     stop.set()
 
+        source = CountingSource([1, 0, 1, 4])
         pacing = ThreadPacing(reactor, clock)
-        pacing._run(Handoff(), Stop(), 0, 1000.0)
-        self.assertEqual(puts, [0, 1, 2, 6])
+        pacing._run(source, Handoff(), Stop(), 0, 1000.0)
+        self.assertEqual(puts, [[0], [1], [2, 3, 4, 5]])
         self.assertEqual(waits, [600, 200])
         self.assertEqual(pacing.ticks, 4)
+        self.assertEqual(
+            source.calls,
+            [("take", 1), ("prepare",), ("take", 0), ("prepare",)]
+            + [("take", 1), ("prepare",), ("take", 4), ("prepare",)],
+        )
 
     def test_thread_pacing_hands_over_on_the_reactor(self):
-        """A real pacing thread's ticks reach C{deliver} on the reactor thread, until stopped."""
+        """
+        A real pacing thread's samples reach C{deliver} on the reactor thread,
+        as the records' bytes, until stopped.
+        """
         pacing = ThreadPacing(reactor, monotonic_us)
         calls = []
 
@@ -253,11 +289,19 @@ class PacingTests(unittest.SynchronousTestCase):
                 pacing.stop()
 
         pacing._reactor = Reactor()
-        delivered = threading.Event()
-        pacing.start(delivered.set, monotonic_us(), 1000.0)
-        self.assertTrue(delivered.wait(5.0))
+        delivered = []
+        done = threading.Event()
+
+        def deliver(batch):
+            delivered.append(batch)
+            done.set()
+
+        pacing.start(CountingSource([2]), deliver, monotonic_us(), 1000.0)
+        self.assertTrue(done.wait(5.0))
         self.assertFalse(pacing.running)
         self.assertIsNot(calls[0], threading.current_thread())
+        self.assertIsInstance(delivered[0], bytearray)
+        self.assertEqual(np.frombuffer(delivered[0], GAZE_DTYPE)["system_time_us"].tolist(), [0, 1])
 
     def test_pacings_provide_ipacing(self):
         self.assertTrue(verifyObject(IPacing, TimerPacing(Clock())))
@@ -270,16 +314,75 @@ class PacingTests(unittest.SynchronousTestCase):
         self.assertIn("--mock-delivery batched", str(caught.exception))
 
     def test_timer_pacing_batches(self):
+        """On each tick of its timer the pacing takes what is due and delivers it, if any."""
         clock = Clock()
         pacing = TimerPacing(clock)
         calls = []
-        pacing.start(lambda: calls.append(clock.seconds()), 0, 833.3)
+        source = CountingSource([2, 0, 3, 1])
+        pacing.start(source, lambda batch: calls.append((clock.seconds(), len(batch))), 0, 833.3)
         clock.pump([0.002] * 3)
-        self.assertEqual(calls, [0.002, 0.004, 0.006])
+        self.assertEqual(calls, [(0.002, 2), (0.006, 3)])
         pacing.stop()
         clock.advance(1)
-        self.assertEqual(len(calls), 3)
+        self.assertEqual(len(calls), 2)
         self.assertFalse(pacing.running)
+
+
+class MockSamplesTests(unittest.SynchronousTestCase):
+    """The mock's L{ISampleSource}, which the pacing thread takes samples from."""
+
+    def setUp(self):
+        self.clock = Clock()
+        self.model = EyeModel(seed=3)
+        self.made = []
+        samples = self.model.samples
+        self.patch(
+            self.model,
+            "samples",
+            lambda times, *a: self.made.append(len(times)) or samples(times, *a),
+        )
+        self.source = mock.MockSamples(
+            self.model, threading.Lock(), lambda: int(self.clock.seconds() * 1e6), 0, 1000.0
+        )
+
+    def test_prepared_samples_are_taken_without_synthesis(self):
+        """
+        Samples are made C{SYNTHESIS_SECONDS} ahead; once those are taken,
+        C{prepare()} makes the next ones, so taking them when due makes none.
+        """
+        self.assertTrue(verifyObject(ISampleSource, self.source))
+        ahead = int(1000 * mock.SYNTHESIS_SECONDS)
+        self.assertEqual(len(self.source.take()), 1)  # sample 0, at the start
+        self.assertEqual(self.made, [ahead])
+        self.source.prepare()  # what was made ahead is not used up: nothing more
+        self.clock.advance((ahead - 1) / 1000)
+        self.assertEqual(len(self.source.take()), ahead - 1)
+        self.assertEqual(self.made, [ahead])
+        self.source.prepare()
+        self.assertEqual(self.made, [ahead, ahead])
+        self.clock.advance(0.002)
+        batch = self.source.take()
+        self.assertEqual(batch["system_time_us"].tolist(), [ahead * 1000, (ahead + 1) * 1000])
+        self.assertEqual(self.made, [ahead, ahead])
+        self.assertIsNone(self.source.take())  # nothing new is due
+
+    def test_a_model_change_discards_what_was_made_ahead(self):
+        self.source.take()
+        self.source.prepare()
+        self.model.look_at(0.25, 0.75)
+        self.source.discard_ahead()
+        self.clock.advance(0.003)
+        batch = self.source.take()
+        self.assertEqual(len(batch), 3)
+        assert_close(self, np.nanmean((batch["left_x"] + batch["right_x"]) / 2), 0.25, 0.02)
+
+    def test_nothing_is_taken_after_close(self):
+        """A pacing thread still ending after a restart takes nothing from the old run."""
+        self.source.close()
+        self.clock.advance(0.01)
+        self.assertIsNone(self.source.take())
+        self.source.prepare()
+        self.assertEqual(self.made, [])
 
 
 class MockDeliveryOptionTests(unittest.TestCase):

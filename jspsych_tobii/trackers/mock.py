@@ -5,17 +5,20 @@ tests.  It is only ever used when asked for (C{--mock}); the server never
 falls back to it.
 
 Samples are produced by L{EyeModel} at their ideal capture times
-(C{start + k / rate}) on the server's monotonic clock.  How they reach the
-reactor is injected (L{jspsych_tobii.trackers.paced}): the server hands each
-one over when it is due from a pacing thread, through the same hand-off as
-the Tobii SDK adapter, so latency measured against the mock is the server's
-own; by default (and for tests on a L{task.Clock}) a reactor timer delivers
-them in batches.  With an injected L{task.Clock} and seed, everything is
-deterministic.
+(C{start + k / rate}) on the server's monotonic clock, by a L{MockSamples}
+that the pacing takes them from (L{jspsych_tobii.trackers.paced}).  The
+server's pacing is a thread: it makes each sample ahead of time and hands
+it over when it is due, as bytes, through the same hand-off as the Tobii
+SDK adapter, so latency measured against the mock is the server's own and
+the reactor does no more work for a sample than for a real tracker's.  By
+default (and for tests on a L{task.Clock}) a reactor timer makes and
+delivers them in batches.  With an injected L{task.Clock} and seed,
+everything is deterministic.
 """
 
 from __future__ import annotations
 
+import threading
 from dataclasses import replace
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
@@ -29,6 +32,7 @@ from jspsych_tobii.interfaces import (
     CalibrationEyeSample,
     CalibrationPointResult,
     CalibrationResult,
+    GazeBatch,
     GazeReceiver,
     ITracker,
     NotificationKind,
@@ -38,7 +42,7 @@ from jspsych_tobii.interfaces import (
     UserPosition,
 )
 from jspsych_tobii.trackers.eyemodel import DEFAULT_DISPLAY, EyeModel
-from jspsych_tobii.trackers.paced import IPacing, PacedStream, TimerPacing
+from jspsych_tobii.trackers.paced import IPacing, ISampleSource, PacedStream, TimerPacing
 
 MOCK_FREQUENCIES = (30.0, 60.0, 120.0, 250.0, 300.0, 600.0, 1200.0)
 #: How long collecting one calibration point takes, like a real tracker.
@@ -48,6 +52,71 @@ CALIBRATION_COLLECT_SECONDS = 0.7
 #: gaze target discards what was made ahead.
 SYNTHESIS_SECONDS = 0.025
 DEVICE_CLOCK_OFFSET_US = 7_340_000_000
+
+
+@implementer(ISampleSource)
+class MockSamples:
+    """
+    The samples of one run of the mock's stream (from L{startGaze}, or a
+    change of frequency, to its end): sample C{k} is captured at C{start_us
+    + k / rate} and due then.  Thread-safe: the pacing takes samples on its
+    own thread while the reactor may change the model (L{MockTracker.lookAt});
+    both hold C{lock}, the tracker's one lock around its L{EyeModel}.
+    """
+
+    def __init__(
+        self,
+        model: EyeModel,
+        lock: threading.Lock,
+        clock_us: MicrosecondClock,
+        start_us: int,
+        rate: float,
+    ):
+        self._model = model
+        self._lock = lock
+        self._clock_us = clock_us
+        self.start_us = start_us
+        self._period = 1e6 / rate
+        self._ahead_n = max(1, int(rate * SYNTHESIS_SECONDS))
+        self._next_k = 0
+        self._ahead: Optional[np.ndarray] = None
+        self._closed = False
+
+    def take(self) -> Optional[GazeBatch]:
+        with self._lock:
+            if self._closed:
+                return None
+            last_k = int((self._clock_us() - self.start_us) // self._period)
+            due = last_k - self._next_k + 1
+            if due <= 0:
+                return None
+            ahead = self._ahead
+            if ahead is None or len(ahead) < due:
+                ahead = self._synthesise(max(due, self._ahead_n))
+            batch, self._ahead = ahead[:due], ahead[due:]
+            self._next_k += due
+            return batch
+
+    def prepare(self) -> None:
+        with self._lock:
+            if not self._closed and (self._ahead is None or len(self._ahead) == 0):
+                self._ahead = self._synthesise(self._ahead_n)
+
+    def discard_ahead(self) -> None:
+        """Called with C{lock} held, when the model changed: what was made ahead is stale."""
+        self._ahead = None
+
+    def close(self) -> None:
+        """Nothing is taken after this (a pacing thread may still be ending)."""
+        with self._lock:
+            self._closed = True
+            self._ahead = None
+
+    def _synthesise(self, count: int) -> np.ndarray:
+        """Samples C{next_k ...}, made ahead of time at their capture times."""
+        ks = np.arange(self._next_k, self._next_k + count)
+        times = self.start_us + np.round(ks * self._period).astype(np.int64)
+        return self._model.samples(times, DEVICE_CLOCK_OFFSET_US)
 
 
 @implementer(ITracker)
@@ -84,13 +153,11 @@ class MockTracker(PacedStream):
         self._receiver: Optional[GazeReceiver] = None
         self._notify: Optional[Callable[[TrackerNotification], Any]] = None
         self._pacing: IPacing = pacing if pacing is not None else TimerPacing(reactor)
-        self._next_k = 0
-        self._ahead: Optional[np.ndarray] = None
-        self._start_us = 0
+        self._lock = threading.Lock()  # around the model: see MockSamples
+        self._samples: Optional[MockSamples] = None
         self._calibrating = False
         self._calibration: Dict[Tuple[float, float], List[CalibrationPointResult]] = {}
         self._failures: Dict[str, Exception] = {}
-        self.delivered = 0
 
     # -- test hooks
 
@@ -105,8 +172,10 @@ class MockTracker(PacedStream):
 
     def lookAt(self, x: Optional[float], y: Optional[float] = None) -> None:
         """Make the synthetic participant fixate (x, y); C{lookAt(None)} frees it."""
-        self.model.look_at(x, y)
-        self._ahead = None
+        with self._lock:
+            self.model.look_at(x, y)
+            if self._samples is not None:
+                self._samples.discard_ahead()
 
     def notify(self, kind: str, message: str = "", **data: Any) -> None:
         """Emit a notification, as a device would."""
@@ -191,7 +260,8 @@ class MockTracker(PacedStream):
                 raise TrackerError("calibration mode was left during collection")
             now = self._clock_us()
             times = now - np.arange(12)[::-1] * int(1e6 / self.rate)
-            samples = self.model.samples(times)
+            with self._lock:
+                samples = self.model.samples(times)
             self.lookAt(None)
 
             def eye(name: str) -> Tuple[CalibrationEyeSample, ...]:
@@ -254,35 +324,21 @@ class MockTracker(PacedStream):
         return d
 
     def _start_pacing(self) -> None:
-        self._start_us = self._clock_us()
-        self._next_k = 0
-        self._ahead = None
-        self._pacing.start(self._deliver, self._start_us, 1e6 / self.rate)
+        self._stop_timer()
+        self._samples = MockSamples(
+            self.model, self._lock, self._clock_us, self._clock_us(), self.rate
+        )
+        self._pacing.start(self._samples, self._hand_over, self._samples.start_us, 1e6 / self.rate)
 
     def _stop_timer(self) -> None:
         self._pacing.stop()
+        if self._samples is not None:
+            self._samples.close()
 
-    def _synthesise(self, count: int) -> np.ndarray:
-        """Samples C{next_k ...}, made ahead of time at their capture times."""
-        period = 1e6 / self.rate
-        ks = np.arange(self._next_k, self._next_k + count)
-        times = self._start_us + np.round(ks * period).astype(np.int64)
-        return self.model.samples(times, DEVICE_CLOCK_OFFSET_US)
-
-    def _deliver(self) -> None:
-        """Deliver every sample due by now (called by the pacing, on the reactor)."""
+    def _hand_over(self, batch: GazeBatch) -> None:
+        """Called by the pacing, on the reactor, with the samples just due."""
         receiver = self._receiver
         if receiver is None:
-            self._pacing.stop()
+            self._stop_timer()
             return
-        now = self._clock_us()
-        last_k = int((now - self._start_us) // (1e6 / self.rate))
-        due = last_k - self._next_k + 1
-        if due > 0:
-            ahead = self._ahead
-            if ahead is None or len(ahead) < due:
-                ahead = self._synthesise(max(due, int(self.rate * SYNTHESIS_SECONDS)))
-            batch, self._ahead = ahead[:due], ahead[due:]
-            self._next_k += due
-            self.delivered += due
-            receiver(batch)
+        receiver(batch)

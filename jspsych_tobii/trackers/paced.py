@@ -1,13 +1,15 @@
 # -*- test-case-name: tests.test_mock,tests.test_replay -*-
 """
-L{PacedStream}: what the trackers that make their own samples on the reactor
-(the mock, the replay) share: a timer that delivers the samples due every
-few milliseconds, and the receivers it delivers to.
+L{PacedStream}: what the trackers that make their own samples (the mock,
+the replay) share: the receivers they deliver to, and a reactor timer that
+delivers the samples due every few milliseconds (the replay's; the mock
+uses a pacing).
 
-How the mock's samples reach the reactor is injected: L{ThreadPacing} hands
-each sample over when it is due, from a thread, through the same
-L{ThreadHandoff} as the Tobii SDK adapter (what the server uses); with
-L{TimerPacing} a reactor timer delivers in batches (deterministic under a
+How the mock's samples reach the reactor is injected: L{ThreadPacing}
+takes each sample from the mock's L{ISampleSource} when it is due, on a
+thread, and hands its bytes over through the same L{ThreadHandoff} as the
+Tobii SDK adapter (what the server uses); with L{TimerPacing} a reactor
+timer takes and delivers them in batches (deterministic under a
 L{task.Clock}, for tests, and C{--mock-delivery batched}).
 """
 
@@ -20,7 +22,7 @@ from twisted.internet import defer
 from twisted.internet.interfaces import IDelayedCall, IReactorFromThreads, IReactorTime
 from zope.interface import Attribute, Interface, implementer
 
-from jspsych_tobii.interfaces import GazeReceiver, TrackerError, TrackerNotification
+from jspsych_tobii.interfaces import GazeBatch, GazeReceiver, TrackerError, TrackerNotification
 from jspsych_tobii.trackers.handoff import ThreadHandoff
 
 #: Largest interval between deliveries of gaze batches, seconds.
@@ -29,9 +31,10 @@ DELIVERY_INTERVAL = 0.002
 
 class PacedStream:
     """
-    A subclass sets C{self._reactor}, defines C{_deliver()} (called by the
-    timer; it calls C{_schedule()} again while the stream runs) and may
-    override C{_delivery_interval()}.
+    A subclass sets C{self._reactor}.  One that uses the timer defines
+    C{_deliver()} (called by the timer; it calls C{_schedule()} again while
+    the stream runs) and may override C{_delivery_interval()}; one that does
+    not overrides C{_stop_timer()}.
     """
 
     _reactor: IReactorTime
@@ -65,16 +68,39 @@ class PacedStream:
         self._notify = receiver
 
 
+class ISampleSource(Interface):
+    """
+    Where a pacing takes a tracker's samples from: made on whichever thread
+    the pacing runs (so a source is thread-safe), handed to the reactor by
+    the pacing.
+    """
+
+    def take() -> Optional[GazeBatch]:
+        """The samples due by now that were not taken before, or C{None}."""
+
+    def prepare() -> None:
+        """
+        Make ahead what will soon be due, so that L{take} is quick when it
+        is; a pacing thread calls it between samples.  May do nothing.
+        """
+
+
 class IPacing(Interface):
     """How a tracker's samples reach the reactor: L{TimerPacing} or L{ThreadPacing}."""
 
     running = Attribute("True between L{start} and L{stop}.")
 
-    def start(deliver: Callable[[], Any], start_us: int, period_us: float) -> None:
+    def start(
+        source: ISampleSource,
+        deliver: Callable[[GazeBatch], Any],
+        start_us: int,
+        period_us: float,
+    ) -> None:
         """
-        Call C{deliver()} on the reactor from now on, whenever samples are
-        due; they are due every C{period_us} from C{start_us} (µs, on the
-        tracker's clock).  A pacing already running is stopped first.
+        From now on, whenever samples are due (every C{period_us} from
+        C{start_us}, µs on the tracker's clock), take them from C{source}
+        and call C{deliver} with them on the reactor.  A pacing already
+        running is stopped first.
         """
 
     def stop() -> None:
@@ -84,11 +110,12 @@ class IPacing(Interface):
 @implementer(IPacing)
 class TimerPacing:
     """
-    Batched delivery: a reactor timer calls C{deliver} every
-    C{DELIVERY_INTERVAL} (or every sample period, if shorter), and each call
-    delivers whatever became due meanwhile.  Deterministic under a
-    L{task.Clock}; on a real reactor its waits are rounded up to whole
-    milliseconds, so samples arrive in batches a millisecond or two late.
+    Batched delivery: a reactor timer takes and delivers, every
+    C{DELIVERY_INTERVAL} (or every sample period, if shorter), whatever
+    became due meanwhile.  Everything runs on the reactor, so it is
+    deterministic under a L{task.Clock}; on a real reactor its waits are
+    rounded up to whole milliseconds, so samples arrive in batches a
+    millisecond or two late.
     """
 
     def __init__(self, reactor: IReactorTime, interval: float = DELIVERY_INTERVAL):
@@ -101,20 +128,27 @@ class TimerPacing:
     def running(self) -> bool:
         return self._timer is not None
 
-    def start(self, deliver: Callable[[], Any], start_us: int, period_us: float) -> None:
-        """Call C{deliver} on the reactor from now on; samples are due every C{period_us}."""
+    def start(
+        self,
+        source: ISampleSource,
+        deliver: Callable[[GazeBatch], Any],
+        start_us: int,
+        period_us: float,
+    ) -> None:
         self.stop()
         self._every = min(self._interval, period_us / 1e6)
-        self._timer = self._reactor.callLater(self._every, self._tick, deliver)
+        self._timer = self._reactor.callLater(self._every, self._tick, source, deliver)
 
     def stop(self) -> None:
         if self._timer is not None and self._timer.active():
             self._timer.cancel()
         self._timer = None
 
-    def _tick(self, deliver: Callable[[], Any]) -> None:
-        self._timer = self._reactor.callLater(self._every, self._tick, deliver)
-        deliver()
+    def _tick(self, source: ISampleSource, deliver: Callable[[GazeBatch], Any]) -> None:
+        self._timer = self._reactor.callLater(self._every, self._tick, source, deliver)
+        batch = source.take()
+        if batch is not None:
+            deliver(batch)
 
 
 @implementer(IPacing)
@@ -122,12 +156,14 @@ class ThreadPacing:
     """
     Per-sample delivery, the way a tracker SDK delivers: a thread of its own
     sleeps until each sample is due (C{start_us + k * period_us} on
-    C{clock_us}) and hands a tick to the reactor through the same
-    L{ThreadHandoff} the SDK adapter uses; on the reactor C{deliver} delivers
-    every sample due by then (one, unless the reactor was late, when the
-    late ones come together).  The thread's waits are not rounded to the
-    reactor's millisecond, so a sample reaches the reactor about as soon as
-    it is due.  Needs a real reactor (C{callFromThread}).
+    C{clock_us}), takes it from the source, and hands its bytes to the
+    reactor through the same L{ThreadHandoff} the SDK adapter uses (one
+    sample, unless the thread was late, when the late ones come together).
+    Between samples it lets the source L{prepare<ISampleSource.prepare>}
+    the next ones, so the reactor does no work for a sample but deliver it.
+    The thread's waits are not rounded to the reactor's millisecond, so a
+    sample reaches the reactor about as soon as it is due.  Needs a real
+    reactor (C{callFromThread}).
     """
 
     def __init__(
@@ -142,24 +178,30 @@ class ThreadPacing:
         self._clock_us = clock_us
         self._name = name
         self._stop: Optional[threading.Event] = None
-        self.ticks = 0  # ticks handed over, for tests
+        self.ticks = 0  # due times the thread woke for, for tests
 
     @property
     def running(self) -> bool:
         return self._stop is not None
 
-    def start(self, deliver: Callable[[], Any], start_us: int, period_us: float) -> None:
+    def start(
+        self,
+        source: ISampleSource,
+        deliver: Callable[[GazeBatch], Any],
+        start_us: int,
+        period_us: float,
+    ) -> None:
         self.stop()
         stop = self._stop = threading.Event()
 
-        def tick(items: List[int]) -> None:
+        def hand_over(records: List[bytes]) -> None:
             if not stop.is_set():
-                deliver()
+                deliver(bytearray().join(records))
 
-        handoff = ThreadHandoff(self._reactor, tick)
+        handoff = ThreadHandoff(self._reactor, hand_over)
         thread = threading.Thread(
             target=self._run,
-            args=(handoff, stop, start_us, period_us),
+            args=(source, handoff, stop, start_us, period_us),
             name=self._name,
             daemon=True,
         )
@@ -172,7 +214,12 @@ class ThreadPacing:
             self._stop = None
 
     def _run(
-        self, handoff: ThreadHandoff, stop: threading.Event, start: int, period: float
+        self,
+        source: ISampleSource,
+        handoff: ThreadHandoff,
+        stop: threading.Event,
+        start: int,
+        period: float,
     ) -> None:
         clock = self._clock_us
         k = 0
@@ -183,6 +230,9 @@ class ThreadPacing:
                 stop.wait((due - now) / 1e6)
                 continue
             self.ticks += 1
-            handoff.put(k)
-            # the next sample not yet due; late ones are delivered with this tick
+            batch = source.take()
+            if batch is not None and len(batch):
+                handoff.put(bytes(batch) if isinstance(batch, bytearray) else batch.tobytes())
+            source.prepare()
+            # the next sample not yet due; late ones are taken with this one
             k = max(k + 1, int((now - start) // period) + 1)
