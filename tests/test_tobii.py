@@ -730,15 +730,19 @@ class UserPositionTests(TobiiTestCase):
         return self.head_moving_closer("1.x")
 
     def test_stale_after_max_age(self):
-        """A position older than positionMaxAge on the server's clock is no position."""
+        """
+        A guide position is stamped when it arrived; older than
+        positionMaxAge on the server's clock, it is no position.
+        """
         clock = ClockReactor()
         sdk = self.makeSDK()
         tracker = TobiiTracker(clock, clock_from_seconds(clock.seconds), sdk=sdk)
         self.addCleanup(tracker.disconnect)
+        clock.advance(2.0)
         tracker._callbacks.userPosition(sdk.device()._guide())  # as the SDK's thread does
-        self.assertIsNotNone(tracker.getUserPosition())
+        self.assertEqual(tracker.getUserPosition().system_time_us, 2_000_000)
         clock.advance(tracker.positionMaxAge - 0.01)
-        self.assertIsNotNone(tracker.getUserPosition())
+        self.assertEqual(tracker.getUserPosition().system_time_us, 2_000_000)
         clock.advance(0.02)
         self.assertIsNone(tracker.getUserPosition())
 

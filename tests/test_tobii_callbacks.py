@@ -40,10 +40,13 @@ class CallbackTests(unittest.SynchronousTestCase):
         self.addCleanup(self.sdk.shutdown)
         self.device = self.sdk.add_device(frequency=600)
         self.clock = ClockReactor()
-        self.gaze, self.positions, self.events = [], [], []
+        self.gaze, self.events = [], []
         self.callbacks = StreamCallbacks(
-            self.clock, self.sdk, self.gaze.extend, self.positions.extend, self.events.extend
+            self.clock, self.sdk, self.clock_us, self.gaze.extend, self.events.extend
         )
+
+    def clock_us(self):
+        return int(self.clock.seconds() * 1e6)
 
     def record(self, k=0):
         return self.device._gaze(k, 1_000_000, 1e6 / 600)
@@ -57,13 +60,23 @@ class CallbackTests(unittest.SynchronousTestCase):
         batch = np.frombuffer(gaze_rows_to_records(self.gaze), GAZE_DTYPE)
         self.assertEqual(len(batch), 2)
         self.assertEqual(self.callbacks.gazeHandoff.items, 2)
-        self.assertEqual(self.positions, [])
+        self.assertIsNone(self.callbacks.position)
 
     def test_user_positions(self):
+        """
+        A user position is kept, the latest only, with when it arrived; it
+        wakes nothing on the reactor.
+        """
+        self.clock.callFromThread = self.fail  # nothing is handed over
+        self.clock.advance(2.5)
         self.callbacks.userPosition(self.device._guide())
-        [(stamp, left, left_valid, right, right_valid)] = self.positions
+        self.device.left_position = (0.25, 0.5, 0.75)
+        self.clock.advance(0.5)
+        self.callbacks.userPosition(self.device._guide())
+        arrived, (stamp, left, left_valid, right, right_valid) = self.callbacks.position
+        self.assertEqual(arrived, 3_000_000)
         self.assertIsNone(stamp)
-        self.assertEqual(left, self.device.left_position)
+        self.assertEqual(left, (0.25, 0.5, 0.75))
 
     def test_notifications(self):
         self.assertIn(
@@ -114,10 +127,11 @@ class Callback1xTests(CallbackTests):
     def test_track_box_feed(self):
         """SDK 1.x: gaze records also feed user positions, wanted or not."""
         self.callbacks.trackBoxFeed = True
+        self.clock.advance(1.5)
         self.callbacks.gaze(self.record(0))
         self.assertEqual(self.gaze, [])
-        [(stamp, left, left_valid, right, right_valid)] = self.positions
-        self.assertEqual(stamp, self.record(0)["system_time_stamp"])
+        arrived, (stamp, left, left_valid, right, right_valid) = self.callbacks.position
+        self.assertEqual((arrived, stamp), (1_500_000, self.record(0)["system_time_stamp"]))
 
 
 class FailureCountsTests(unittest.SynchronousTestCase):
@@ -152,7 +166,7 @@ class FailureReportTests(unittest.SynchronousTestCase):
             for _kind, data in events:  # as the tracker does with CALLBACK_FAILED
                 report.start(data["stream"], data["failure"])
 
-        callbacks = StreamCallbacks(clock, sdk, lambda rows: None, lambda items: None, events)
+        callbacks = StreamCallbacks(clock, sdk, lambda: 0, lambda rows: None, events)
         report = FailureReport(
             clock, callbacks.failures, lambda message, data: notes.append(data), 60.0
         )

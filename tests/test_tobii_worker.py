@@ -37,7 +37,7 @@ class WorkerTestCase(unittest.SynchronousTestCase):
         return fake.sdk_for(self, version or self.version, devices, **options)
 
     def makeWorker(self, sdk, address=None, frequency=None, clock_us=monotonic_us, closing=False):
-        callbacks = StreamCallbacks(NoReactor(), sdk, list, list, list)
+        callbacks = StreamCallbacks(NoReactor(), sdk, clock_us, list, list)
         worker = SDKWorker(sdk, callbacks, clock_us, address, frequency, lambda: closing)
         self.addCleanup(worker.close)
         return worker, callbacks
@@ -274,7 +274,7 @@ class WorkerThreadTests(unittest.TestCase):
         self.sdk = fake.make_sdk("2.x")
         self.addCleanup(self.sdk.shutdown)
         self.sdk.add_device()
-        callbacks = StreamCallbacks(reactor, self.sdk, list, list, list)
+        callbacks = StreamCallbacks(reactor, self.sdk, monotonic_us, list, list)
         worker = SDKWorker(self.sdk, callbacks, monotonic_us, None, None, lambda: False)
         self.thread = WorkerThread(reactor, worker, sdk_errors(self.sdk), name="tobii-sdk-test")
         self.addCleanup(self.thread.stop, 1.0)

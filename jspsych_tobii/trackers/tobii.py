@@ -7,8 +7,8 @@ The adapter is split by thread, and each part is its own class:
 
   - L{TobiiTracker} (here) is what the server sees.  It runs on the
     reactor: it answers every L{ITracker} call at once, turns what the SDK
-    threads handed over into gaze batches, user positions and
-    notifications, and re-subscribes streams that stay silent after a
+    threads handed over into gaze batches and notifications, reads the
+    latest user position when asked, and re-subscribes streams that stay silent after a
     restored connection.
   - L{jspsych_tobii.trackers.tobii_worker.SDKWorker} owns the SDK's
     C{EyeTracker} and makes every blocking SDK call, on one worker thread;
@@ -129,7 +129,7 @@ class TobiiTracker:
         self.overflows = 0
 
         self._callbacks = StreamCallbacks(
-            reactor, sdk, self._deliverGaze, self._deliverPositions, self._deliverEvents
+            reactor, sdk, clock_us, self._deliverGaze, self._deliverEvents
         )
         self._failures = FailureReport(
             reactor,
@@ -152,12 +152,10 @@ class TobiiTracker:
         self._gazeReceiver: Optional[GazeReceiver] = None
         self._gazeSince = 0
         self._notificationReceiver: Optional[Callable[[TrackerNotification], Any]] = None
-        self._position: Optional[UserPosition] = None
         self._positionSource: Optional[str] = None
         self._positionFallback = False
-        # when the last gaze rows and positions arrived (µs on clock_us)
+        # when the last gaze rows arrived (µs on clock_us)
         self._lastGazeAt: Optional[int] = None
-        self._lastPositionAt: Optional[int] = None
         self._resumeCall: Optional[IDelayedCall] = None
 
     @property
@@ -229,11 +227,19 @@ class TobiiTracker:
         self._notificationReceiver = receiver
 
     def getUserPosition(self) -> Optional[UserPosition]:
-        if self._position is None or self._lastPositionAt is None:
+        latest = self._callbacks.position
+        if latest is None:
             return None
-        if self._clock_us() - self._lastPositionAt > self.positionMaxAge * 1e6:
+        arrived, raw = latest
+        if self._clock_us() - arrived > self.positionMaxAge * 1e6:
             return None
-        return self._position
+        offset = self.info.system_clock_offset_us if self.info is not None else 0
+        return user_position(raw, arrived + offset)
+
+    def _lastPositionAt(self) -> Optional[int]:
+        """When the latest user position arrived (µs on clock_us), if one did."""
+        latest = self._callbacks.position
+        return latest[0] if latest is not None else None
 
     def setGazeOutputFrequency(self, frequency: float) -> defer.Deferred:
         info = self._usableInfo()
@@ -365,12 +371,6 @@ class TobiiTracker:
         except Exception:
             _log.failure("the gaze receiver failed")
 
-    def _deliverPositions(self, items: List[Tuple]) -> None:
-        now = self._clock_us()
-        self._lastPositionAt = now
-        offset = self.info.system_clock_offset_us if self.info is not None else 0
-        self._position = user_position(items[-1], now + offset)
-
     def _deliverEvents(self, events: List[tuple]) -> None:
         for kind, data in events:
             try:
@@ -387,7 +387,7 @@ class TobiiTracker:
         at = data.get("system_time_stamp")
         if kind == NotificationKind.CONNECTION_LOST:
             _log.warn("lost the connection to the eye tracker")
-            self._position = None
+            self._callbacks.position = None
             self._notify(kind, "lost the connection to the eye tracker", at=at)
         elif kind == NotificationKind.CONNECTION_RESTORED:
             _log.info("the connection to the eye tracker is restored")
@@ -505,10 +505,10 @@ class TobiiTracker:
         if self._callbacks.gazeWanted:
             gazeSilent = silent(self._lastGazeAt)
         else:  # the gaze stream may be open only to feed track box positions
-            gazeSilent = self._callbacks.trackBoxFeed and silent(self._lastPositionAt)
+            gazeSilent = self._callbacks.trackBoxFeed and silent(self._lastPositionAt())
         if gazeSilent:
             streams.append(GAZE_STREAM)
-        if self._positionSource == GUIDE and silent(self._lastPositionAt):
+        if self._positionSource == GUIDE and silent(self._lastPositionAt()):
             streams.append(POSITION_STREAM)
         if streams:
             _log.info("resubscribing to {streams} after the restored connection", streams=streams)

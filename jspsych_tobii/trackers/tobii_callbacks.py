@@ -7,7 +7,9 @@ a lock, and swallows whatever the callback raises.  So each callback of
 L{StreamCallbacks} does two things only: it copies the record into plain
 values (the conversions of L{jspsych_tobii.trackers.tobii_sdk}) and hands
 the copy to the reactor through a L{ThreadHandoff}.  It never calls the SDK
-and never raises.
+and never raises.  A user position is not handed over: the reactor only
+ever wants the latest, when asked for it, so the callback replaces
+L{StreamCallbacks.position} and wakes nothing.
 
 A record a callback cannot read (an SDK that renamed a field, say) is lost,
 but never silently: L{FailureCounts} counts it, on any thread, and the
@@ -27,7 +29,7 @@ from __future__ import annotations
 
 import functools
 import threading
-from typing import Any, Callable, Dict, List, Set
+from typing import Any, Callable, Dict, List, Optional, Set, Tuple
 
 from twisted.internet.interfaces import IDelayedCall, IReactorFromThreads, IReactorTime
 from twisted.logger import LogLevel
@@ -38,6 +40,7 @@ from jspsych_tobii.logs import Logger
 from jspsych_tobii.trackers.handoff import ThreadHandoff
 from jspsych_tobii.trackers.tobii_sdk import (
     NOTIFICATIONS,
+    RawPosition,
     gaze_row,
     position_from_gaze,
     position_from_guide,
@@ -129,13 +132,17 @@ class StreamCallbacks:
 
     @param reactor: provides C{callFromThread}.
     @param sdk: the SDK module (for its notification constants).
+    @param clock_us: the server's microsecond clock, read on the SDK
+        threads to stamp when a position arrived.
     @param gaze: called on the reactor with a list of L{gaze_row} tuples.
-    @param positions: called on the reactor with a list of raw positions
-        (L{position_from_gaze}, L{position_from_guide}).
     @param events: called on the reactor with a list of C{(kind, data)}:
         notifications, stream errors and L{CALLBACK_FAILED}.
 
     @ivar failures: the L{FailureCounts} of these callbacks.
+    @ivar position: the latest user position and when it arrived,
+        C{(arrived_us, raw)} (a raw position of L{position_from_gaze} or
+        L{position_from_guide}), or C{None}; replaced whole by each
+        position callback, read (and cleared) on the reactor.
     @ivar gazeWanted: whether gaze rows are handed over (set on the reactor).
     @ivar trackBoxFeed: whether gaze records also feed user positions (SDK
         1.x; set on the worker thread).
@@ -147,15 +154,16 @@ class StreamCallbacks:
         self,
         reactor: IReactorFromThreads,
         sdk: Any,
+        clock_us: Callable[[], int],
         gaze: Callable[[List[tuple]], Any],
-        positions: Callable[[List[tuple]], Any],
         events: Callable[[List[tuple]], Any],
     ):
         self.failures = FailureCounts()
+        self._clock_us = clock_us
+        self.position: Optional[Tuple[int, RawPosition]] = None
         self.gazeWanted = False
         self.trackBoxFeed = False
         self.gazeHandoff = ThreadHandoff(reactor, gaze)
-        self.positionHandoff = ThreadHandoff(reactor, positions)
         self.eventHandoff = ThreadHandoff(reactor, events)
         self.notifications: Dict[str, Callable[[Any], None]] = {}
         for constant, kind in NOTIFICATIONS:
@@ -168,13 +176,13 @@ class StreamCallbacks:
             if self.gazeWanted:
                 self.gazeHandoff.put(gaze_row(record))
             if self.trackBoxFeed:
-                self.positionHandoff.put(position_from_gaze(record))
+                self.position = (self._clock_us(), position_from_gaze(record))
         except Exception:
             self._failed(GAZE_STREAM)
 
     def userPosition(self, record: Any) -> None:
         try:
-            self.positionHandoff.put(position_from_guide(record))
+            self.position = (self._clock_us(), position_from_guide(record))
         except Exception:
             self._failed(POSITION_STREAM)
 
