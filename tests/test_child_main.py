@@ -125,6 +125,8 @@ class SDKProcessTests(unittest.SynchronousTestCase):
         self.assertEqual([m for m in self.sent() if m["type"] == "position"], [])
         self.stub.position = UserPosition((0.5, 0.5, 0.5), None, 42)
         clock.advance(process.pollInterval)
+        # the tracker makes a new position each time it is asked: an equal one is not sent again
+        self.stub.position = UserPosition((0.5, 0.5, 0.5), None, 42)
         clock.advance(process.pollInterval)
         [sent] = [m for m in self.sent() if m["type"] == "position"]
         self.assertEqual(sent["position"]["left"], [0.5, 0.5, 0.5])

@@ -335,7 +335,7 @@ class SDKProcess:
         if tracker is None:
             return
         position = tracker.getUserPosition()
-        if position is not self._sentPosition:
+        if position != self._sentPosition:
             self._sentPosition = position
             self._send({"type": "position", "position": position_to_wire(position)})
 
