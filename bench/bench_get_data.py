@@ -20,7 +20,15 @@ What is measured, per run, and the median over the runs:
   - server CPU for the answer: the server process's CPU time (all its
     threads, from /proc) from request to answer, minus what streaming alone
     cost over the same time at its rate in the 4 s before;
-  - the asker's CPU time for the answer (reading 20 MB).
+  - the asker's CPU time for the answer (reading 20 MB);
+  - where the longest gap arose: for the frame that ended it, how long
+    after its sample's capture the server's hub stamped it
+    (C{server_timestamp} minus C{timestamp}, both on the server's clock)
+    and how long after that the watcher read it (its monotonic clock, the
+    same clock here).  A late stamp means the sample reached the server
+    late (the tracker's thread or the reactor waited, for a core or the
+    GIL); a late read, that the frame was late leaving the server, or the
+    watcher late reading it.
 
 and once, in this process, without sockets (CPU time, so independent of
 the machine's load): the same answer's work as the server splits it, per
@@ -95,6 +103,8 @@ class Watcher(WebSocketClientProtocol):
     def connectionMade(self):
         super().connectionMade()
         self.arrivals = []
+        self.stamps = []  # per frame: its server_timestamp (the hub's stamp, ms)
+        self.captures = []  # per frame: its sample's timestamp (capture, ms)
         self.latest_ms = None  # the newest frame's sample time (server clock)
 
     def onOpen(self):
@@ -106,6 +116,16 @@ class Watcher(WebSocketClientProtocol):
             i = payload.index(b'"timestamp":') + 12
             self.arrivals.append(now)
             self.latest_ms = float(payload[i : payload.index(b",", i)])
+            self.captures.append(self.latest_ms)
+            self.stamps.append(number_after(payload, b'"server_timestamp":'))
+
+
+def number_after(payload, key):
+    """The JSON number that follows C{key} in C{payload}."""
+    start = end = payload.index(key) + len(key)
+    while payload[end : end + 1] in b"-+.0123456789eE" and end < len(payload):
+        end += 1
+    return float(payload[start:end])
 
 
 class Asker(protocol.ProcessProtocol):
@@ -139,6 +159,19 @@ class Asker(protocol.ProcessProtocol):
 def longest_gap(arrivals, start, end):
     times = [t for t in arrivals if start <= t <= end]
     return max((b - a for a, b in zip(times, times[1:])), default=float("nan"))
+
+
+def gap_origin(watcher, start, end):
+    """
+    For the frame that ended the longest gap between C{start} and C{end}:
+    (capture to the hub's stamp, the hub's stamp to receipt), in ms.
+    """
+    arrivals = watcher.arrivals
+    first = next(i for i, t in enumerate(arrivals) if t >= start)
+    last = max(i for i, t in enumerate(arrivals) if t <= end)
+    after = max(range(first + 1, last + 1), key=lambda i: arrivals[i] - arrivals[i - 1])
+    stamp = watcher.stamps[after]
+    return stamp - watcher.captures[after], arrivals[after] - stamp
 
 
 @defer.inlineCallbacks
@@ -192,6 +225,7 @@ def live_runs(args):
             streaming_rate = (cpu_asked - cpu_before) / BEFORE_MS  # CPU ms per ms
             yield sleep(AFTER_MS / 1000 + 0.2)
             during = longest_gap(watcher.arrivals, asked, done + AFTER_MS)
+            to_hub, to_watcher = gap_origin(watcher, asked, done + AFTER_MS)
             width = took + AFTER_MS
             windows = []
             t = asked - BEFORE_MS
@@ -210,6 +244,8 @@ def live_runs(args):
                 "windows": len(windows),
                 "server_cpu": (cpu_answered - cpu_asked) - streaming_rate * took,
                 "asker_cpu": answer["cpu_ms"],
+                "to_hub": to_hub,
+                "to_watcher": to_watcher,
             }
             runs.append(run)
             print(
@@ -217,7 +253,9 @@ def live_runs(args):
                 f"answer {took:.0f} ms, watcher's longest gap {during:.2f} ms "
                 f"(median of {len(windows)} windows before: {typical:.2f} ms, "
                 f"added {run['added']:+.2f} ms), server CPU {run['server_cpu']:.0f} ms, "
-                f"asker CPU {run['asker_cpu']:.0f} ms; load {load()}"
+                f"asker CPU {run['asker_cpu']:.0f} ms; the frame that ended the gap: "
+                f"stamped by the hub {to_hub:.2f} ms after capture, read {to_watcher:.2f} ms "
+                f"after that; load {load()}"
             )
     finally:
         if asker is not None and asker.transport is not None:
@@ -339,6 +377,14 @@ def main():
     print(
         f"  asker CPU for the answer (reading {runs[0]['mb']:.0f} MB)                      "
         f"{median('asker_cpu'):7.0f} ms"
+    )
+    print(
+        f"  the frame that ended the longest gap: capture to the hub's stamp "
+        f"{median('to_hub'):7.2f} ms"
+    )
+    print(
+        f"                                        the hub's stamp to receipt "
+        f"{median('to_watcher'):7.2f} ms"
     )
     worst = max(range(len(turns)), key=turns.__getitem__)
     what = "the first: the range taken, memory's part copied" if worst == 0 else "a piece"
