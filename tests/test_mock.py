@@ -21,7 +21,7 @@ from jspsych_tobii.trackers.eyemodel import EyeModel
 from jspsych_tobii.trackers.mock import MockTracker
 from jspsych_tobii.trackers.paced import IPacing, ISampleSource, ThreadPacing, TimerPacing
 
-from .support import assert_close, mock_tracker, serve, wait
+from .support import assert_close, capture_log, mock_tracker, serve, wait
 from .tracker_contract import ClockContractMixin, TrackerContractMixin
 from .wsclient import connect
 
@@ -302,6 +302,39 @@ class PacingTests(unittest.SynchronousTestCase):
         self.assertIsNot(calls[0], threading.current_thread())
         self.assertIsInstance(delivered[0], bytearray)
         self.assertEqual(np.frombuffer(delivered[0], GAZE_DTYPE)["system_time_us"].tolist(), [0, 1])
+
+    def test_a_failing_source_is_logged_on_the_reactor_and_ends_the_stream(self):
+        """
+        A source that raises (a bug) stops the pacing thread; the failure,
+        with its traceback, is logged through the reactor, not lost on the thread.
+        """
+        lines = capture_log(self, "jspsych_tobii.trackers.paced")
+        done = threading.Event()
+        threads = []
+
+        class Reactor:
+            def callFromThread(self, f, *args, **kwargs):
+                threads.append(threading.current_thread())
+                f(*args, **kwargs)
+                done.set()
+
+        class Broken(CountingSource):
+            def take(self):
+                raise ZeroDivisionError("a bug in the source")
+
+        pacing = ThreadPacing(reactor, monotonic_us, name="test stream")
+        pacing._reactor = Reactor()
+        delivered = []
+        pacing.start(Broken(), delivered.append, monotonic_us(), 1000.0)
+        self.assertTrue(done.wait(5.0))
+        pacing.stop()
+        [event] = lines
+        self.assertIn("making samples failed", event["log_format"])
+        self.assertEqual(event["name"], "test stream")
+        self.assertIsInstance(event["log_failure"].value, ZeroDivisionError)
+        self.flushLoggedErrors(ZeroDivisionError)
+        self.assertEqual((delivered, pacing.ticks), ([], 1))
+        self.assertIsNot(threads[0], threading.current_thread())
 
     def test_pacings_provide_ipacing(self):
         self.assertTrue(verifyObject(IPacing, TimerPacing(Clock())))

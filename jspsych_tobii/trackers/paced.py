@@ -20,10 +20,14 @@ from typing import Any, Callable, List, Optional
 
 from twisted.internet import defer
 from twisted.internet.interfaces import IDelayedCall, IReactorFromThreads, IReactorTime
+from twisted.python.failure import Failure
 from zope.interface import Attribute, Interface, implementer
 
 from jspsych_tobii.interfaces import GazeBatch, GazeReceiver, TrackerError, TrackerNotification
+from jspsych_tobii.logs import Logger
 from jspsych_tobii.trackers.handoff import ThreadHandoff
+
+_log = Logger()
 
 #: Largest interval between deliveries of gaze batches, seconds.
 DELIVERY_INTERVAL = 0.002
@@ -230,9 +234,21 @@ class ThreadPacing:
                 stop.wait((due - now) / 1e6)
                 continue
             self.ticks += 1
-            batch = source.take()
-            if batch is not None and len(batch):
-                handoff.put(bytes(batch) if isinstance(batch, bytearray) else batch.tobytes())
-            source.prepare()
+            try:
+                batch = source.take()
+                if batch is not None and len(batch):
+                    handoff.put(bytes(batch) if isinstance(batch, bytearray) else batch.tobytes())
+                source.prepare()
+            except Exception:
+                # a bug in the source: said on the reactor, where it is logged
+                # like any other failure, and the stream ends (no sample is
+                # made up to fill the gap)
+                self._reactor.callFromThread(
+                    _log.failure,
+                    "{name}: making samples failed; the stream stops",
+                    Failure(),
+                    name=self._name,
+                )
+                return
             # the next sample not yet due; late ones are taken with this one
             k = max(k + 1, int((now - start) // period) + 1)
