@@ -8,8 +8,8 @@ The adapter is split by thread, and each part is its own class:
   - L{TobiiTracker} (here) is what the server sees.  It runs on the
     reactor: it answers every L{ITracker} call at once, turns what the SDK
     threads handed over into gaze batches and notifications, reads the
-    latest user position when asked, and re-subscribes streams that stay silent after a
-    restored connection.
+    latest user position when asked, and re-subscribes streams that stay
+    silent after a restored connection.
   - L{jspsych_tobii.trackers.tobii_worker.SDKWorker} owns the SDK's
     C{EyeTracker} and makes every blocking SDK call, on one worker thread;
     this class reaches it only through
