@@ -32,6 +32,7 @@ from jspsych_tobii.server.listening import ListeningService
 from jspsych_tobii.server.protocol import TobiiServerFactory, prepare_text
 from jspsych_tobii.server.resume import ResumeRegistry
 from jspsych_tobii.server.service import TrackerService, TrackerSlot
+from jspsych_tobii.server.slices import ShortSlices
 from jspsych_tobii.server.state import EventLog, ServerState
 from jspsych_tobii.server.work import WorkerPool
 from jspsych_tobii.web.site import FrontSite, build_site
@@ -490,7 +491,9 @@ def makeService(
     listening.setName("websocket")
 
     top = TobiiService(state, site, config, listening)
-    work.setServiceParent(top)  # first: it stops last
+    # first of all: the threads the others start inherit its slice
+    ShortSlices().setServiceParent(top)
+    work.setServiceParent(top)  # before the rest: it stops last
     if recorder is not None:
         from jspsych_tobii.recording.writer import RecorderService
 

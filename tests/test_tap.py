@@ -213,7 +213,7 @@ class MakeServiceTests(unittest.SynchronousTestCase):
         )
         self.assertTrue(IServiceCollection.providedBy(top))
         names = {s.name for s in top}
-        self.assertEqual(names, {"work", "tracker", "resumes", "websocket", "heap"})
+        self.assertEqual(names, {"slices", "work", "tracker", "resumes", "websocket", "heap"})
         self.assertIs(top.state.work, top.getServiceNamed("work"))
 
     def test_clock_source_is_given(self):
