@@ -90,6 +90,12 @@ class SetSlicesTests(unittest.TestCase):
         change = set_slices(calls, [1, 2, 3], 100_000, me=1)
         self.assertEqual(change.changed, [1, 3])
 
+    def test_without_a_thread_list_the_calling_thread_still_gets_it(self):
+        calls = FakeCalls({1: normal()})
+        change = set_slices(calls, [], 100_000, me=1)
+        self.assertEqual(change.changed, [1])
+        self.assertEqual(calls.threads[1].runtime, 100_000)
+
     def test_a_kernel_without_custom_slices_changes_nothing_else(self):
         calls = FakeCalls({1: normal(), 2: normal()}, ignores_runtime=True)
         change = set_slices(calls, [1, 2], 100_000, me=1)

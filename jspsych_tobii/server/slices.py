@@ -118,8 +118,11 @@ class SchedCalls:
 
 
 def process_threads() -> List[int]:
-    """The ids of this process's threads (Linux)."""
-    return [int(name) for name in os.listdir("/proc/self/task")]
+    """The ids of this process's threads (Linux; none if /proc cannot say)."""
+    try:
+        return [int(name) for name in os.listdir("/proc/self/task")]
+    except OSError:
+        return []
 
 
 class SliceChange(NamedTuple):
