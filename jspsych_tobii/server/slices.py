@@ -23,8 +23,8 @@ still on that slice get back the one the process had.
 With it, while a 20 MB C{get_data} answer was sent, another client's
 longest gap between gaze frames grew by less (bench/bench_get_data.py, 9 runs
 per series, series alternated with and without): medians +2.34, +2.04,
-+2.92 and +1.85 ms against +2.69, +2.81, +3.60 and +2.66 ms; the answer took
-no longer.
++2.34, +2.92, +2.92 and +1.85 ms against +2.69, +2.81, +1.94, +3.71, +3.60
+and +2.66 ms; the answer took no longer.
 
 Elsewhere (not Linux, an older kernel, a machine where the call is refused)
 nothing changes and the log says why, once.
