@@ -113,9 +113,8 @@ class Watcher(WebSocketClientProtocol):
     def onMessage(self, payload, isBinary):
         now = time.monotonic_ns() / 1e6
         if payload.startswith(b'{"type":"gaze_data"'):
-            i = payload.index(b'"timestamp":') + 12
             self.arrivals.append(now)
-            self.latest_ms = float(payload[i : payload.index(b",", i)])
+            self.latest_ms = number_after(payload, b'"timestamp":')
             self.captures.append(self.latest_ms)
             self.stamps.append(number_after(payload, b'"server_timestamp":'))
 

@@ -322,8 +322,7 @@ class PacingTests(unittest.SynchronousTestCase):
             def take(self):
                 raise ZeroDivisionError("a bug in the source")
 
-        pacing = ThreadPacing(reactor, monotonic_us, name="test stream")
-        pacing._reactor = Reactor()
+        pacing = ThreadPacing(Reactor(), monotonic_us, name="test stream")
         delivered = []
         pacing.start(Broken(), delivered.append, monotonic_us(), 1000.0)
         self.assertTrue(done.wait(5.0))
