@@ -7,9 +7,18 @@ a temporary folder) streams to a watching client (this process) for
 72,000 samples and ~20 MB of JSON for 60 s, most of them read back from the
 recording, the newest from memory.
 
-    python bench/bench_get_data.py [--seconds 60] [--runs 9]
+    python bench/bench_get_data.py [--seconds 60] [--runs 9] [--no-floor]
 
-What is measured, per run, and the median over the runs:
+After each of the server's answers the asker asks the floor
+(bench/bulk_floor.py, a process of its own) for the same: it holds the
+server's first answer, byte for byte, and sends it back in fragments of
+about the server's size, with one C{sendmsg} call and no other work.  What
+the floor's answer adds to the watcher's gap (the watcher still watching
+our server's stream) is what moving those 20 MB to the asker costs this
+machine, with no server work at all.
+
+What is measured, per run, for the server and for the floor, and the
+median over the runs:
 
   - answer time: from the asker sending the request to the asker receiving
     the reply's last byte (its monotonic clock);
@@ -38,7 +47,8 @@ on the worker thread, and in total.
 Targets (issue 14), each printed PASS or FAIL with what it compares:
 
   - median answer time under 200 ms;
-  - median added gap at most 2 ms;
+  - median added gap at most 2 ms (the floor's is printed beside it, and
+    the median over the runs of ours minus the floor's);
   - the longest reactor turn of the answer's work at most 1 ms of CPU.
 
 Wall times and gaps also hold the operating system's scheduling of the
@@ -134,9 +144,9 @@ class Asker(protocol.ProcessProtocol):
         self.lines = b""
         self.waiting = None
 
-    def ask(self, start_ms, end_ms):
+    def ask(self, port, start_ms, end_ms):
         self.waiting = defer.Deferred()
-        self.transport.write(b"%.3f %.3f\n" % (start_ms, end_ms))
+        self.transport.write(b"%d %.3f %.3f\n" % (port, start_ms, end_ms))
         return self.waiting
 
     def outReceived(self, data):
@@ -197,8 +207,8 @@ def live_runs(args):
         + ([] if args.server_log is None else ["--log-file", args.server_log]),
         stdout=subprocess.DEVNULL,
     )
-    asker = None
-    runs = []
+    asker = floor = floor_port = None
+    runs, floor_runs = [], []
     try:
         yield wait_listening(port, server)
         factory = WebSocketClientFactory(f"ws://127.0.0.1:{port}")
@@ -211,58 +221,89 @@ def live_runs(args):
         yield sleep(args.seconds + 0.5)
         asker = Asker()
         script = os.path.join(HERE, "get_data_asker.py")
-        reactor.spawnProcess(asker, sys.executable, [sys.executable, script, str(port)], env=None)
+        reply_file = os.path.join(folder, "reply.json")
+        reactor.spawnProcess(
+            asker, sys.executable, [sys.executable, script, str(port), reply_file], env=None
+        )
         for number in range(args.runs):
-            cpu_before = process_cpu_ms(server.pid)
-            yield sleep(BEFORE_MS / 1000)
-            end_ms = watcher.latest_ms
-            cpu_asked = process_cpu_ms(server.pid)
-            answer = yield asker.ask(end_ms - args.seconds * 1000, end_ms)
-            cpu_answered = process_cpu_ms(server.pid)
-            asked, done = answer["asked"], answer["done"]
-            took = done - asked
-            streaming_rate = (cpu_asked - cpu_before) / BEFORE_MS  # CPU ms per ms
-            yield sleep(AFTER_MS / 1000 + 0.2)
-            during = longest_gap(watcher.arrivals, asked, done + AFTER_MS)
-            to_hub, to_watcher = gap_origin(watcher, asked, done + AFTER_MS)
-            width = took + AFTER_MS
-            windows = []
-            t = asked - BEFORE_MS
-            while t + width <= asked:
-                windows.append(longest_gap(watcher.arrivals, t, t + width))
-                t += width
-            typical = statistics.median(windows)
-            run = {
-                "count": answer["count"],
-                "success": answer["success"],
-                "mb": answer["bytes"] / 1e6,
-                "took": took,
-                "during": during,
-                "typical": typical,
-                "added": during - typical,
-                "windows": len(windows),
-                "server_cpu": (cpu_answered - cpu_asked) - streaming_rate * took,
-                "asker_cpu": answer["cpu_ms"],
-                "to_hub": to_hub,
-                "to_watcher": to_watcher,
-            }
-            runs.append(run)
-            print(
-                f"  run {number + 1}: {run['count']} samples, {run['mb']:.1f} MB, "
-                f"answer {took:.0f} ms, watcher's longest gap {during:.2f} ms "
-                f"(median of {len(windows)} windows before: {typical:.2f} ms, "
-                f"added {run['added']:+.2f} ms), server CPU {run['server_cpu']:.0f} ms, "
-                f"asker CPU {run['asker_cpu']:.0f} ms; the frame that ended the gap: "
-                f"stamped by the hub {to_hub:.2f} ms after capture, read {to_watcher:.2f} ms "
-                f"after that; load {load()}"
-            )
+            # the server's answer, then the floor's (the first answer's bytes)
+            for who in ("ours", "floor") if args.floor else ("ours",):
+                if who == "floor" and floor is None:
+                    floor, floor_port = start_floor(reply_file)
+                target = port if who == "ours" else floor_port
+                run = yield one_run(args, server, watcher, asker, target)
+                (runs if who == "ours" else floor_runs).append(run)
+                print(
+                    f"  run {number + 1}, {who}: {run['count']} samples, {run['mb']:.1f} MB, "
+                    f"answer {run['took']:.0f} ms, watcher's longest gap {run['during']:.2f} ms "
+                    f"(median of {run['windows']} windows before: {run['typical']:.2f} ms, "
+                    f"added {run['added']:+.2f} ms), server CPU {run['server_cpu']:.0f} ms, "
+                    f"asker CPU {run['asker_cpu']:.0f} ms; the frame that ended the gap: "
+                    f"stamped by the hub {run['to_hub']:.2f} ms after capture, read "
+                    f"{run['to_watcher']:.2f} ms after that; load {load()}"
+                )
     finally:
         if asker is not None and asker.transport is not None:
             asker.transport.closeStdin()
         server.terminate()
         server.wait(10)
+        if floor is not None:
+            floor.terminate()
+            floor.wait(10)
         shutil.rmtree(folder, True)
-    return runs
+    return runs, floor_runs
+
+
+def start_floor(reply_file):
+    """bulk_floor.py serving the reply the asker saved; the process and its port."""
+    floor = subprocess.Popen(
+        [sys.executable, os.path.join(HERE, "bulk_floor.py"), reply_file],
+        stdout=subprocess.PIPE,
+    )
+    return floor, int(floor.stdout.readline())
+
+
+@defer.inlineCallbacks
+def one_run(args, server, watcher, asker, port):
+    """
+    Ask the server on C{port} for the last C{args.seconds} of the session,
+    after C{BEFORE_MS} of quiet, and measure the answer (see the module's
+    docstring).  Whoever answers, the watcher watches the server's stream
+    and the CPU time is the server's.
+    """
+    cpu_before = process_cpu_ms(server.pid)
+    yield sleep(BEFORE_MS / 1000)
+    end_ms = watcher.latest_ms
+    cpu_asked = process_cpu_ms(server.pid)
+    answer = yield asker.ask(port, end_ms - args.seconds * 1000, end_ms)
+    cpu_answered = process_cpu_ms(server.pid)
+    asked, done = answer["asked"], answer["done"]
+    took = done - asked
+    streaming_rate = (cpu_asked - cpu_before) / BEFORE_MS  # CPU ms per ms
+    yield sleep(AFTER_MS / 1000 + 0.2)
+    during = longest_gap(watcher.arrivals, asked, done + AFTER_MS)
+    to_hub, to_watcher = gap_origin(watcher, asked, done + AFTER_MS)
+    width = took + AFTER_MS
+    windows = []
+    t = asked - BEFORE_MS
+    while t + width <= asked:
+        windows.append(longest_gap(watcher.arrivals, t, t + width))
+        t += width
+    typical = statistics.median(windows)
+    return {
+        "count": answer["count"],
+        "success": answer["success"],
+        "mb": answer["bytes"] / 1e6,
+        "took": took,
+        "during": during,
+        "typical": typical,
+        "added": during - typical,
+        "windows": len(windows),
+        "server_cpu": (cpu_answered - cpu_asked) - streaming_rate * took,
+        "asker_cpu": answer["cpu_ms"],
+        "to_hub": to_hub,
+        "to_watcher": to_watcher,
+    }
 
 
 def in_process(seconds):
@@ -338,17 +379,24 @@ def main():
     parser.add_argument("--seconds", type=float, default=60.0)
     parser.add_argument("--runs", type=int, default=9)
     parser.add_argument("--server-log", help="write the server's log (INFO) to this file")
+    parser.add_argument(
+        "--no-floor",
+        dest="floor",
+        action="store_false",
+        help="do not measure the floor (bench/bulk_floor.py) after each answer",
+    )
     args = parser.parse_args()
     print(f"load average (1, 5, 15 min) at the start: {load()}")
     ticks = cpu_ticks()
-    runs = run_on_reactor(lambda: live_runs(args))
+    outcome = run_on_reactor(lambda: live_runs(args))
     stolen = stolen_since(ticks)
-    if not runs:
+    if not outcome or not outcome[0]:
         sys.exit(1)
+    runs, floor_runs = outcome
     turns, slices, size = in_process(args.seconds)
 
-    def median(key):
-        return statistics.median(run[key] for run in runs)
+    def median(key, of=runs):
+        return statistics.median(run[key] for run in of)
 
     n = len(runs)
     print(
@@ -356,35 +404,39 @@ def main():
         f"{runs[0]['mb']:.1f} MB), median of {n} runs; load average at the end: {load()}; "
         f"CPU time stolen by the virtual machine's host: {stolen:.1f}%"
     )
-    print(
-        f"  answer time (asker: request sent to last byte received)      {median('took'):7.0f} ms"
-    )
-    print(
-        f"  watcher's longest frame gap while answering                  {median('during'):7.2f} ms"
-    )
-    print(
-        f"  same, median of same-length windows in the {BEFORE_MS / 1000:g} s before     "
-        f"{median('typical'):7.2f} ms"
-    )
-    print(
-        f"  added gap (per run: while answering minus before)            {median('added'):+7.2f} ms"
-    )
-    print(
-        f"  server CPU for the answer (process, minus streaming's rate)  "
-        f"{median('server_cpu'):7.0f} ms"
-    )
-    print(
-        f"  asker CPU for the answer (reading {runs[0]['mb']:.0f} MB)                      "
-        f"{median('asker_cpu'):7.0f} ms"
-    )
-    print(
-        f"  the frame that ended the longest gap: capture to the hub's stamp "
-        f"{median('to_hub'):7.2f} ms"
-    )
-    print(
-        f"                                        the hub's stamp to receipt "
-        f"{median('to_watcher'):7.2f} ms"
-    )
+    rows = [
+        ("answer time (asker: request sent to last byte received), ms", "took", "7.0f"),
+        ("watcher's longest frame gap while answering, ms", "during", "7.2f"),
+        (
+            f"same, median of same-length windows in the {BEFORE_MS / 1000:g} s before, ms",
+            "typical",
+            "7.2f",
+        ),
+        ("added gap (per run: while answering minus before), ms", "added", "+7.2f"),
+        ("server CPU for the answer (process, minus streaming's rate), ms", "server_cpu", "7.0f"),
+        (f"asker CPU for the answer (reading {runs[0]['mb']:.0f} MB), ms", "asker_cpu", "7.0f"),
+        ("the frame that ended the longest gap: capture to the hub's stamp, ms", "to_hub", "7.2f"),
+        (
+            "                                      the hub's stamp to receipt, ms",
+            "to_watcher",
+            "7.2f",
+        ),
+    ]
+    print(f"  {'':72}{'ours':>8}" + (f"{'floor':>8}" if floor_runs else ""))
+    for label, key, spec in rows:
+        line = f"  {label:72}{median(key):{spec}} "
+        if floor_runs:
+            line += f"{median(key, floor_runs):{spec}}"
+        print(line)
+    if floor_runs:
+        pairs = [ours["added"] - floor["added"] for ours, floor in zip(runs, floor_runs)]
+        print(
+            "  (floor: bench/bulk_floor.py, a process of its own, sends the same bytes in "
+            "512 KiB fragments, one sendmsg call;\n   it answers right after each of ours, "
+            "the watcher watching our server's stream)\n"
+            f"  added gap, ours minus the floor's, median of {len(pairs)} "
+            f"pairs {statistics.median(pairs):+.2f} ms"
+        )
     worst = max(range(len(turns)), key=turns.__getitem__)
     what = "the first: the range taken, memory's part copied" if worst == 0 else "a piece"
     turns.sort()

@@ -1,13 +1,16 @@
 """
 Run by bench_get_data.py in its own process: connect with a minimal stdlib
-WebSocket client, then for each line C{START_MS END_MS} read from stdin ask
-for that range of the session (get_data), read the whole reply, and print
-one JSON line: the monotonic times (ms) when it asked and when the reply's
-last byte arrived, the reply's size and sample count, and this process's
-CPU time (ms) spent meanwhile.  The connection is made once, before the
-first question, so starting Python costs nothing during a measurement.
+WebSocket client, then for each line C{PORT START_MS END_MS} read from
+stdin ask the server on that port for that range of the session
+(get_data), read the whole reply, and print one JSON line: the monotonic
+times (ms) when it asked and when the reply's last byte arrived, the
+reply's size and sample count, and this process's CPU time (ms) spent
+meanwhile.  A connection is made the first time its port is named, and
+kept; the first one, to the server, before the first question, so
+starting Python costs nothing during a measurement.  The first reply is
+saved, exactly as it arrived, to SAVE_FILE (bench/bulk_floor.py serves it).
 
-    python bench/get_data_asker.py PORT
+    python bench/get_data_asker.py PORT SAVE_FILE
 """
 
 import json
@@ -58,10 +61,15 @@ class Connection:
                 return message
 
 
-def main(port):
-    connection = Connection(port)
+def main(port, save_path):
+    connections = {port: Connection(int(port))}
+    saved = False
     for number, line in enumerate(sys.stdin):
-        start_ms, end_ms = (float(x) for x in line.split())
+        port, start_ms, end_ms = line.split()
+        connection = connections.get(port)
+        if connection is None:
+            connection = connections[port] = Connection(int(port))
+        start_ms, end_ms = float(start_ms), float(end_ms)
         request_id = f"ask{number}"
         payload = json.dumps(
             {
@@ -82,6 +90,10 @@ def main(port):
                 break  # (anything else would be a gaze frame or another reply)
         done = time.monotonic_ns() / 1e6
         cpu = time.process_time() - cpu
+        if not saved:
+            with open(save_path, "wb") as f:
+                f.write(message)
+            saved = True
         # no json.loads of 20 MB here: it would compete for the CPU with the
         # server and the watcher being measured
         tail = bytes(message[-200:])
@@ -108,4 +120,4 @@ def main(port):
 
 
 if __name__ == "__main__":
-    main(int(sys.argv[1]))
+    main(sys.argv[1], sys.argv[2])

@@ -1,0 +1,134 @@
+"""
+Run by bench_get_data.py in its own process: the floor it measures the
+server's large answers against.  The least any server can do to give the
+asker the same answer: it holds the server's reply (its exact bytes, read
+from REPLY_FILE, as the asker saved it) in memory, and for each request
+that comes in sends it back, its requestId set to the request's, with one
+C{sendmsg} call: unmasked WebSocket fragments of L{FRAGMENT} bytes, about
+the size of the server's (one per 2000 samples), so that the asker reads
+the same frames from both.  No encoding, no reading of
+a recording, no Python between the bytes and the kernel, no GIL shared with
+a tracker's thread.
+
+    python bench/bulk_floor.py REPLY_FILE
+
+Prints the port it listens on (127.0.0.1) as one line, serves one
+connection, and exits when it closes.
+"""
+
+import base64
+import hashlib
+import json
+import socket
+import sys
+
+#: The WebSocket handshake's fixed GUID (RFC 6455, section 1.3).
+GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+
+#: Bytes of the reply per fragment.
+FRAGMENT = 512 * 1024
+
+
+def handshake(conn):
+    request = b""
+    while b"\r\n\r\n" not in request:
+        chunk = conn.recv(4096)
+        if not chunk:
+            raise EOFError("the client closed during the handshake")
+        request += chunk
+    head, rest = request.split(b"\r\n\r\n", 1)
+    key = next(
+        line.split(b":", 1)[1].strip()
+        for line in head.split(b"\r\n")
+        if line.lower().startswith(b"sec-websocket-key:")
+    )
+    accept = base64.b64encode(hashlib.sha1(key + GUID).digest())
+    conn.sendall(
+        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+        b"Connection: Upgrade\r\nSec-WebSocket-Accept: " + accept + b"\r\n\r\n"
+    )
+    return bytearray(rest)
+
+
+def requests(conn, buffer):
+    """The text of each (small, masked) frame the client sends, until it closes."""
+
+    def need(n):
+        while len(buffer) < n:
+            chunk = conn.recv(65536)
+            if not chunk:
+                raise EOFError
+            buffer.extend(chunk)
+
+    while True:
+        try:
+            need(2)
+        except EOFError:
+            return
+        opcode, length = buffer[0] & 0x0F, buffer[1] & 0x7F
+        if length >= 126:
+            raise ValueError("the asker's requests are under 126 bytes")
+        need(6 + length)
+        mask = buffer[2:6]
+        payload = bytes(b ^ mask[i % 4] for i, b in enumerate(buffer[6 : 6 + length]))
+        del buffer[: 6 + length]
+        if opcode == 0x8:
+            return
+        if opcode == 0x1:
+            yield payload
+
+
+def header(first, length):
+    """A server frame's header: C{first} is its FIN bit and opcode."""
+    if length < 126:
+        return bytes([first, length])
+    if length < 1 << 16:
+        return bytes([first, 126]) + length.to_bytes(2, "big")
+    return bytes([first, 127]) + length.to_bytes(8, "big")
+
+
+def fragments(head, body):
+    """
+    C{head} then C{body} as text fragments of L{FRAGMENT} bytes: a header
+    and the pieces of each, C{body}'s not copied.
+    """
+    view = memoryview(body)
+    first = min(len(view), FRAGMENT - len(head))
+    pieces = [[head, view[:first]]]
+    pieces += [[view[i : i + FRAGMENT]] for i in range(first, len(view), FRAGMENT)]
+    parts = []
+    for number, fragment in enumerate(pieces):
+        opcode = 0x1 if number == 0 else 0x0
+        fin = 0x80 if number == len(pieces) - 1 else 0
+        parts.append(header(fin | opcode, sum(len(p) for p in fragment)))
+        parts += fragment
+    return parts
+
+
+def main(path):
+    with open(path, "rb") as f:
+        reply = f.read()
+    start = reply.index(b'"requestId":')
+    end = reply.index(b",", start)
+    before, after = reply[:start], reply[end:]
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(1)
+    print(listener.getsockname()[1], flush=True)
+    conn, _ = listener.accept()
+    buffer = handshake(conn)
+    for text in requests(conn, buffer):
+        request_id = json.loads(text)["requestId"]
+        head = before + b'"requestId":' + json.dumps(request_id).encode()
+        parts = fragments(head, after)
+        sent = conn.sendmsg(parts)
+        for part in parts:  # what a signal cut short, if anything
+            if sent >= len(part):
+                sent -= len(part)
+            else:
+                conn.sendall(memoryview(part)[sent:])
+                sent = 0
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])
