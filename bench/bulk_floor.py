@@ -22,6 +22,8 @@ import json
 import socket
 import sys
 
+from rawsocket import read_head
+
 #: The WebSocket handshake's fixed GUID (RFC 6455, section 1.3).
 GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 
@@ -30,13 +32,7 @@ FRAGMENT = 512 * 1024
 
 
 def handshake(conn):
-    request = b""
-    while b"\r\n\r\n" not in request:
-        chunk = conn.recv(4096)
-        if not chunk:
-            raise EOFError("the client closed during the handshake")
-        request += chunk
-    head, rest = request.split(b"\r\n\r\n", 1)
+    head, rest = read_head(conn, "client")
     key = next(
         line.split(b":", 1)[1].strip()
         for line in head.split(b"\r\n")

@@ -25,16 +25,27 @@ def open_websocket(port, user_agent=None, rcvbuf=None):
         "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
         f"Sec-WebSocket-Version: 13\r\n{agent}\r\n".encode()
     )
-    response = b""
-    while b"\r\n\r\n" not in response:
+    head, rest = read_head(sock, "server")
+    if b" 101 " not in head.split(b"\r\n", 1)[0]:
+        raise RuntimeError(f"handshake refused: {head[:200]!r}")
+    return sock, bytearray(rest)
+
+
+def read_head(sock, peer):
+    """
+    Read the handshake's HTTP head from C{sock}: the head, and the bytes
+    that came after it.
+
+    @raise EOFError: the C{peer} (a word for the message) closed first.
+    """
+    data = b""
+    while b"\r\n\r\n" not in data:
         chunk = sock.recv(4096)
         if not chunk:
-            raise EOFError("the server closed during the handshake")
-        response += chunk
-    head, rest = response.split(b"\r\n\r\n", 1)
-    if b" 101 " not in head.split(b"\r\n", 1)[0]:
-        raise RuntimeError(f"handshake refused: {response[:200]!r}")
-    return sock, bytearray(rest)
+            raise EOFError(f"the {peer} closed during the handshake")
+        data += chunk
+    head, rest = data.split(b"\r\n\r\n", 1)
+    return head, rest
 
 
 def frame_header(buffer, need):
