@@ -1,13 +1,13 @@
 """
 Run by bench_get_data.py in its own process: the floor it measures the
-server's large answers against.  The least any server can do to give the
-asker the same answer: it holds the server's reply (its exact bytes, read
-from REPLY_FILE, as the asker saved it) in memory, and for each request
-that comes in sends it back, its requestId set to the request's, with one
-C{sendmsg} call: unmasked WebSocket fragments of L{FRAGMENT} bytes, about
-the size of the server's (one per 2000 samples), so that the asker reads
-the same frames from both.  No encoding, no reading of
-a recording, no Python between the bytes and the kernel, no GIL shared with
+server's large answers against: the least work any server can do to give
+the asker the same answer.  It holds the server's reply in memory (its
+exact bytes, read from REPLY_FILE, as the asker saved it), and for each
+request that comes in sends it back, its requestId set to the request's,
+with one C{sendmsg} call: unmasked WebSocket fragments of L{FRAGMENT}
+bytes, about the size of the server's (one per 2000 samples), so that the
+asker reads the same frames from both.  No encoding, no reading of a
+recording, no Python between the bytes and the kernel, no GIL shared with
 a tracker's thread.
 
     python bench/bulk_floor.py REPLY_FILE
