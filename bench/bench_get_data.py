@@ -10,14 +10,16 @@ recording, the newest from memory.
     python bench/bench_get_data.py [--seconds 60] [--runs 9] [--no-floor]
 
 After each of the server's answers the asker asks the floor
-(bench/bulk_floor.py, a process of its own) for the same: it holds the
-server's first answer, byte for byte, and sends it back in fragments of
-about the server's size, with one C{sendmsg} call and no other work.  What
-the floor's answer adds to the watcher's gap (the watcher still watching
-our server's stream) is what moving those 20 MB to the asker costs this
-machine, with no server work at all.
+(bench/bulk_floor.py, a process of its own) for the same, twice: it holds
+the server's first answer, byte for byte, and sends it back in fragments
+of about the server's size with no other work, once all at once (one
+C{sendmsg} call) and once spread evenly over as long as the server's
+answer just took.  What the floor's answers add to the watcher's gap (the
+watcher still watching our server's stream) is what moving those 20 MB to
+the asker costs this machine with no server work at all: in a burst, and
+at the server's pace.
 
-What is measured, per run, for the server and for the floor, and the
+What is measured, per run, for the server and for each floor, and the
 median over the runs:
 
   - answer time: from the asker sending the request to the asker receiving
@@ -47,8 +49,8 @@ on the worker thread, and in total.
 Targets (issue 14), each printed PASS or FAIL with what it compares:
 
   - median answer time under 200 ms;
-  - median added gap at most 2 ms (the floor's is printed beside it, and
-    the median over the runs of ours minus the floor's);
+  - median added gap at most 2 ms (the floors' are printed beside it, and
+    the median over the runs of ours minus each floor's);
   - the longest reactor turn of the answer's work at most 1 ms of CPU.
 
 Wall times and gaps also hold the operating system's scheduling of the
@@ -83,6 +85,9 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 BEFORE_MS = 4000.0
 #: The watcher's frames counted after the answer's last byte (ms).
 AFTER_MS = 20.0
+#: Who answers in each run: the server, then the floor at once, then the
+#: floor spread over as long as the server's answer took.
+WHO = ("ours", "at once", "spread")
 
 
 def free_port():
@@ -144,9 +149,10 @@ class Asker(protocol.ProcessProtocol):
         self.lines = b""
         self.waiting = None
 
-    def ask(self, port, start_ms, end_ms):
+    def ask(self, port, start_ms, end_ms, spread_ms=None):
         self.waiting = defer.Deferred()
-        self.transport.write(b"%d %.3f %.3f\n" % (port, start_ms, end_ms))
+        spread = b"" if spread_ms is None else b" %.3f" % spread_ms
+        self.transport.write(b"%d %.3f %.3f%s\n" % (port, start_ms, end_ms, spread))
         return self.waiting
 
     def outReceived(self, data):
@@ -208,7 +214,7 @@ def live_runs(args):
         stdout=subprocess.DEVNULL,
     )
     asker = floor = floor_port = None
-    runs, floor_runs = [], []
+    runs = {who: [] for who in WHO}
     try:
         yield wait_listening(port, server)
         factory = WebSocketClientFactory(f"ws://127.0.0.1:{port}")
@@ -226,13 +232,15 @@ def live_runs(args):
             asker, sys.executable, [sys.executable, script, str(port), reply_file], env=None
         )
         for number in range(args.runs):
-            # the server's answer, then the floor's (the first answer's bytes)
-            for who in ("ours", "floor") if args.floor else ("ours",):
-                if who == "floor" and floor is None:
+            # the server's answer, then the floor's (the first answer's bytes), at
+            # once and spread over as long as the server's answer took
+            for who in WHO if args.floor else WHO[:1]:
+                if who != "ours" and floor is None:
                     floor, floor_port = start_floor(reply_file)
                 target = port if who == "ours" else floor_port
-                run = yield one_run(args, server, watcher, asker, target)
-                (runs if who == "ours" else floor_runs).append(run)
+                spread = runs["ours"][-1]["took"] if who == "spread" else None
+                run = yield one_run(args, server, watcher, asker, target, spread)
+                runs[who].append(run)
                 print(
                     f"  run {number + 1}, {who}: {run['count']} samples, {run['mb']:.1f} MB, "
                     f"answer {run['took']:.0f} ms, watcher's longest gap {run['during']:.2f} ms "
@@ -251,7 +259,7 @@ def live_runs(args):
             floor.terminate()
             floor.wait(10)
         shutil.rmtree(folder, True)
-    return runs, floor_runs
+    return runs
 
 
 def start_floor(reply_file):
@@ -264,18 +272,19 @@ def start_floor(reply_file):
 
 
 @defer.inlineCallbacks
-def one_run(args, server, watcher, asker, port):
+def one_run(args, server, watcher, asker, port, spread_ms=None):
     """
     Ask the server on C{port} for the last C{args.seconds} of the session,
     after C{BEFORE_MS} of quiet, and measure the answer (see the module's
     docstring).  Whoever answers, the watcher watches the server's stream
-    and the CPU time is the server's.
+    and the CPU time is the server's.  C{spread_ms}: for the floor, send
+    the answer over that long.
     """
     cpu_before = process_cpu_ms(server.pid)
     yield sleep(BEFORE_MS / 1000)
     end_ms = watcher.latest_ms
     cpu_asked = process_cpu_ms(server.pid)
-    answer = yield asker.ask(port, end_ms - args.seconds * 1000, end_ms)
+    answer = yield asker.ask(port, end_ms - args.seconds * 1000, end_ms, spread_ms)
     cpu_answered = process_cpu_ms(server.pid)
     asked, done = answer["asked"], answer["done"]
     took = done - asked
@@ -390,13 +399,14 @@ def main():
     ticks = cpu_ticks()
     outcome = run_on_reactor(lambda: live_runs(args))
     stolen = stolen_since(ticks)
-    if not outcome or not outcome[0]:
+    if not outcome or not outcome["ours"]:
         sys.exit(1)
-    runs, floor_runs = outcome
+    runs = outcome["ours"]
+    floors = [who for who in WHO[1:] if outcome[who]]
     turns, slices, size = in_process(args.seconds)
 
-    def median(key, of=runs):
-        return statistics.median(run[key] for run in of)
+    def median(key, who="ours"):
+        return statistics.median(run[key] for run in outcome[who])
 
     n = len(runs)
     print(
@@ -422,20 +432,25 @@ def main():
             "7.2f",
         ),
     ]
-    print(f"  {'':72}{'ours':>8}" + (f"{'floor':>8}" if floor_runs else ""))
+    print(f"  {'':70}{'ours':>8}" + "".join(f"{'floor, ' + who:>18}" for who in floors))
     for label, key, spec in rows:
-        line = f"  {label:72}{median(key):{spec}} "
-        if floor_runs:
-            line += f"{median(key, floor_runs):{spec}}"
-        print(line)
-    if floor_runs:
-        pairs = [ours["added"] - floor["added"] for ours, floor in zip(runs, floor_runs)]
+        values = [median(key)] + [median(key, who) for who in floors]
         print(
-            "  (floor: bench/bulk_floor.py, a process of its own, sends the same bytes in "
-            "512 KiB fragments, one sendmsg call;\n   it answers right after each of ours, "
-            "the watcher watching our server's stream)\n"
-            f"  added gap, ours minus the floor's, median of {len(pairs)} "
-            f"pairs {statistics.median(pairs):+.2f} ms"
+            f"  {label:70}"
+            + "".join(f"{format(v, spec):>{8 if i == 0 else 18}}" for i, v in enumerate(values))
+        )
+    if floors:
+        print(
+            "  (floor: bench/bulk_floor.py, a process of its own, sends the same bytes in 512 KiB\n"
+            "   fragments, at once (one sendmsg call) or spread evenly over as long as the\n"
+            "   server's answer just took; it answers right after the server, the watcher\n"
+            "   watching the server's stream)"
+        )
+    for who in floors:
+        pairs = [ours["added"] - floor["added"] for ours, floor in zip(runs, outcome[who])]
+        print(
+            f"  added gap, ours minus the floor's ({who}), median of {len(pairs)} pairs "
+            f"{statistics.median(pairs):+.2f} ms"
         )
     worst = max(range(len(turns)), key=turns.__getitem__)
     what = "the first: the range taken, memory's part copied" if worst == 0 else "a piece"

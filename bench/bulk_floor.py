@@ -4,9 +4,11 @@ server's large answers against: the least work any server can do to give
 the asker the same answer.  It holds the server's reply in memory (its
 exact bytes, read from REPLY_FILE, as the asker saved it), and for each
 request that comes in sends it back, its requestId set to the request's,
-with one C{sendmsg} call: unmasked WebSocket fragments of L{FRAGMENT}
-bytes, about the size of the server's (one per 2000 samples), so that the
-asker reads the same frames from both.  No encoding, no reading of a
+as unmasked WebSocket fragments of L{FRAGMENT} bytes, about the size of
+the server's (one per 2000 samples), so that the asker reads the same
+frames from both: all at once, with one C{sendmsg} call; or, if the
+request says C{spread_ms}, a fragment at a time, evenly over that long
+(the first at once, sleeping in between).  No encoding, no reading of a
 recording, no Python between the bytes and the kernel, no GIL shared with
 a tracker's thread.
 
@@ -21,6 +23,7 @@ import hashlib
 import json
 import socket
 import sys
+import time
 
 from rawsocket import read_head
 
@@ -85,20 +88,19 @@ def header(first, length):
 
 def fragments(head, body):
     """
-    C{head} then C{body} as text fragments of L{FRAGMENT} bytes: a header
-    and the pieces of each, C{body}'s not copied.
+    C{head} then C{body} as text fragments of L{FRAGMENT} bytes, each a
+    list of its header and its pieces (C{body}'s not copied).
     """
     view = memoryview(body)
     first = min(len(view), FRAGMENT - len(head))
     pieces = [[head, view[:first]]]
     pieces += [[view[i : i + FRAGMENT]] for i in range(first, len(view), FRAGMENT)]
-    parts = []
+    frames = []
     for number, fragment in enumerate(pieces):
         opcode = 0x1 if number == 0 else 0x0
         fin = 0x80 if number == len(pieces) - 1 else 0
-        parts.append(header(fin | opcode, sum(len(p) for p in fragment)))
-        parts += fragment
-    return parts
+        frames.append([header(fin | opcode, sum(len(p) for p in fragment))] + fragment)
+    return frames
 
 
 def main(path):
@@ -114,16 +116,30 @@ def main(path):
     conn, _ = listener.accept()
     buffer = handshake(conn)
     for text in requests(conn, buffer):
-        request_id = json.loads(text)["requestId"]
-        head = before + b'"requestId":' + json.dumps(request_id).encode()
+        request = json.loads(text)
+        head = before + b'"requestId":' + json.dumps(request["requestId"]).encode()
         parts = fragments(head, after)
-        sent = conn.sendmsg(parts)
-        for part in parts:  # what a signal cut short, if anything
-            if sent >= len(part):
-                sent -= len(part)
-            else:
-                conn.sendall(memoryview(part)[sent:])
-                sent = 0
+        spread_s = request.get("spread_ms", 0) / 1000
+        if not spread_s:
+            send(conn, [part for fragment in parts for part in fragment])
+            continue
+        started = time.monotonic()
+        for number, fragment in enumerate(parts):
+            send(conn, fragment)
+            delay = started + spread_s * (number + 1) / len(parts) - time.monotonic()
+            if delay > 0 and number < len(parts) - 1:
+                time.sleep(delay)
+
+
+def send(conn, parts):
+    """All of C{parts}, with one C{sendmsg} call unless a signal cuts it short."""
+    sent = conn.sendmsg(parts)
+    for part in parts:
+        if sent >= len(part):
+            sent -= len(part)
+        else:
+            conn.sendall(memoryview(part)[sent:])
+            sent = 0
 
 
 if __name__ == "__main__":

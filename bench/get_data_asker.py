@@ -1,8 +1,9 @@
 """
 Run by bench_get_data.py in its own process: connect with a minimal stdlib
-WebSocket client, then for each line C{PORT START_MS END_MS} read from
-stdin ask the server on that port for that range of the session
-(get_data), read the whole reply, and print one JSON line: the monotonic
+WebSocket client, then for each line C{PORT START_MS END_MS [SPREAD_MS]}
+read from stdin ask the server on that port for that range of the session
+(get_data; with SPREAD_MS, C{spread_ms} in the request, which only
+bench/bulk_floor.py reads), read the whole reply, and print one JSON line: the monotonic
 times (ms) when it asked and when the reply's last byte arrived, the
 reply's size and sample count, and this process's CPU time (ms) spent
 meanwhile.  A connection is made the first time its port is named, and
@@ -65,21 +66,21 @@ def main(port, save_path):
     connections = {port: Connection(int(port))}
     saved = False
     for number, line in enumerate(sys.stdin):
-        port, start_ms, end_ms = line.split()
+        port, start_ms, end_ms, *spread = line.split()
         connection = connections.get(port)
         if connection is None:
             connection = connections[port] = Connection(int(port))
         start_ms, end_ms = float(start_ms), float(end_ms)
         request_id = f"ask{number}"
-        payload = json.dumps(
-            {
-                "type": "get_data",
-                "requestId": request_id,
-                "start_time": start_ms,
-                "end_time": end_ms,
-            },
-            separators=(",", ":"),
-        ).encode()
+        request = {
+            "type": "get_data",
+            "requestId": request_id,
+            "start_time": start_ms,
+            "end_time": end_ms,
+        }
+        if spread:
+            request["spread_ms"] = float(spread[0])
+        payload = json.dumps(request, separators=(",", ":")).encode()
         cpu = time.process_time()
         asked = time.monotonic_ns() / 1e6
         connection.send(payload)

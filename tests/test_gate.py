@@ -4,7 +4,7 @@ Tests for L{jspsych_tobii.server.gate.SendGate}.
 
 import json
 
-from twisted.internet import defer
+from twisted.internet import defer, task
 from twisted.internet.interfaces import IPushProducer
 from twisted.trial import unittest
 from zope.interface.verify import verifyObject
@@ -13,6 +13,7 @@ from jspsych_tobii.server.gate import (
     CLOSE_NOT_READING,
     MAX_REPLY_BACKLOG,
     MAX_REPLY_BACKLOG_BYTES,
+    STREAM_LEAST_WAIT_S,
     SendGate,
 )
 
@@ -36,6 +37,10 @@ class Turns:
 
     def __init__(self):
         self.calls = []
+        self.now = 0.0
+
+    def seconds(self):
+        return self.now
 
     def callLater(self, delay, f, *args):
         call = self.Call(f, args)
@@ -43,6 +48,7 @@ class Turns:
         return call
 
     def advance(self, seconds=0):
+        self.now += seconds
         calls, self.calls = self.calls, []
         for call in calls:
             if not call.done:
@@ -433,6 +439,83 @@ class SendGateTests(unittest.SynchronousTestCase):
         gate.send_gaze(1)
         gate.send_bytes(b"x")
         self.assertEqual(r.sent, [])
+
+
+class StreamPaceTests(unittest.SynchronousTestCase):
+    """A streamed message leaves no faster than the gate's rate, on the reactor's clock."""
+
+    def gate(self, rate):
+        r = Recorder()
+        r.clock = task.Clock()
+        return r, SendGate(r, r.clock, peer="test", stream_rate=rate)
+
+    def fragments(self, r):
+        return [data for kind, data in r.sent if kind == "fragment"]
+
+    def test_fragments_leave_at_the_rate(self):
+        r, gate = self.gate(rate=40.0)  # 10 bytes: 0.25 s (times exact in binary)
+        done = []
+        gate.send_stream(iter([b"a" * 10, b"b" * 10, b"c" * 10])).addCallback(done.append)
+        r.clock.advance(0)
+        self.assertEqual(self.fragments(r), [b"a" * 10])  # the first at once
+        r.clock.advance(0.125)
+        self.assertEqual(len(self.fragments(r)), 1)
+        r.clock.advance(0.125)
+        self.assertEqual(len(self.fragments(r)), 2)
+        r.clock.advance(0.25)
+        self.assertEqual(self.fragments(r), [b"a" * 10, b"b" * 10, b"c" * 10])
+        self.assertEqual(r.sent[-1], ("end", None))
+        self.assertEqual(done, [None])
+        self.assertEqual(r.clock.getDelayedCalls(), [])
+
+    def test_waits_shorter_than_a_timer_are_not_taken(self):
+        # the last piece is due less than STREAM_LEAST_WAIT_S after the first
+        r, gate = self.gate(rate=20 / (STREAM_LEAST_WAIT_S * 0.9))
+        done = []
+        gate.send_stream(iter([b"a" * 10, b"b" * 10, b"c" * 10])).addCallback(done.append)
+        r.clock.advance(0)
+        self.assertEqual(len(self.fragments(r)), 3)
+        self.assertEqual(done, [None])
+
+    def test_a_late_piece_is_made_up_by_the_ones_after_it(self):
+        r, gate = self.gate(rate=40.0)
+        late = defer.Deferred()
+        gate.send_stream(iter([b"a" * 10, late, b"b" * 10, b"c" * 10, b"d" * 10]))
+        r.clock.advance(0)
+        r.clock.advance(0.625)  # the next piece is made 0.625 s later
+        self.assertEqual(len(self.fragments(r)), 1)
+        late.callback(None)
+        r.clock.advance(0)
+        # due at 0.25 and 0.5 s: both go at once; the fourth is due at 0.75 s
+        self.assertEqual(self.fragments(r), [b"a" * 10, b"b" * 10, b"c" * 10])
+        r.clock.advance(0.0625)
+        self.assertEqual(len(self.fragments(r)), 3)
+        r.clock.advance(0.0625)
+        self.assertEqual(len(self.fragments(r)), 4)
+
+    def test_closing_while_waiting_for_the_pace(self):
+        r, gate = self.gate(rate=1000.0)
+        d = gate.send_stream(iter([b"a" * 10, b"b" * 10]))
+        r.clock.advance(0)
+        gate.close()
+        self.failureResultOf(d, ConnectionError)
+        self.assertEqual(r.clock.getDelayedCalls(), [])  # the wait is cancelled
+        r.clock.advance(1)
+        self.assertEqual(self.fragments(r), [b"a" * 10])
+        self.assertNotIn(("end", None), r.sent)
+
+    def test_paused_while_waiting_for_the_pace(self):
+        # the transport pauses the gate meanwhile: the piece waits for both
+        r, gate = self.gate(rate=1000.0)
+        gate.send_stream(iter([b"a" * 10, b"b" * 10]))
+        r.clock.advance(0)
+        gate.pauseProducing()
+        r.clock.advance(0.05)
+        self.assertEqual(len(self.fragments(r)), 1)
+        gate.resumeProducing()
+        r.clock.advance(0)
+        self.assertEqual(len(self.fragments(r)), 2)
+        self.assertEqual(r.sent[-1], ("end", None))
 
 
 class ClockedReplyTests(unittest.SynchronousTestCase):

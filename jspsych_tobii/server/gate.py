@@ -17,16 +17,19 @@ it is paused only the newest is kept (as RFC 6455 allows), so a ping flood
 from a client that does not read costs nothing.
 
 Large replies are streamed (L{send_stream}): one WebSocket message sent as
-a series of fragments, one fragment per reactor turn and only while the
-transport takes data, so neither encoding nor copying a large answer ever
-holds up the reactor.  Twisted's L{task.Cooperator} does the pacing: each
-gate has one, scheduling with the injected reactor and doing one unit of
-work per turn; a stream is a L{task.CooperativeTask} that is paused and
-resumed with the gate, stopped when the connection closes, and waits by
-itself for a piece made on another thread (a Deferred).  One part stays
-by hand: a piece that fails after the connection closed (the task already
-stopped) is logged by the gate, since the Cooperator would try to complete
-the stopped task a second time (and fail with AlreadyCalledError).
+a series of fragments, one fragment per reactor turn, only while the
+transport takes data and no faster than L{STREAM_BYTES_PER_S}, so neither
+encoding nor copying a large answer ever holds up the reactor, and its
+burst does not crowd out the other clients' gaze.  Twisted's
+L{task.Cooperator} takes the turns: each gate has one, scheduling with the
+injected reactor and doing one unit of work per turn; a stream is a
+L{task.CooperativeTask} that is paused and resumed with the gate, stopped
+when the connection closes, and waits by itself for a piece made on
+another thread, or for its pace (a Deferred).  One part stays by hand: a
+piece that fails after the connection closed (the task already stopped)
+is logged by the gate, since the Cooperator would try to complete the
+stopped task a second time (and fail with AlreadyCalledError); for the
+same reason a pace's wait is cancelled on close and never fires.
 Streams go out one after another.  Nothing may be interleaved with a
 fragmented message, so gaze frames and other replies for this client wait
 in the backlog until it ends.
@@ -38,7 +41,7 @@ import collections
 from typing import Any, Callable, Iterator, List, Optional, Union
 
 from twisted.internet import defer, task
-from twisted.internet.interfaces import IPushProducer, IReactorTime
+from twisted.internet.interfaces import IDelayedCall, IPushProducer, IReactorTime
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
@@ -53,6 +56,18 @@ MAX_REPLY_BACKLOG = 1000
 MAX_REPLY_BACKLOG_BYTES = 64 * 1024 * 1024
 #: The close code for a client that does not read: 1008, policy violation.
 CLOSE_NOT_READING = 1008
+#: Fastest a streamed message leaves, bytes per second: a 20 MB get_data
+#: answer in ~175 ms (the target is 200).  Sent as fast as the socket took
+#: it, the answer's burst (the server sending, the asker reading, both
+#: cores busy) added a median of 2.4 to 3.4 ms to another client's longest
+#: gaze gap on a 2-core machine; at 150 MB/s +2.16 and +2.33 ms; at this
+#: pace +1.66 and +1.43 ms (bench/bench_get_data.py, which shows the same
+#: for its floor: the same bytes from a process doing nothing else added
+#: +2.3 to +3.5 ms at once, +0.03 to +0.54 ms spread out on a quiet machine).
+STREAM_BYTES_PER_S = 120e6
+#: A wait for the pace shorter than this is not taken (the reactor's timers
+#: are whole milliseconds); the schedule makes it up at the next fragment.
+STREAM_LEAST_WAIT_S = 0.001
 
 
 @implementer(IPushProducer)
@@ -77,8 +92,12 @@ class SendGate:
         reactor: IReactorTime,
         peer: str = "?",
         gaze_backlog: int = DEFAULT_GAZE_BACKLOG,
+        stream_rate: float = STREAM_BYTES_PER_S,
     ):
         self._channel = channel
+        self._reactor = reactor
+        self._stream_rate = stream_rate
+        self._pace: Optional[IDelayedCall] = None  # a stream waiting for its pace
         self.peer = peer
         self.paused = False  # by the transport: its buffer is full
         self.closed = False
@@ -233,6 +252,9 @@ class SendGate:
         sending, self._sending = self._sending, None
         if sending is not None:
             sending.stop()  # (see _stream_ended)
+        pace, self._pace = self._pace, None
+        if pace is not None and pace.active():
+            pace.cancel()  # (its Deferred never fires: the stopped task stays paused)
         pending = ([self._stream] if self._stream else []) + [d for _, d in self._streams]
         self._stream = None
         self._streams.clear()
@@ -252,14 +274,27 @@ class SendGate:
     def _fragments(
         self, pieces: Iterator[Union[bytes, defer.Deferred]]
     ) -> Iterator[Optional[defer.Deferred]]:
-        """One piece per unit of work: sent, or a Deferred for the task to wait for."""
+        """
+        One piece per unit of work: sent, or a Deferred for the task to wait
+        for (the piece, made on another thread; or the pace: a piece leaves
+        no sooner than L{STREAM_BYTES_PER_S} allows after the first).
+        """
+        started = self._reactor.seconds()
+        sent = 0
         for piece in pieces:
             if isinstance(piece, defer.Deferred):
                 yield piece.addErrback(self._piece_failed)
-            else:
-                if piece:
-                    self._channel.send_fragment(piece)
-                yield None
+                continue
+            if piece:
+                wait = started + sent / self._stream_rate - self._reactor.seconds()
+                if wait >= STREAM_LEAST_WAIT_S:
+                    paced: defer.Deferred[None] = defer.Deferred()
+                    self._pace = self._reactor.callLater(wait, paced.callback, None)
+                    yield paced
+                    self._pace = None
+                self._channel.send_fragment(piece)
+                sent += len(piece)
+            yield None
 
     def _stream_ended(self, result: object) -> None:
         self._sending = None

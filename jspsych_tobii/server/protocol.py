@@ -51,8 +51,8 @@ from jspsych_tobii.server.state import ServerState
 #: Most bytes handed to the socket in one reactor turn.  On loopback the
 #: kernel does the receiver's work inside the sender's send(): one send of
 #: 4 MiB took 1.3 ms (up to 6 ms) here, keeping the reactor from the gaze
-#: hand-off while a large get_data left; one of 256 KiB takes ~0.1 ms, and a
-#: 20 MB answer still arrives in ~150 ms (bench/bench_get_data.py).
+#: hand-off while a large get_data left; one of 256 KiB takes ~0.1 ms.  (How
+#: fast a large answer leaves is the gate's pace, STREAM_BYTES_PER_S.)
 SEND_LIMIT = 256 * 1024
 
 #: Largest incoming message accepted (a validation point at 1200 Hz is ~360 KB).
