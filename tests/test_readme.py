@@ -308,8 +308,11 @@ class SystemdTests(unittest.TestCase):
         self.assertTrue(command[0].endswith("/twistd"), command)
         # twistd of this Python, finding the plugin of this checkout
         twistd = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()"]
+        # systemd-socket-activate hands the service only the variables named
+        # with -E: PYTHONPATH for an editable install (see TWISTD_ENV)
+        passed = [f"--setenv={name}" for name in ("PYTHONPATH", "PYTHONUNBUFFERED")]
         server = subprocess.Popen(
-            [SOCKET_ACTIVATE, "-l", listen, f"--fdname={fdname}", *twistd]
+            [SOCKET_ACTIVATE, "-l", listen, f"--fdname={fdname}", *passed, *twistd]
             + command[1:]
             + ["--mock"],
             stdout=subprocess.PIPE,
