@@ -112,3 +112,87 @@ class GazeBufferTests(unittest.SynchronousTestCase):
         self.assertEqual(len(buffer), 0)
         self.assertEqual(buffer.appended, 0)
         self.assertIsNone(buffer.latest())
+
+
+def address(array):
+    return array.__array_interface__["data"][0]
+
+
+class SpareCopyTests(unittest.SynchronousTestCase):
+    """
+    A large query is copied into memory the buffer keeps written (no page
+    faults on the reactor), lent to one copy at a time.
+    """
+
+    def setUp(self):
+        from jspsych_tobii.core.buffer import SPARE_FROM_BYTES
+        from jspsych_tobii.interfaces import GAZE_DTYPE
+
+        self.capacity = 2 * SPARE_FROM_BYTES // GAZE_DTYPE.itemsize  # 2880 records
+        self.large = SPARE_FROM_BYTES // GAZE_DTYPE.itemsize + 1
+        self.buffer = GazeBuffer(self.capacity)
+        self.buffer.extend(batch(np.arange(self.capacity + 500)))  # wrapped: two segments
+
+    def kept(self):
+        return list(range(self.appended() - self.capacity, self.appended()))
+
+    def appended(self):
+        return self.buffer.appended
+
+    def test_the_spare_comes_back_when_the_copy_is_gone(self):
+        first = self.buffer.query()
+        self.assertEqual(first["seq"].tolist(), self.kept())
+        spare = address(first)
+        del first
+        self.buffer.extend(batch(np.arange(self.appended(), self.appended() + 7)))
+        again = self.buffer.query()
+        self.assertEqual(address(again), spare)
+        self.assertEqual(again["seq"].tolist(), self.kept())
+        again["seq"] = -1  # a copy still: the buffer keeps its records
+        self.assertEqual(self.buffer.snapshot()["seq"].tolist(), self.kept())
+
+    def test_a_view_of_the_copy_keeps_the_spare(self):
+        """While any view of a copy lives, other queries copy into other memory."""
+        first = self.buffer.query(None, None)
+        spare = address(first)
+        view = first[100:200]  # as the get_data encoder holds its chunks
+        del first
+        self.buffer.extend(batch(np.arange(self.appended(), self.appended() + 1000)))
+        second = self.buffer.query()
+        self.assertFalse(np.shares_memory(view, second))
+        self.assertEqual(view["seq"].tolist(), list(range(600, 700)))
+        self.assertEqual(second["seq"].tolist(), self.kept())
+        del view
+        third = self.buffer.query()
+        self.assertEqual(address(third), spare)
+        self.assertEqual(third["seq"].tolist(), self.kept())
+        self.assertFalse(np.shares_memory(second, third))
+
+    def test_small_queries_leave_the_spare(self):
+        spare = address(self.buffer.query())
+        oldest = self.appended() - self.capacity
+        small = self.buffer.query(oldest, oldest + self.large - 2)  # just under the size
+        large = self.buffer.query(oldest, oldest + self.large - 1)
+        self.assertEqual(len(small), self.large - 1)
+        self.assertEqual(address(large), spare)
+        self.assertEqual(large["seq"].tolist(), list(range(oldest, oldest + self.large)))
+
+    def test_released_on_another_thread(self):
+        """The get_data encoder drops its last view on a worker thread."""
+        import threading
+
+        first = self.buffer.query()
+        spare = address(first)
+        held = [first[:10]]
+        del first
+        worker = threading.Thread(target=held.clear)
+        worker.start()
+        worker.join()
+        self.assertEqual(address(self.buffer.query()), spare)
+
+    def test_small_buffers_have_no_spare(self):
+        """A buffer too small for any large query keeps no second copy of its memory."""
+        small = GazeBuffer(self.large - 1)
+        small.extend(batch(np.arange(self.large)))
+        self.assertIsNone(small._spare)
+        self.assertEqual(small.query()["seq"].tolist(), list(range(1, self.large)))
