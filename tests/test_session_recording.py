@@ -37,6 +37,16 @@ class RecordingServerTests(unittest.TestCase):
         self.state = self.service.state
 
     @defer.inlineCallbacks
+    def track_then_get_data(self):
+        """A client that tracks for 1 s (300 samples stay in memory), and its get_data of it all."""
+        client = yield connect(self.port)
+        self.addCleanup(client.dropConnection, abort=True)
+        yield client.request("start_tracking")
+        yield wait(1.0)
+        reply = yield client.request("get_data", timeout=30)
+        return client, reply
+
+    @defer.inlineCallbacks
     def test_session_recorded_and_queried_across_memory_and_disk(self):
         client = yield connect(self.port)
         self.addCleanup(client.dropConnection, abort=True)
@@ -156,11 +166,7 @@ class RecordingServerTests(unittest.TestCase):
             return query(start_us, end_us, limit)
 
         self.patch(buffer, "query", watched)
-        client = yield connect(self.port)
-        self.addCleanup(client.dropConnection, abort=True)
-        yield client.request("start_tracking")
-        yield wait(1.0)
-        whole = yield client.request("get_data", timeout=30)
+        client, whole = yield self.track_then_get_data()
         seqs = [sample["seq"] for sample in whole["samples"]]
         self.assertEqual(seqs, list(range(len(seqs))))
         self.assertGreater(len(seqs), 1000)  # 300 in memory
@@ -189,11 +195,7 @@ class RecordingServerTests(unittest.TestCase):
             return encode_objects(batch, lead)
 
         self.patch(bulk, "encode_objects", encode)
-        client = yield connect(self.port)
-        self.addCleanup(client.dropConnection, abort=True)
-        yield client.request("start_tracking")
-        yield wait(1.0)
-        reply = yield client.request("get_data", timeout=30)
+        _, reply = yield self.track_then_get_data()
         self.assertGreater(reply["count"], 600)  # older than memory: from the recording
         self.assertEqual(len(threads), -(-reply["count"] // bulk.SLICE))
         self.assertNotIn(threading.main_thread(), threads)
