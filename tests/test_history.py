@@ -82,17 +82,6 @@ class Flushed:
             yield picked[i : i + chunk]
 
 
-class CopyCounting(GazeBuffer):
-    """A buffer that counts the records its queries copy."""
-
-    copied = 0
-
-    def query(self, start_us=None, end_us=None, limit=None):
-        result = super().query(start_us, end_us, limit)
-        self.copied += len(result)
-        return result
-
-
 class PureQueryTests(unittest.SynchronousTestCase):
     """The query needs no file and no Twisted: anything with query_chunks."""
 
@@ -115,52 +104,6 @@ class PureQueryTests(unittest.SynchronousTestCase):
         got = np.concatenate(list(session_range(flushed, buffer, start)))
         self.assertEqual(got.tobytes(), samples[250:].tobytes())
         self.assertEqual(flushed.asked, [])
-
-    def test_recorded_until_moves_the_seam(self):
-        """
-        Where the recording holds the session up to a time, it answers up to
-        there and memory only after it; an earlier time than memory's oldest
-        leaves the seam there, a later one than memory's newest takes
-        nothing from memory.
-        """
-        samples = synthetic_samples(300, rate=1200)
-        times = [int(t) for t in samples["system_time_us"]]
-        before_memory = times[200] - 1
-        for until, seam, seam_us in [
-            (times[280], 280, times[280]),  # the usual case: flushed a moment ago
-            (times[150], 199, before_memory),  # the recording is behind memory's oldest
-            (times[299], 299, times[299]),  # everything flushed
-            (times[299] + 5, 299, times[299] + 5),
-            (None, 199, before_memory),
-        ]:
-            buffer = CopyCounting(100)
-            buffer.extend(samples[200:])
-            flushed = Flushed(samples)
-            got = list(session_range(flushed, buffer, chunk=64, recorded_until_us=until))
-            self.assertEqual(np.concatenate(got).tobytes(), samples.tobytes(), until)
-            self.assertEqual(flushed.asked, [(None, seam_us)], until)
-            self.assertEqual(buffer.copied, 299 - seam, until)
-            # a range on either side of the seam reads one part only
-            start, end = times[seam - 10], times[seam]
-            flushed.asked, buffer.copied = [], 0
-            got = list(session_range(flushed, buffer, start, end, recorded_until_us=until))
-            self.assertEqual(np.concatenate(got).tobytes(), samples[seam - 10 : seam + 1].tobytes())
-            self.assertEqual((flushed.asked, buffer.copied), ([(start, end)], 0))
-            if seam < 299:
-                start = times[seam + 1]
-                flushed.asked = []
-                got = list(session_range(flushed, buffer, start, None, recorded_until_us=until))
-                self.assertEqual(np.concatenate(got).tobytes(), samples[seam + 1 :].tobytes())
-                self.assertEqual(flushed.asked, [])
-
-    def test_recorded_until_without_a_recorder(self):
-        """Memory answers all it holds when there is no recording to read."""
-        samples = synthetic_samples(300, rate=1200)
-        buffer = GazeBuffer(100)
-        buffer.extend(samples[200:])
-        until = int(samples["system_time_us"][280])
-        got = np.concatenate(list(session_range(None, buffer, recorded_until_us=until)))
-        self.assertEqual(got.tobytes(), samples[200:].tobytes())
 
     def test_empty(self):
         self.assertEqual(list(session_range(None, GazeBuffer(10))), [])

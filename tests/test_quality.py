@@ -800,8 +800,6 @@ class ValidationSummaryTests(SynchronousTestCase, AssertionsMixin):
 class _Events:
     """Stands in for the session recorder: keeps the events written to it."""
 
-    last = None  # the recorded session's files: no gaze is recorded here
-
     def __init__(self, events):
         self.events = events
 

@@ -37,16 +37,6 @@ class RecordingServerTests(unittest.TestCase):
         self.state = self.service.state
 
     @defer.inlineCallbacks
-    def track_then_get_data(self):
-        """A client that tracks for 1 s (300 samples stay in memory), and its get_data of it all."""
-        client = yield connect(self.port)
-        self.addCleanup(client.dropConnection, abort=True)
-        yield client.request("start_tracking")
-        yield wait(1.0)
-        reply = yield client.request("get_data", timeout=30)
-        return client, reply
-
-    @defer.inlineCallbacks
     def test_session_recorded_and_queried_across_memory_and_disk(self):
         client = yield connect(self.port)
         self.addCleanup(client.dropConnection, abort=True)
@@ -151,41 +141,6 @@ class RecordingServerTests(unittest.TestCase):
         yield client.request("stop_tracking")
 
     @defer.inlineCallbacks
-    def test_get_data_copies_from_memory_only_what_is_not_recorded(self):
-        """
-        While the recording holds the session whole, get_data reads it up to
-        its last flushed sample and copies from memory (on the reactor) only
-        what came after; once it fails, memory answers all it holds again.
-        """
-        buffer, recorder = self.state.hub.buffer, self.state.recorder
-        copied = []  # (first time copied, the recording's last flushed, memory's oldest)
-        query = buffer.query
-
-        def watched(start_us=None, end_us=None, limit=None):
-            copied.append((start_us, recorder.last.flushed_until_us, buffer.oldest_time_us()))
-            return query(start_us, end_us, limit)
-
-        self.patch(buffer, "query", watched)
-        client, whole = yield self.track_then_get_data()
-        seqs = [sample["seq"] for sample in whole["samples"]]
-        self.assertEqual(seqs, list(range(len(seqs))))
-        self.assertGreater(len(seqs), 1000)  # 300 in memory
-        (start, flushed, oldest), *_ = copied
-        self.assertGreaterEqual(flushed, oldest)  # the recording reached past memory's oldest
-        self.assertEqual(start, flushed + 1)
-        recorder.last.error = "cannot write samples: No space left on device"
-        self.addCleanup(setattr, recorder.last, "error", None)
-        del copied[:]
-        first = whole["samples"][0]["timestamp"]
-        broken = yield client.request("get_data", start_time=first, timeout=30)
-        self.assertIs(broken["truncated"], True)
-        (start, flushed, oldest), *_ = copied
-        self.assertEqual(start, oldest)
-        kept = [sample["seq"] for sample in broken["samples"]]
-        self.assertEqual(kept, list(range(kept[0], kept[0] + len(kept))))
-        yield client.request("stop_tracking")
-
-    @defer.inlineCallbacks
     def test_get_data_encoded_on_a_worker_thread(self):
         """The reply's samples are read and encoded off the reactor thread."""
         threads = []
@@ -195,7 +150,11 @@ class RecordingServerTests(unittest.TestCase):
             return encode_objects(batch, lead)
 
         self.patch(bulk, "encode_objects", encode)
-        _, reply = yield self.track_then_get_data()
+        client = yield connect(self.port)
+        self.addCleanup(client.dropConnection, abort=True)
+        yield client.request("start_tracking")
+        yield wait(1.0)
+        reply = yield client.request("get_data", timeout=30)
         self.assertGreater(reply["count"], 600)  # older than memory: from the recording
         self.assertEqual(len(threads), -(-reply["count"] // bulk.SLICE))
         self.assertNotIn(threading.main_thread(), threads)

@@ -4,18 +4,11 @@ L{GazeBuffer}: a fixed-size numpy ring of full binocular gaze records.
 
 Records arrive in time order within a tracking session (the server clears the
 buffer when a new session starts), so a time-range query is two binary
-searches per stored segment (C{bisect} over the records' times where they
-are: C{np.searchsorted} would first copy every record's time out of the
-records, reading all of the buffer's memory, ~0.2-0.9 ms on the reactor for
-the default 10 000).  Appending a batch is one or two slice copies.
-A large query is copied into memory the buffer keeps for it (L{_Spare})
-when that is free.
+searches per stored segment.  Appending a batch is one or two slice copies.
 """
 
 from __future__ import annotations
 
-import bisect
-import weakref
 from typing import Optional
 
 import numpy as np
@@ -27,14 +20,6 @@ from jspsych_tobii.interfaces import GAZE_DTYPE
 #: the live path would otherwise take a page fault every 20 samples until
 #: the buffer has wrapped once (8 s at 1200 Hz with the default size).
 PREFAULT_BYTES = 64 * 1024 * 1024
-
-#: A query whose copy is at least this large goes into the buffer's spare
-#: memory when no other copy holds it.  Fresh memory takes a page fault per
-#: 4 KiB page on first write: copying the default 10 000 records (1.8 MB)
-#: into new memory took 0.65-0.9 ms of the reactor's CPU time here, 445
-#: faults, against 0.05 ms into memory already written (and up to 1.4 ms
-#: during a busy get_data bench).
-SPARE_FROM_BYTES = 256 * 1024
 
 _RAW = np.dtype((np.void, GAZE_DTYPE.itemsize))
 _SIZE = GAZE_DTYPE.itemsize
@@ -56,8 +41,6 @@ class GazeBuffer:
         # where a structured copy goes field by field (~15 µs per batch)
         self._raw = self._data.view(_RAW)
         self._bytes = memoryview(self._data.view(np.uint8).data)
-        nbytes = self._data.nbytes
-        self._spare = _Spare(nbytes) if SPARE_FROM_BYTES <= nbytes <= PREFAULT_BYTES else None
         self._head = 0  # where the next record goes
         self._size = 0
         self.appended = 0  # records appended since the last clear
@@ -154,8 +137,8 @@ class GazeBuffer:
         left = limit
         for segment in self._segments():
             times = segment["system_time_us"]
-            lo = 0 if start_us is None else bisect.bisect_left(times, start_us)
-            hi = len(times) if end_us is None else bisect.bisect_right(times, end_us)
+            lo = 0 if start_us is None else int(np.searchsorted(times, start_us, "left"))
+            hi = len(times) if end_us is None else int(np.searchsorted(times, end_us, "right"))
             if left is not None:
                 hi = min(hi, lo + left)
                 left -= max(0, hi - lo)
@@ -163,41 +146,6 @@ class GazeBuffer:
                 parts.append(segment[lo:hi].view(_RAW))  # copied as bytes: twice as fast
         if not parts:
             return self._data[:0].copy()
-        count = sum(len(part) for part in parts)
-        spare = self._spare
-        into = spare.lend(count * _SIZE) if spare and count * _SIZE >= SPARE_FROM_BYTES else None
-        if into is not None:
-            copy, at = into.view(_RAW), 0
-            for part in parts:
-                copy[at : at + len(part)] = part
-                at += len(part)
-            return copy.view(GAZE_DTYPE)
         if len(parts) == 1:
             return parts[0].copy().view(GAZE_DTYPE)
         return np.concatenate(parts).view(GAZE_DTYPE)
-
-
-class _Spare:
-    """
-    Memory for one copy at a time, written once when made so that copying
-    into it takes no page faults.  It is lent as a numpy array, and comes
-    back when that array and every view of it are gone (a view's base is
-    the array lent, whose own base is not an array).  While it is lent,
-    queries copy into fresh memory as before.
-    """
-
-    def __init__(self, nbytes: int):
-        self._free: Optional[bytearray] = bytearray(nbytes)  # zeroed: every page written
-
-    def lend(self, nbytes: int) -> Optional[np.ndarray]:
-        """The first C{nbytes} of the spare memory as uint8, or None if it is lent."""
-        memory, self._free = self._free, None
-        if memory is None:
-            return None
-        whole = np.frombuffer(memory, np.uint8)
-        weakref.finalize(whole, self._back, memory)
-        return whole[:nbytes]
-
-    def _back(self, memory: bytearray) -> None:
-        # on whichever thread let go of the last view (one assignment)
-        self._free = memory

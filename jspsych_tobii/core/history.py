@@ -34,7 +34,6 @@ def session_range(
     end_us: Optional[int] = None,
     chunk: int = 500,
     limit: Optional[int] = None,
-    recorded_until_us: Optional[int] = None,
 ) -> Iterator[np.ndarray]:
     """
     The records of the whole current session with C{start_us <=
@@ -43,31 +42,23 @@ def session_range(
     the rest from the buffer.  The buffer must span more than the recorder's
     flush interval (10 000 samples is 8 s at 1200 Hz).
 
-    With C{recorded_until_us} (the recording holds every record of this
-    session up to that time, flushed), the recording answers up to there
-    and memory only for what came after: the last tenth of a second or so
-    instead of the whole buffer.
-
-    What is taken from memory is copied now, before the first chunk is
-    taken: the caller may take the chunks over many reactor turns (or on
-    another thread) while the buffer moves on, and the two parts must meet
-    without a gap.  With C{limit}, at most the first C{limit} records in
-    memory are copied (a caller that wants no more than C{limit} records in
-    all stops there).
+    What is in memory is copied now, before the first chunk is taken: the
+    caller may take the chunks over many reactor turns while the buffer
+    moves on, and the two parts must meet without a gap.  With C{limit},
+    at most the first C{limit} records in memory are copied (a caller that
+    wants no more than C{limit} records in all stops there).
     """
     oldest = buffer.oldest_time_us()
-    seam = None  # the recording answers up to here, memory after it
-    if oldest is not None:
-        seam = oldest - 1
-        if recorder is not None and recorded_until_us is not None and recorded_until_us > seam:
-            seam = recorded_until_us
     recent = None
-    if seam is not None and (end_us is None or end_us > seam):
-        start = seam + 1 if start_us is None else max(start_us, seam + 1)
+    if oldest is not None and (end_us is None or end_us >= oldest):
+        start = oldest if start_us is None else max(start_us, oldest)
         recent = buffer.query(start, end_us, limit)
     older: Iterator[np.ndarray] = iter(())
-    if recorder is not None and (seam is None or start_us is None or start_us <= seam):
-        file_end = end_us if seam is None else seam if end_us is None else min(end_us, seam)
+    if recorder is not None and (oldest is None or start_us is None or start_us < oldest):
+        if oldest is None:
+            file_end = end_us
+        else:
+            file_end = oldest - 1 if end_us is None else min(end_us, oldest - 1)
         older = recorder.query_chunks(start_us, file_end, chunk)
     return _chain(older, recent, max(1, int(chunk)))
 
@@ -90,14 +81,11 @@ class SessionSamples:
         every sample of the session (the buffer's oldest sample, or the
         session's start when the buffer or a whole recording holds all of
         it); None when there is nothing to answer.
-    @ivar recorded_until_us: the recording holds every record of the
-        session up to this time (see L{session_range}); None if it may not.
     """
 
     recorder: Optional[FlushedGaze]
     buffer: GazeBuffer
     whole_from_us: Optional[int]
-    recorded_until_us: Optional[int] = None
 
     @classmethod
     def in_memory(cls, buffer: GazeBuffer) -> "SessionSamples":
@@ -116,6 +104,4 @@ class SessionSamples:
         limit: Optional[int] = None,
     ) -> Iterator[np.ndarray]:
         """L{session_range} over this session (the buffer's part is copied now)."""
-        return session_range(
-            self.recorder, self.buffer, start_us, end_us, chunk, limit, self.recorded_until_us
-        )
+        return session_range(self.recorder, self.buffer, start_us, end_us, chunk, limit)

@@ -28,11 +28,7 @@ class SessionFiles:
     One recorded session.  The reactor reads every field; the writer thread
     only ever assigns C{written}, C{flushed_records}, C{flushed_until_us},
     C{dropped}, C{closed} and C{error} (single assignments, which are atomic
-    for Python objects).  C{flushed_records} is assigned before
-    C{flushed_until_us}: a reader that reads C{flushed_until_us} first, then
-    the records (L{SessionRecorder.query_chunks
-    <jspsych_tobii.recording.writer.SessionRecorder.query_chunks>}), finds
-    every record up to that time in the file.
+    for Python objects).
     """
 
     session: int
@@ -216,8 +212,8 @@ class FileWriter:
         try:
             if self.gaze is not None:
                 self.gaze.flush()
-                files.flushed_records = files.written  # first: see SessionFiles
                 files.flushed_until_us = self.last_us
+                files.flushed_records = files.written
             if self.events is not None:
                 self.events.flush()
         except OSError as e:
@@ -250,8 +246,8 @@ class FileWriter:
         if self.gaze is not None:
             try:
                 self.gaze.flush()
-                files.flushed_records = files.written  # first: see SessionFiles
                 files.flushed_until_us = self.last_us
+                files.flushed_records = files.written
                 header = dict(files.header)
                 header.update(
                     complete=files.error is None,

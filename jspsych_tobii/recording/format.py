@@ -28,7 +28,6 @@ Nothing here imports Twisted: it is plain Python and numpy.
 
 from __future__ import annotations
 
-import bisect
 import json
 import os
 import time
@@ -290,10 +289,8 @@ def read_range(
     data = np.memmap(path, GAZE_DTYPE, "r", offset=HEADER_SIZE, shape=(count,))
     try:
         times = data["system_time_us"]
-        # bisect reads only the pages it looks at; np.searchsorted would copy
-        # every record's time out of the file first
-        lo = 0 if start_us is None else bisect.bisect_left(times, start_us)
-        hi = count if end_us is None else bisect.bisect_right(times, end_us)
+        lo = 0 if start_us is None else int(np.searchsorted(times, start_us, side="left"))
+        hi = count if end_us is None else int(np.searchsorted(times, end_us, side="right"))
         step = max(1, int(chunk))
         for i in range(lo, hi, step):
             # a byte copy: several times faster than np.array of a structured memmap

@@ -149,26 +149,11 @@ class ClientSession:
             d = defer.succeed(None)
         d.addCallback(
             lambda _: StreamedReply(
-                session_range(
-                    recorder, buffer, start_us, end_us, recorded_until_us=self._recorded_until()
-                ),
+                session_range(recorder, buffer, start_us, end_us),
                 fields=self._completeness(start_us),
             )
         )
         return d
-
-    def _recorded_until(self) -> Optional[int]:
-        """
-        The time up to which the recording holds the current tracking
-        session whole, flushed (so a query reads it there instead of copying
-        the whole buffer on the reactor); None if it may not.
-        """
-        recorder = self.app.recorder
-        files = None if recorder is None else recorder.last
-        if files is None or self._recording_gap() is not None:
-            return None
-        # read before the query reads how many records are flushed (SessionFiles)
-        return files.flushed_until_us
 
     def _completeness(self, start_us: Optional[int]) -> dict:
         """
@@ -233,7 +218,7 @@ class ClientSession:
         if oldest is not None and started is not None:
             if buffer.appended <= len(buffer) or self._recording_gap() is None:
                 whole_from = min(started, oldest)
-        return SessionSamples(recorder, buffer, whole_from, self._recorded_until())
+        return SessionSamples(recorder, buffer, whole_from)
 
     def do_get_user_position(self, request: Request, received_ms: float) -> dict:
         state = self._tracker_state()
