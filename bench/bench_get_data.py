@@ -41,10 +41,12 @@ median over the runs:
     GIL); a late read, that the frame was late leaving the server, or the
     watcher late reading it.
 
-and once, in this process, without sockets (CPU time, so independent of
+and, in this process, without sockets (CPU time, so mostly independent of
 the machine's load): the same answer's work as the server splits it, per
 reactor turn (what can delay another client's frames) and per slice encoded
-on the worker thread, and in total.
+on the worker thread, and in total, each the least of 3 answers (an
+interrupt or the host's pause counts as CPU time of the turn it stops),
+with the first answer's longest turn beside it.
 
 Targets (issue 14), each printed PASS or FAIL with what it compares:
 
