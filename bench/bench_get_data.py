@@ -43,10 +43,12 @@ median over the runs:
 
 and, in this process, without sockets (CPU time, so mostly independent of
 the machine's load): the same answer's work as the server splits it, per
-reactor turn (what can delay another client's frames) and per slice encoded
-on the worker thread, and in total, each the least of 3 answers (an
-interrupt or the host's pause counts as CPU time of the turn it stops),
-with the first answer's longest turn beside it.
+reactor turn (what can delay another client's frames) and per slice made
+on the worker thread (read from the recording's get_data text cache, as the
+server does, and beside it, every sample encoded as without the cache), and
+in total, each the least of 3 answers (an interrupt or the host's pause
+counts as CPU time of the turn it stops), with the first answer's longest
+turn beside it.
 
 Targets (issue 14), each printed PASS or FAIL with what it compares:
 
@@ -352,24 +354,29 @@ def in_process(seconds):
             recorder.write_batch(batch)
             buffer.extend(batch)
         recorder.sync()
-        runs = [answer(recorder, buffer) for _ in range(REPEATS)]
+        runs = [answer(recorder, buffer, text=True) for _ in range(REPEATS)]
+        encoding = [answer(recorder, buffer, text=False) for _ in range(REPEATS)]
         recorder.close()
     finally:
         shutil.rmtree(folder, True)
     turns = [min(times) * 1000 for times in zip(*(turns for turns, _, _ in runs))]
     slices = [min(times) * 1000 for times in zip(*(slices for _, slices, _ in runs))]
-    return turns, slices, runs[0][2], max(runs[0][0]) * 1000
+    encoded = [min(times) * 1000 for times in zip(*(slices for _, slices, _ in encoding))]
+    assert runs[0][2] == encoding[0][2], "the cache's text is the encoder's"
+    return turns, slices, runs[0][2], max(runs[0][0]) * 1000, encoded
 
 
-def answer(recorder, buffer):
+def answer(recorder, buffer, text):
     """
     One answer's work for L{in_process}: the CPU time of each reactor turn
-    and each worker slice, and the size of the answer.
+    and each worker slice, and the size of the answer.  With C{text}, as the
+    server does it: the samples the recording's get_data cache holds are
+    read as text; without, every sample is encoded (as before the cache).
     """
     import gc
 
-    from jspsych_tobii.core.history import session_range
-    from jspsych_tobii.server.bulk import reply_pieces
+    from jspsych_tobii.core.history import session_range, session_text_range
+    from jspsych_tobii.server.bulk import SLICE, reply_pieces
 
     gc.collect()
     queued = []  # the worker thread's jobs, run between reactor turns
@@ -382,7 +389,10 @@ def answer(recorder, buffer):
 
     turns = []
     started = time.thread_time()
-    chunks = session_range(recorder, buffer, None, None)
+    if text:
+        chunks = session_text_range(recorder, buffer, None, None, SLICE)
+    else:
+        chunks = session_range(recorder, buffer, None, None)
     pieces = reply_pieces({"type": "get_data"}, "samples", chunks, run=run)
     turns.append(time.thread_time() - started)
     size = 0
@@ -423,7 +433,7 @@ def main():
         sys.exit(1)
     runs = outcome["ours"]
     floors = [who for who in WHO[1:] if outcome[who]]
-    turns, slices, size, first_longest = in_process(args.seconds)
+    turns, slices, size, first_longest, encoded = in_process(args.seconds)
 
     def median(key, who="ours"):
         return statistics.median(run[key] for run in outcome[who])
@@ -481,8 +491,12 @@ def main():
         f"\n  reactor: {len(turns)} turns, {sum(turns):.1f} ms in all, median "
         f"{turns[len(turns) // 2]:.3f} ms, longest {turns[-1]:.3f} ms (turn {worst + 1}, {what});"
         f" the first answer alone, longest {first_longest:.3f} ms"
-        f"\n  worker thread: {len(slices)} slices, {sum(slices):.0f} ms in all, median "
+        f"\n  worker thread, reading what the recording's text cache holds (as the server"
+        f" does): {len(slices)} slices, {sum(slices):.0f} ms in all, median "
         f"{sorted(slices)[len(slices) // 2]:.2f} ms, longest {max(slices):.2f} ms"
+        f"\n  worker thread, encoding every sample instead (without the cache): {len(encoded)}"
+        f" slices, {sum(encoded):.0f} ms in all; the cache's share of that:"
+        f" {sum(slices) / sum(encoded):.2f}x"
     )
     all_answered = all(run["success"] for run in runs)
     checks = [

@@ -8,7 +8,7 @@ import numpy as np
 from twisted.internet import defer, reactor
 from twisted.trial import unittest
 
-from jspsych_tobii.core.gaze import sample_dicts
+from jspsych_tobii.core.gaze import EncodedSamples, encode_rows, sample_dicts
 from jspsych_tobii.interfaces import empty_gaze
 from jspsych_tobii.server.bulk import reply_pieces
 from jspsych_tobii.server.work import WorkerPool
@@ -64,6 +64,25 @@ class ReplyPiecesTests(unittest.SynchronousTestCase):
         self.assertEqual(len(pieces), 1 + 3 + 1)  # head, 800 + 800 + 400, tail
         reply = json.loads(b"".join(pieces))
         self.assertEqual([s["seq"] for s in reply["samples"]], list(range(2000)))
+
+    def test_encoded_chunks_sent_as_they_are(self):
+        """Samples encoded already are a piece each, after the records before them."""
+        first, second, third = records(5), records(4, start=5), records(3, start=9)
+        encoded = EncodedSamples(encode_rows(second)[0], 4)
+        empty = EncodedSamples(b"", 0)
+        for chunks, piece in (
+            ([first, encoded, empty, third], encoded.text),
+            ([encoded, third], encoded.text[1:]),  # the array's first: no comma
+            ([first, encoded], encoded.text),
+        ):
+            pieces = list(reply_pieces(HEAD, "samples", iter(chunks), slice_size=100))
+            self.assertEqual(pieces.count(piece), 1)
+            # the opening, a piece per chunk that is not empty, the close
+            self.assertEqual(len(pieces), 2 + sum(1 for c in chunks if c is not empty))
+            reply = json.loads(b"".join(pieces))
+            want = np.concatenate([second if c is encoded else c for c in chunks if c is not empty])
+            self.assertEqual(reply["samples"], sample_dicts(want))
+            self.assertEqual(reply["count"], len(want))
 
     def test_empty(self):
         reply = json.loads(b"".join(reply_pieces({}, "samples", iter([]))))

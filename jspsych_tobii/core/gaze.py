@@ -30,7 +30,7 @@ from __future__ import annotations
 import json
 import math
 import struct
-from typing import Any, List, Optional, Tuple
+from typing import Any, List, NamedTuple, Optional, Tuple
 
 import numpy as np
 
@@ -252,6 +252,33 @@ def encode_objects(batch: np.ndarray, lead: bytes = b"") -> bytes:
         if text is not None:
             return text[0] if lead == b"," else lead + text[0][1:]
     return lead + b",".join(_format(_records(batch), _BOTH_OBJECT, _OBJECT))
+
+
+class EncodedSamples(NamedTuple):
+    """
+    Samples whose C{gaze} objects are encoded already (L{encode_rows}):
+    the objects of C{samples} samples, each preceded by a comma.
+    """
+
+    text: bytes
+    samples: int
+
+
+def encode_rows(batch: np.ndarray) -> Tuple[bytes, np.ndarray]:
+    """
+    The samples' C{gaze} objects, each preceded by a comma (the text of
+    L{encode_objects} with C{lead=b","}), and each one's length in bytes,
+    its comma included.
+    """
+    if len(batch) >= VECTOR_THRESHOLD:
+        text = _Vector(batch, b",", b"").encode(lengths=True)
+        if text is not None:
+            joined, lengths = text
+            assert lengths is not None  # asked for
+            return joined, lengths
+    rows = _format(_records(batch), _BOTH_OBJECT, _OBJECT)
+    lengths = np.fromiter((len(row) + 1 for row in rows), np.int64, len(rows))
+    return b"," + b",".join(rows) if rows else b"", lengths
 
 
 def sample_dicts(batch: np.ndarray) -> List[dict]:

@@ -12,12 +12,13 @@ from __future__ import annotations
 import os
 import threading
 from dataclasses import dataclass
-from typing import Any, BinaryIO, Callable, Deque, Dict, List, Optional
+from typing import Any, BinaryIO, Callable, Deque, Dict, List, Optional, Tuple
 
 import numpy as np
 
 from jspsych_tobii.core.timesync import MicrosecondClock
 from jspsych_tobii.recording.format import encode_event, encode_header, utc_iso
+from jspsych_tobii.recording.text import TextPaths, TextWriter, clear_text_dir
 
 __all__ = ["Command", "FileWriter", "SessionFiles"]
 
@@ -27,8 +28,8 @@ class SessionFiles:
     """
     One recorded session.  The reactor reads every field; the writer thread
     only ever assigns C{written}, C{flushed_records}, C{flushed_until_us},
-    C{dropped}, C{closed} and C{error} (single assignments, which are atomic
-    for Python objects).
+    C{text_flushed}, C{text}, C{dropped}, C{closed} and C{error} (single
+    assignments, which are atomic for Python objects).
     """
 
     session: int
@@ -45,6 +46,17 @@ class SessionFiles:
     flushed_records: int = 0
     #: system_time_us of the last flushed record (what query can answer up to)
     flushed_until_us: Optional[int] = None
+    #: the session's get_data text cache (None: none, or it stopped), and
+    #: how many samples' text in it is flushed with the system_time_us of the
+    #: last of them, assigned together (see recording.text)
+    text: Optional[TextPaths] = None
+    text_flushed: Tuple[int, Optional[int]] = (0, None)
+
+    @property
+    def texts(self) -> int:
+        """How many samples' text is flushed in the cache."""
+        return self.text_flushed[0]
+
     events: int = 0
     #: why writing this session stopped, if it failed
     error: Optional[str] = None
@@ -87,6 +99,7 @@ class FileWriter:
         self.last_us: Optional[int] = None  # system_time_us of the last record written
         self.gaze: Optional[BinaryIO] = None
         self.events: Optional[BinaryIO] = None
+        self.text: Optional[TextWriter] = None
         self.barriers: List[threading.Event] = []
         self.next_fsync_us: Optional[int] = None
 
@@ -149,6 +162,7 @@ class FileWriter:
                 except OSError:
                     pass  # the failure that stopped the recording is reported above
         self.gaze = self.events = None
+        self._stop_text(files, None)
 
     def open(self, files: SessionFiles) -> None:
         if self.files is not None and not self.files.closed:
@@ -162,7 +176,33 @@ class FileWriter:
             self.events = open(files.events_path, "xb", buffering=1 << 16)
         except OSError as e:
             self.fail(files, "cannot create the recording files", e)
+        # the sessions before are no longer what get_data answers
+        clear_text_dir(os.path.dirname(files.gaze_path))
+        if files.text is not None and files.error is None:
+            try:
+                self.text = TextWriter(files.text)
+            except OSError as e:
+                files.text = None
+                self._text_stopped(files, f"cannot create it: {e.strerror or e}")
         self._schedule_fsync()
+
+    def _stop_text(self, files: SessionFiles, why: Optional[str]) -> None:
+        """End the session's text cache and delete it; say why, if there is a why."""
+        text, self.text = self.text, None
+        files.text = None
+        files.text_flushed = (0, None)
+        if text is not None:
+            text.stop(why or "the recording stopped")
+        if why is not None:
+            self._text_stopped(files, why)
+
+    def _text_stopped(self, files: SessionFiles, why: str) -> None:
+        self.report(
+            "get_data's text of session {n} stopped ({why}); get_data encodes its samples "
+            "when asked instead (slower); the recording goes on",
+            n=files.session,
+            why=why,
+        )
 
     def write_gaze(self, batches: List[np.ndarray]) -> None:
         files = self.files
@@ -181,6 +221,11 @@ class FileWriter:
             self.fail(files, "cannot write samples", e)
             return
         files.written += n
+        text = self.text
+        if text is not None:
+            text.add(data)
+            if text.stopped is not None:
+                self._stop_text(files, text.stopped)
         last = batches[-1]
         if len(last):
             self.last_us = int(last["system_time_us"][-1])
@@ -219,6 +264,7 @@ class FileWriter:
         except OSError as e:
             self.fail(files, "cannot flush the recording", e)
             return
+        self._flush_text(files, finish=False)
         if self.next_fsync_us is not None and self.clock_us() >= self.next_fsync_us:
             self.fsync()
             self._schedule_fsync()
@@ -243,6 +289,10 @@ class FileWriter:
         if files is not self.files or files.closed:
             return
         files.closed = True
+        self._flush_text(files, finish=True)
+        text, self.text = self.text, None
+        if text is not None:
+            text.close()  # kept: get_data answers the last session after it ended
         if self.gaze is not None:
             try:
                 self.gaze.flush()
@@ -275,7 +325,20 @@ class FileWriter:
         for barrier in barriers:
             barrier.set()
 
-    def close_all(self) -> None:
+    def _flush_text(self, files: SessionFiles, finish: bool) -> None:
+        text = self.text
+        if text is None:
+            return
+        flushed = text.flush(finish)
+        if text.stopped is not None:
+            self._stop_text(files, text.stopped)
+        else:
+            files.text_flushed = flushed
+
+    def close_all(self, directory: Optional[str] = None) -> None:
+        """Close the open session; with C{directory}, delete its get_data text cache."""
         if self.files is not None:
             self.close(self.files, None, None)
+        if directory is not None:
+            clear_text_dir(directory)
         self.release_barriers()

@@ -55,6 +55,8 @@ __all__ = [
     "record_dtype",
     "count_records",
     "read_gaze",
+    "read_range",
+    "record_span",
     "encode_event",
     "read_events",
     "write_recording",
@@ -273,14 +275,15 @@ def read_range(
     start_us: Optional[int] = None,
     end_us: Optional[int] = None,
     chunk: int = 500,
+    first: int = 0,
 ) -> Iterator[np.ndarray]:
     """
     The first C{count} records of a gaze file written as L{GAZE_DTYPE} (the
     recorder's own, possibly still being written) with C{start_us <=
     system_time_us <= end_us} (either bound may be None), in time order, as
-    copies of at most C{chunk} records.  Found by binary search over a
-    read-only memmap, so a range costs only the pages it reads (taking a
-    chunk of 500 costs ~10 µs).
+    copies of at most C{chunk} records, leaving out the records before
+    index C{first}.  Found by binary search over a read-only memmap, so a
+    range costs only the pages it reads (taking a chunk of 500 costs ~10 µs).
 
     @raise OSError: the file cannot be read (deleted, say).
     """
@@ -288,16 +291,39 @@ def read_range(
         return
     data = np.memmap(path, GAZE_DTYPE, "r", offset=HEADER_SIZE, shape=(count,))
     try:
-        times = data["system_time_us"]
-        lo = 0 if start_us is None else int(np.searchsorted(times, start_us, side="left"))
-        hi = count if end_us is None else int(np.searchsorted(times, end_us, side="right"))
+        lo, hi = _span(data, start_us, end_us)
         step = max(1, int(chunk))
-        for i in range(lo, hi, step):
+        for i in range(max(lo, first), hi, step):
             # a byte copy: several times faster than np.array of a structured memmap
             raw = bytearray(data[i : min(hi, i + step)].tobytes())
             yield np.frombuffer(raw, dtype=GAZE_DTYPE)
     finally:
         del data
+
+
+def record_span(
+    path: str, count: int, start_us: Optional[int] = None, end_us: Optional[int] = None
+) -> Tuple[int, int]:
+    """
+    The indices C{lo, hi} of the records that L{read_range} would give:
+    C{records[lo:hi]} of the first C{count}.
+
+    @raise OSError: the file cannot be read.
+    """
+    if count <= 0:
+        return 0, 0
+    data = np.memmap(path, GAZE_DTYPE, "r", offset=HEADER_SIZE, shape=(count,))
+    try:
+        return _span(data, start_us, end_us)
+    finally:
+        del data
+
+
+def _span(data: np.ndarray, start_us: Optional[int], end_us: Optional[int]) -> Tuple[int, int]:
+    times = data["system_time_us"]
+    lo = 0 if start_us is None else int(np.searchsorted(times, start_us, side="left"))
+    hi = len(data) if end_us is None else int(np.searchsorted(times, end_us, side="right"))
+    return lo, max(lo, hi)
 
 
 def encode_event(event: Dict[str, Any]) -> bytes:

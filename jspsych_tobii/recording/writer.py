@@ -34,6 +34,7 @@ from twisted.internet import defer
 from twisted.internet.interfaces import IReactorFromThreads
 from zope.interface import implementer
 
+from jspsych_tobii.core.history import Chunk
 from jspsych_tobii.core.timesync import MicrosecondClock, monotonic_us
 from jspsych_tobii.interfaces import GAZE_DTYPE, IEventSink, IGazeObserver, ISessionListener
 from jspsych_tobii.logs import Logger
@@ -45,6 +46,7 @@ from jspsych_tobii.recording.format import (
     read_range,
     session_stem,
 )
+from jspsych_tobii.recording.text import CachedSession, TextPaths, read_text_range
 
 __all__ = ["SessionRecorder", "RecorderService"]
 
@@ -69,6 +71,8 @@ class SessionRecorder:
     @param fsync_interval: longest time (s) between syncs to the disk; None
         syncs only when a session closes.
     @param server_version: written into each header.
+    @param text_cache: keep each session's samples' text for get_data while
+        it is the current or last one (L{jspsych_tobii.recording.text}).
     """
 
     log = Logger()
@@ -82,6 +86,7 @@ class SessionRecorder:
         flush_interval: float = DEFAULT_FLUSH_INTERVAL,
         fsync_interval: Optional[float] = DEFAULT_FSYNC_INTERVAL,
         server_version: Optional[str] = None,
+        text_cache: bool = True,
     ):
         if not 0.0 < flush_interval <= 1.0:
             raise ValueError("flush_interval must be in (0, 1] seconds")
@@ -99,6 +104,7 @@ class SessionRecorder:
         self._wall_clock = wall_clock
         self.flush_interval = float(flush_interval)
         self.fsync_interval = fsync_interval
+        self.text_cache = text_cache
         self._queue: Deque[Any] = collections.deque()
         self._wake = threading.Event()
         self._thread: Optional[threading.Thread] = None
@@ -157,6 +163,7 @@ class SessionRecorder:
             started_us=started_us,
             started_unix=started_unix,
             header=header,
+            text=TextPaths.for_session(self.directory, stem) if self.text_cache else None,
         )
         self.current = self.last = files
         self.sessions.append(files)
@@ -333,6 +340,32 @@ class SessionRecorder:
             return iter(())
         return read_range(files.gaze_path, files.flushed_records, start_us, end_us, chunk)
 
+    def query_text_chunks(
+        self, start_us: Optional[int] = None, end_us: Optional[int] = None, chunk: int = 2000
+    ) -> Iterator[Chunk]:
+        """
+        Like L{query_chunks}, but the samples whose text the session's
+        get_data cache holds come as that text
+        (L{EncodedSamples<jspsych_tobii.core.gaze.EncodedSamples>}, at most
+        C{chunk} a piece), the others as records.
+
+        @raise OSError: the session's file cannot be read (deleted, say).
+        """
+        files = self.last
+        if files is None or files.flushed_records == 0:
+            return iter(())
+        cached = CachedSession(files.gaze_path, files.flushed_records, files.text, files.texts)
+        return read_text_range(cached, start_us, end_us, chunk)
+
+    def text_until_us(self) -> Optional[int]:
+        """
+        The C{system_time_us} of the last sample of the current (else the
+        most recent) session whose text the get_data cache holds; None if it
+        holds none.
+        """
+        files = self.last
+        return None if files is None or files.text is None else files.text_flushed[1]
+
     # -- internals (reactor side)
 
     def _unique_stem(self, stem: str) -> str:
@@ -385,7 +418,7 @@ class SessionRecorder:
             stop = writer.drain(self._queue)
             writer.guarded(writer.flush)
             writer.release_barriers()
-        writer.guarded(writer.close_all)
+        writer.guarded(writer.close_all, self.directory)
         self._stopped.set()
         if self._reactor is not None and self._closing is not None:
             try:

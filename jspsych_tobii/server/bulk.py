@@ -26,7 +26,8 @@ import numpy as np
 from twisted.internet import defer
 from twisted.python.failure import Failure
 
-from jspsych_tobii.core.gaze import dumps, encode_objects
+from jspsych_tobii.core.gaze import EncodedSamples, dumps, encode_objects
+from jspsych_tobii.core.history import Chunk
 from jspsych_tobii.logs import Logger
 
 #: Samples per slice (one piece of text, one WebSocket fragment, one job on
@@ -46,9 +47,12 @@ _log = Logger()
 
 @dataclass
 class StreamedReply:
-    """A handler's answer whose C{key} is a long array of samples, streamed."""
+    """
+    A handler's answer whose C{key} is a long array of samples, streamed:
+    C{chunks} are records, or samples encoded already.
+    """
 
-    chunks: Iterator[np.ndarray]
+    chunks: Iterator[Chunk]
     key: str = "samples"
     fields: Dict[str, Any] = field(default_factory=dict)
 
@@ -56,16 +60,17 @@ class StreamedReply:
 def reply_pieces(
     head: Dict[str, Any],
     key: str,
-    chunks: Iterator[np.ndarray],
+    chunks: Iterator[Chunk],
     slice_size: int = SLICE,
     run: Optional[Runner] = None,
 ) -> Iterator[Piece]:
     """
     The JSON text of C{head} plus C{key}: an array of the samples in
     C{chunks}, then C{count} and C{success}, in pieces of at most
-    C{slice_size} samples.  If taking a chunk fails (a recording that cannot
-    be read), the array ends there and the reply says C{success: false} with
-    the error: the text is always one valid JSON object.
+    C{slice_size} samples (a chunk encoded already is one piece, as it
+    is).  If taking a chunk fails (a recording that cannot be read), the
+    array ends there and the reply says C{success: false} with the error:
+    the text is always one valid JSON object.
 
     @param run: calls a function on a worker thread (see L{Runner}); then
         C{chunks} is taken and encoded there, a slice ahead of what has been
@@ -110,22 +115,24 @@ class _Slice(NamedTuple):
 class _SliceEncoder:
     """
     Takes records from C{chunks}, whatever their lengths, and encodes them
-    a slice of C{size} at a time, each slice's text with its leading comma.
-    Used by one thread at a time.
+    a slice of C{size} at a time, each slice's text with its leading comma
+    (but the first's).  A chunk of samples encoded already is a slice of its
+    own.  Used by one thread at a time.
     """
 
-    def __init__(self, chunks: Iterator[np.ndarray], size: int):
+    def __init__(self, chunks: Iterator[Chunk], size: int):
         self.chunks = chunks
         self.size = max(1, int(size))
         self.pending: List[np.ndarray] = []
         self.held = 0
+        self.encoded: Optional[EncodedSamples] = None  # taken, after the records pending
         self.count = 0  # records encoded so far
         self.finished = False  # the chunks ended, or failed
         self.failure: Optional[Failure] = None  # why the chunks ended early
 
     def encode_next(self) -> _Slice:
         """The next slice (its text is empty if no records were left)."""
-        while self.held < self.size and not self.finished:
+        while self.held < self.size and not self.finished and self.encoded is None:
             try:
                 chunk = next(self.chunks, None)
             except Exception:
@@ -134,6 +141,9 @@ class _SliceEncoder:
                 break
             if chunk is None:
                 self.finished = True
+            elif isinstance(chunk, EncodedSamples):
+                if chunk.samples:
+                    self.encoded = chunk
             elif len(chunk):
                 self.pending.append(chunk)
                 self.held += len(chunk)
@@ -142,7 +152,11 @@ class _SliceEncoder:
         if batch is not None:
             text = encode_objects(batch, b"," if self.count else b"")
             self.count += len(batch)
-        last = self.finished and not self.held
+        elif self.encoded is not None:
+            text = self.encoded.text if self.count else self.encoded.text[1:]
+            self.count += self.encoded.samples
+            self.encoded = None
+        last = self.finished and not self.held and self.encoded is None
         return _Slice(text, self.count, last, self.failure if last else None)
 
     def _take(self) -> Optional[np.ndarray]:

@@ -14,14 +14,14 @@ from twisted.internet import defer, task
 from twisted.internet.interfaces import IPushProducer
 
 from jspsych_tobii.core.gaze import dumps, sample_dicts
-from jspsych_tobii.core.history import SessionSamples, session_range
+from jspsych_tobii.core.history import SessionSamples, session_text_range
 from jspsych_tobii.core.markers import MAX_MARKER_BYTES, json_size
 from jspsych_tobii.core.messages import Request, RequestError
 from jspsych_tobii.core.timesync import ClientClockModel
 from jspsych_tobii.core.validation import ValidationRun, WindowGathering
 from jspsych_tobii.interfaces import NoTrackerError, TrackerError
 from jspsych_tobii.logs import Logger
-from jspsych_tobii.server.bulk import StreamedReply
+from jspsych_tobii.server.bulk import SLICE, StreamedReply
 from jspsych_tobii.server.calibration import CalibrationError
 from jspsych_tobii.server.gate import SendGate
 from jspsych_tobii.server.requests import (
@@ -149,7 +149,8 @@ class ClientSession:
             d = defer.succeed(None)
         d.addCallback(
             lambda _: StreamedReply(
-                session_range(recorder, buffer, start_us, end_us),
+                # what the recording holds as text is sent as it is
+                session_text_range(recorder, buffer, start_us, end_us, SLICE),
                 fields=self._completeness(start_us),
             )
         )
