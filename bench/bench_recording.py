@@ -45,7 +45,12 @@ sys.path.insert(0, os.path.dirname(HERE))
 from autobahn.twisted.websocket import WebSocketServerFactory  # noqa: E402
 
 from jspsych_tobii.core.buffer import GazeBuffer  # noqa: E402
-from jspsych_tobii.core.gaze import GazeView, sample_dicts  # noqa: E402
+from jspsych_tobii.core.gaze import (  # noqa: E402
+    VECTOR_THRESHOLD,
+    encode_frames,
+    record_frames,
+    sample_dicts,
+)
 from jspsych_tobii.core.timesync import monotonic_us  # noqa: E402
 from jspsych_tobii.interfaces import GAZE_DTYPE  # noqa: E402
 from jspsych_tobii.recording.format import read_gaze, read_header  # noqa: E402
@@ -111,7 +116,12 @@ class Hub:
             observer(batch)
         if self.encode:
             prepare = self.prepare
-            for frame in GazeView(batch).encode_frames():
+            # as the hub does: per record for a few, numpy for many
+            if n < VECTOR_THRESHOLD:
+                frames = record_frames(batch.tobytes())
+            else:
+                frames = encode_frames(batch)
+            for frame in frames:
                 prepare(frame)
 
 

@@ -49,3 +49,34 @@ class TestCaseNameTests(unittest.SynchronousTestCase):
         named = dict(headers())
         for module in ("tap.py", "server/state.py", "server/listening.py", "core/history.py"):
             self.assertIn(os.path.join("jspsych_tobii", *module.split("/")), named)
+
+
+class BenchScriptTests(unittest.TestCase):
+    """
+    Every benchmark the README points to still imports and parses its
+    options: C{bench/bench_*.py --help} exits 0 and prints its usage (a
+    bench that broke with a change to the package fails here, not when
+    someone wants its figures).
+    """
+
+    def test_bench_scripts_start(self):
+        import subprocess
+        import sys
+
+        folder = os.path.join(ROOT, "bench")
+        scripts = sorted(
+            n for n in os.listdir(folder) if n.startswith("bench_") and n.endswith(".py")
+        )
+        self.assertGreater(len(scripts), 8)
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join([ROOT, os.environ.get("PYTHONPATH", "")]))
+        for name in scripts:
+            done = subprocess.run(
+                [sys.executable, os.path.join(folder, name), "--help"],
+                capture_output=True,
+                text=True,
+                timeout=120,
+                cwd=ROOT,
+                env=env,
+            )
+            self.assertEqual(done.returncode, 0, f"{name}: {done.stderr[-2000:]}")
+            self.assertIn("usage:", done.stdout, name)
