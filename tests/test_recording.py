@@ -547,6 +547,25 @@ class QueryTests(unittest.SynchronousTestCase):
         self.assertEqual(np.concatenate(chunks).tobytes(), self.samples[2990:3000].tobytes())
         self.assertEqual(list(fmt.read_range(path, 0)), [])
 
+    def test_span_is_the_sorted_search(self):
+        """record_span finds what np.searchsorted finds, repeated times included."""
+        path = os.path.join(os.path.dirname(self.files.gaze_path), "repeats.gaze")
+        samples = self.samples[:500].copy()
+        samples["system_time_us"] = T0_US + np.repeat(np.arange(250), 2) * 1000
+        fmt.write_recording(path, samples, started_unix=T0_UNIX)
+        times = samples["system_time_us"]
+        for start, end in [
+            (None, None),
+            (T0_US, T0_US),
+            (T0_US + 999, T0_US + 5000),
+            (T0_US - 1, T0_US + 10**9),
+            (T0_US + 10**9, None),
+            (None, T0_US - 1),
+        ]:
+            lo = 0 if start is None else int(np.searchsorted(times, start, "left"))
+            hi = 500 if end is None else int(np.searchsorted(times, end, "right"))
+            self.assertEqual(fmt.record_span(path, 500, start, end), (lo, max(lo, hi)))
+
     def test_no_session(self):
         recorder = SessionRecorder(scratch(self))
         self.addCleanup(recorder.close)

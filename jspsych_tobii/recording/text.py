@@ -140,9 +140,10 @@ class TextWriter:
         if self.stopped is not None:
             return
         self._pending += records
-        whole = len(self._pending) // RECORD_SIZE // BLOCK * BLOCK
-        if whole:
-            self._encode(whole)
+        # a block at a time, also after a backlog: the encoder's temporary
+        # memory stays that of one block (~2 MB)
+        while self.stopped is None and len(self._pending) >= BLOCK * RECORD_SIZE:
+            self._encode(BLOCK)
 
     def flush(self, finish: bool = False) -> Tuple[int, Optional[int]]:
         """
