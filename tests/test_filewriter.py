@@ -12,6 +12,7 @@ from twisted.trial import unittest
 
 from jspsych_tobii.recording.filewriter import Command, FileWriter, SessionFiles
 from jspsych_tobii.recording.format import make_header, read_events, read_gaze, read_header
+from jspsych_tobii.recording.text import BLOCK, TextPaths
 
 from .test_recording import T0_UNIX, T0_US, batches_of, scratch, synthetic_samples
 
@@ -106,6 +107,34 @@ class FileWriterTests(unittest.SynchronousTestCase):
         self.assertEqual(self.reports[0][1]["n"], 1)
         self.writer.write_gaze([synthetic_samples(3)])
         self.assertEqual((files.written, files.dropped), (0, 3))
+
+    def test_a_failed_recording_drops_its_text_cache(self):
+        """When writing samples fails, the get_data text cache goes too (no stale text)."""
+        files = self.files()
+        files.text = TextPaths.for_session(self.folder, files.stem)
+        self.writer.open(files)
+        samples = synthetic_samples(BLOCK + 5)
+        self.writer.write_gaze([samples])
+        self.writer.flush()
+        self.assertEqual(files.texts, BLOCK)
+        self.assertTrue(os.path.exists(files.text.text))
+        paths = files.text
+
+        class Broken:
+            def write(self, data):
+                raise OSError(28, "No space left on device")
+
+            def close(self):
+                pass
+
+        self.writer.gaze = Broken()
+        self.writer.write_gaze([synthetic_samples(3)])
+        self.assertIn("cannot write samples", files.error)
+        self.assertIsNone(files.text)
+        self.assertEqual(files.texts, 0)
+        self.assertFalse(os.path.exists(paths.text))
+        self.assertFalse(os.path.exists(paths.ends))
+        self.assertEqual(len(self.reports), 1)  # the recording's failure, said once
 
     def test_a_bug_in_a_step_is_reported(self):
         def broken():

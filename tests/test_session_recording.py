@@ -4,6 +4,7 @@ its events, get_data answers from memory and the recording together, and
 markers are converted between clocks.
 """
 
+import os
 import shutil
 import tempfile
 import threading
@@ -12,11 +13,12 @@ from twisted.internet import defer
 from twisted.trial import unittest
 
 from jspsych_tobii.config import ServerConfig
-from jspsych_tobii.core.gaze import encode_objects
+from jspsych_tobii.core.gaze import encode_objects, sample_dicts
 from jspsych_tobii.recording.format import read_events, read_gaze, read_header
+from jspsych_tobii.recording.text import BLOCK
 from jspsych_tobii.server import bulk
 
-from .support import FakeServer, assert_close, serve, wait
+from .support import FakeServer, assert_close, serve, wait, wait_for
 from .wsclient import connect
 
 
@@ -159,6 +161,47 @@ class RecordingServerTests(unittest.TestCase):
         self.assertEqual(len(threads), -(-reply["count"] // bulk.SLICE))
         self.assertNotIn(threading.main_thread(), threads)
         self.assertTrue(all("jspsych-tobii-work" in t.name for t in threads))
+
+    @defer.inlineCallbacks
+    def test_get_data_sends_the_text_the_writer_kept(self):
+        """
+        Past a block of samples the writer thread keeps their text, and
+        get_data sends it, during the session and after: the same samples
+        as encoding the recording gives.
+        """
+        recorder = self.state.recorder
+        encoded = []  # samples encoded for a reply (not sent as kept text)
+
+        def encode(batch, lead=b""):
+            encoded.append(len(batch))
+            return encode_objects(batch, lead)
+
+        self.patch(bulk, "encode_objects", encode)
+        client = yield connect(self.port)
+        self.addCleanup(client.dropConnection, abort=True)
+        yield client.request("start_tracking")
+        yield wait_for(
+            lambda: recorder.last is not None and recorder.last.texts >= BLOCK,
+            timeout=30,
+            what="a block of text",
+        )
+        files = recorder.last
+        during = yield client.request("get_data", timeout=30)
+        self.assertLessEqual(sum(encoded), during["count"] - BLOCK)
+        yield client.request("stop_tracking")
+        del encoded[:]
+        after = yield client.request("get_data", timeout=30)
+        self.assertEqual(encoded, [])  # all of it kept as text once the session ended
+        self.assertEqual(files.texts, files.flushed_records)  # the session's end finished it
+        expected = sample_dicts(read_gaze(files.gaze_path))
+        self.assertEqual(after["samples"], expected)
+        self.assertGreater(during["count"], BLOCK)
+        self.assertEqual(during["samples"], expected[: during["count"]])
+        self.assertTrue(os.path.exists(files.text.text))
+        # the next session's start deletes this one's text
+        yield client.request("start_tracking")
+        yield wait_for(lambda: not os.path.exists(files.text.text), what="the old text gone")
+        yield client.request("stop_tracking")
 
 
 def _mean(samples, key):
