@@ -10,7 +10,8 @@ three forms that carry the same fields and the same digits:
   - L{encode_frames}: one complete C{{"type":"gaze_data","gaze":{...}}}
     text per sample, the live push (encoded once, sent to every client);
   - L{encode_objects}: the samples' C{gaze} objects joined by commas, the
-    body of a C{get_data} reply's array;
+    body of a C{get_data} reply's array (L{encode_rows}: the same text with
+    each object's length, what the recording's text cache keeps);
   - L{sample_dicts}: dicts, for small replies.
 
 Two encoders make the text.  For a few samples (what a tracker hands over

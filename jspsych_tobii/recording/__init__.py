@@ -7,7 +7,7 @@ Session recording: every gaze sample and event of a tracking session, on disk.
     fixed-size JSON header, and a C{.events.jsonl} file) and its readers;
   - L{writer}: L{SessionRecorder}, which writes them from one background
     thread while the reactor only enqueues (L{filewriter}: what that thread
-    does to the files);
+    does to the files; L{text}: the samples' JSON text it keeps for get_data);
   - L{export}: C{jspsych-tobii-export}, recordings to CSV/TSV (L{parquet};
     L{bids}, with L{bids_names} and L{bids_sidecars}; L{columns}).
 
@@ -15,7 +15,8 @@ The format, the export and the replay need no Twisted: L{SessionRecorder}
 and L{RecorderService} (which do) are imported from L{writer} only when
 asked for.  The get_data query over a recording and the gaze buffer is
 L{jspsych_tobii.core.history.session_range}; it reads the recording with
-L{format.read_range}.
+L{format.read_range} (get_data's reply: L{session_text_range
+<jspsych_tobii.core.history.session_text_range>}, through L{text.read_text_range}).
 
 The replay tracker lives with the other trackers, in
 L{jspsych_tobii.trackers.replay}.  The format is described for users in
