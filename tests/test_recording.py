@@ -70,6 +70,16 @@ def synthetic_samples(n: int, rate: float = 600.0, seed: int = 0, start_us: int 
     return samples
 
 
+def in_time_range(times: np.ndarray, start, end) -> np.ndarray:
+    """Which of C{times} lie in C{start <= t <= end} (either bound may be None)."""
+    keep = np.ones(len(times), dtype=bool)
+    if start is not None:
+        keep &= times >= start
+    if end is not None:
+        keep &= times <= end
+    return keep
+
+
 def batches_of(samples: np.ndarray, size: int = 3):
     return [samples[i : i + size].copy() for i in range(0, len(samples), size)]
 
@@ -489,12 +499,7 @@ class QueryTests(unittest.SynchronousTestCase):
         self.times = self.samples["system_time_us"]
 
     def expected(self, start, end):
-        keep = np.ones(len(self.times), dtype=bool)
-        if start is not None:
-            keep &= self.times >= start
-        if end is not None:
-            keep &= self.times <= end
-        return self.samples[keep]
+        return self.samples[in_time_range(self.times, start, end)]
 
     def test_ranges(self):
         t = self.times

@@ -31,7 +31,7 @@ from jspsych_tobii.recording.writer import SessionRecorder
 from jspsych_tobii.server.bulk import reply_pieces
 
 from .support import capture_log
-from .test_recording import T0_US, batches_of, scratch, synthetic_samples
+from .test_recording import T0_US, batches_of, in_time_range, scratch, synthetic_samples
 
 
 def reply_text(chunks) -> bytes:
@@ -133,12 +133,7 @@ class ReadTextRangeTests(unittest.SynchronousTestCase):
         self.times = self.samples["system_time_us"]
 
     def expected(self, start, end):
-        keep = np.ones(len(self.times), dtype=bool)
-        if start is not None:
-            keep &= self.times >= start
-        if end is not None:
-            keep &= self.times <= end
-        return reply_text(iter([self.samples[keep]]))
+        return reply_text(iter([self.samples[in_time_range(self.times, start, end)]]))
 
     def test_blocks_cached_while_recording(self):
         self.assertEqual(self.files.texts, 3 * BLOCK)
