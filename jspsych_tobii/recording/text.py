@@ -15,7 +15,7 @@ of a session whose text stopped are encoded when asked, as before.
 The two files are a cache, not part of the recording: they live in the
 L{TEXT_DIR} folder of the recording folder, and a session's are deleted when
 the next session starts and when the recorder closes (what is left after a
-crash is deleted when the recorder starts).  They take ~290 bytes per
+crash is deleted when the next session starts).  They take ~290 bytes per
 sample (~1.2 GB an hour at 1200 Hz) while they exist; the writer stops the
 cache, and deletes it, when the disk has less than L{MIN_FREE_BYTES} free,
 so it never costs the recording itself its space.
@@ -188,7 +188,7 @@ class TextWriter:
         if free < MIN_FREE_BYTES:
             self.stop(f"less than {MIN_FREE_BYTES >> 20} MB free on the disk")
             return
-        records = bytes(self._pending[:size])
+        records = self._pending[:size]  # a copy of its own: the pending bytes can shrink
         batch = np.frombuffer(records, GAZE_DTYPE)
         text, lengths = encode_rows(batch)
         ends = np.cumsum(lengths, dtype=_END)
